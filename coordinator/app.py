@@ -1,0 +1,164 @@
+"""The coordinator: the transaction manager and its log, recovery, and the audit."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from flask import Blueprint, Flask, current_app, jsonify, request
+
+from coordinator.audit import Auditor
+from coordinator.branches import Branches
+from coordinator.log import TxnLog
+from coordinator.recovery import Recovery
+from coordinator.states import STATUSES
+from coordinator.twopc import TwoPhaseCommit
+from paxkit.app import create_base_app, make_faults
+from paxkit.background import Loop
+from paxkit.config import DATABASES, Settings, load_settings
+from paxkit.db import Database, make_engine, quote_gid
+from paxkit.errors import ApiError, InvalidInput, NotFound
+from paxkit.requests_json import json_body
+
+MAX_LIST = 500
+SUPPORTED_MODES = ("2pc",)
+
+bp = Blueprint("coordinator", __name__)
+
+
+def _ext(name: str) -> Any:
+    return current_app.extensions[f"paxmart.{name}"]
+
+
+def _parse_transaction(body: dict[str, Any], branches: Branches) -> dict[str, Any]:
+    gtid = body.get("gtid")
+    try:
+        quote_gid(gtid if isinstance(gtid, str) else "")
+    except ValueError as err:
+        raise InvalidInput("gtid", "gtid must be 1-200 characters of [A-Za-z0-9_.:-]") from err
+    if body.get("mode") not in SUPPORTED_MODES:
+        raise InvalidInput(
+            "mode", f"mode must be one of {SUPPORTED_MODES}", code="unsupported_mode"
+        )
+    raw = body.get("branches")
+    if not isinstance(raw, list) or not raw:
+        raise InvalidInput("branches", "branches must be a non-empty list")
+    names = [b.get("name") if isinstance(b, dict) else None for b in raw]
+    if any(not isinstance(n, str) or not branches.known(n) for n in names) or len(
+        set(names)
+    ) != len(names):
+        raise InvalidInput("branches", "each branch must name a distinct known participant")
+    if any(not isinstance(b.get("payload"), dict) for b in raw):
+        raise InvalidInput("branches", "each branch needs a payload object")
+    return {
+        "gtid": gtid,
+        "mode": body["mode"],
+        "branches": [{"name": b["name"], "payload": b["payload"]} for b in raw],
+    }
+
+
+@bp.post("/transactions")
+def run_transaction() -> Any:
+    """Run a global transaction to its outcome (synchronously, within the global timeout)."""
+    spec = _parse_transaction(json_body(), _ext("branches"))
+    settings: Settings = _ext("settings")
+    txn = _ext("log").begin(spec["gtid"], spec["mode"], spec["branches"], settings.txn_timeout_s)
+    if txn is None:
+        raise ApiError(
+            f"transaction {spec['gtid']} already exists", code="duplicate_gtid", status=409
+        )
+    return jsonify(_ext("twopc").run(txn).as_json())
+
+
+@bp.get("/transactions/<gtid>")
+def get_transaction(gtid: str) -> Any:
+    txn = _ext("log").get(gtid)
+    if txn is None:
+        raise NotFound(f"No transaction {gtid!r}.", code="transaction_not_found")
+    return jsonify(_txn_json(txn))
+
+
+@bp.get("/admin/transactions")
+def list_transactions() -> Any:
+    status = request.args.get("status") or None
+    if status is not None and status not in STATUSES:
+        raise InvalidInput("status", f"status must be one of {', '.join(STATUSES)}")
+    limit = request.args.get("limit", "50")
+    if not limit.isdigit() or not 1 <= int(limit) <= MAX_LIST:
+        raise InvalidInput("limit", f"limit must be an integer from 1 to {MAX_LIST}")
+    rows = _ext("log").recent(status, int(limit))
+    return jsonify({"items": [_txn_json(r) for r in rows]})
+
+
+@bp.get("/admin/transactions/<gtid>")
+def transaction_detail(gtid: str) -> Any:
+    txn = _ext("log").get(gtid)
+    if txn is None:
+        raise NotFound(f"No transaction {gtid!r}.", code="transaction_not_found")
+    timeline = [{**e, "at": e["at"].isoformat()} for e in _ext("log").events(gtid)]
+    return jsonify({**_txn_json(txn), "timeline": timeline})
+
+
+@bp.get("/admin/audit")
+def audit() -> Any:
+    return jsonify(_ext("auditor").run())
+
+
+@bp.post("/admin/recover")
+def recover_now() -> Any:
+    """Run one recovery pass now (operators, tests); the loop runs it periodically anyway."""
+    return jsonify(_ext("recovery").run_once())
+
+
+def _txn_json(txn: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "gtid": txn["gtid"],
+        "mode": txn["mode"],
+        "status": txn["status"],
+        "reason": txn["reason"],
+        "branches": [{"name": b["name"]} for b in txn["branches"]],
+        "recovery_attempts": txn["recovery_attempts"],
+        "created_at": txn["created_at"].isoformat(),
+        "updated_at": txn["updated_at"].isoformat(),
+    }
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or load_settings()
+    app = create_base_app("coordinator", settings)
+    dbs = {name: Database(make_engine(settings.db_urls[name], pool_size=4)) for name in DATABASES}
+    dbs["coordinator"] = Database(make_engine(settings.db_urls["coordinator"], pool_size=32))
+    txn_log = TxnLog(dbs["coordinator"])
+    branches = Branches(settings)
+    pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="branch")
+    twopc = TwoPhaseCommit(
+        txn_log,
+        branches,
+        make_faults("coordinator", settings),
+        pool,
+        settings.txn_timeout_s,
+        retry_delay_s=settings.recovery_interval_s,
+    )
+    recovery = Recovery(
+        txn_log,
+        branches,
+        twopc,
+        settings.recovery_horizon_s,
+        lease_s=settings.txn_timeout_s,
+        base_delay_s=settings.recovery_interval_s,
+    )
+    app.extensions.update(
+        {
+            "paxmart.log": txn_log,
+            "paxmart.branches": branches,
+            "paxmart.twopc": twopc,
+            "paxmart.recovery": recovery,
+            "paxmart.auditor": Auditor(dbs, settings.recovery_horizon_s),
+        }
+    )
+    app.register_blueprint(bp)
+    if settings.background_enabled:
+        app.extensions["paxmart.loops"] = [
+            Loop("coordinator-recovery", recovery.run_once, settings.recovery_interval_s).start()
+        ]
+    return app

@@ -1,0 +1,190 @@
+"""The coordinator's durable log of global transactions and their branch timelines."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, text
+
+from coordinator.states import COMMITTING, UNFINISHED
+from paxkit.db import Database
+
+TXN_COLUMNS = (
+    "gtid, mode, status, reason, branches, lease_until, recovery_attempts, created_at, updated_at"
+)
+
+
+@dataclass
+class Event:
+    branch: str
+    op: str
+    outcome: str
+    detail: str | None = None
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+def _relaxed(conn: Connection) -> None:
+    """Presumed abort: losing this write in a crash is safe, so don't wait for the fsync."""
+    conn.execute(text("SET LOCAL synchronous_commit = off"))
+
+
+class TxnLog:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def begin(
+        self, gtid: str, mode: str, branches: list[dict[str, Any]], lease_s: float
+    ) -> dict[str, Any] | None:
+        """Record a transaction as preparing; None if the gtid was already taken."""
+        with self.db.transaction() as conn:
+            _relaxed(conn)
+            row = conn.execute(
+                text(
+                    "INSERT INTO global_txns (gtid, mode, status, branches, lease_until) "
+                    "VALUES (:gtid, :mode, 'preparing', CAST(:branches AS jsonb), "
+                    "now() + make_interval(secs => :lease)) ON CONFLICT (gtid) DO NOTHING "
+                    f"RETURNING {TXN_COLUMNS}"
+                ),
+                {"gtid": gtid, "mode": mode, "branches": json.dumps(branches), "lease": lease_s},
+            ).first()
+        return dict(row._mapping) if row else None
+
+    def decide(self, txn: dict[str, Any], decision: str, reason: str | None, lease_s: float) -> str:
+        """Move a preparing transaction to `decision`; returns the status that now holds.
+
+        A commit decision is written with synchronous commit: it is the one write that
+        must survive any crash before phase 2 starts."""
+        with self.db.transaction() as conn:
+            if decision != COMMITTING:
+                _relaxed(conn)
+            status = conn.execute(
+                text(
+                    "INSERT INTO global_txns (gtid, mode, status, reason, branches, lease_until)"
+                    " VALUES (:gtid, :mode, :status, :reason, CAST(:branches AS jsonb), "
+                    "now() + make_interval(secs => :lease)) ON CONFLICT (gtid) DO UPDATE "
+                    "SET status = EXCLUDED.status, reason = EXCLUDED.reason, "
+                    "lease_until = EXCLUDED.lease_until, updated_at = now() "
+                    "WHERE global_txns.status = 'preparing' RETURNING status"
+                ),
+                {
+                    "gtid": txn["gtid"],
+                    "mode": txn["mode"],
+                    "status": decision,
+                    "reason": reason,
+                    "branches": json.dumps(txn["branches"]),
+                    "lease": lease_s,
+                },
+            ).scalar()
+            if status is None:
+                status = conn.execute(
+                    text("SELECT status FROM global_txns WHERE gtid = :gtid"), {"gtid": txn["gtid"]}
+                ).scalar()
+        return str(status)
+
+    def finish(self, gtid: str, from_status: str, to_status: str, events: list[Event]) -> None:
+        with self.db.transaction() as conn:
+            _relaxed(conn)
+            conn.execute(
+                text(
+                    "UPDATE global_txns SET status = :to, updated_at = now() "
+                    "WHERE gtid = :gtid AND status = :from"
+                ),
+                {"gtid": gtid, "from": from_status, "to": to_status},
+            )
+            self._write_events(conn, gtid, events)
+
+    def postpone(self, gtid: str, delay_s: float, events: list[Event]) -> None:
+        """Phase 2 did not complete: recovery takes it up again after `delay_s`."""
+        with self.db.transaction() as conn:
+            _relaxed(conn)
+            conn.execute(
+                text(
+                    "UPDATE global_txns SET lease_until = now() + make_interval(secs => :d), "
+                    "updated_at = now() WHERE gtid = :gtid"
+                ),
+                {"gtid": gtid, "d": delay_s},
+            )
+            self._write_events(conn, gtid, events)
+
+    def record(self, gtid: str, events: list[Event]) -> None:
+        with self.db.transaction() as conn:
+            _relaxed(conn)
+            self._write_events(conn, gtid, events)
+
+    @staticmethod
+    def _write_events(conn: Connection, gtid: str, events: list[Event]) -> None:
+        if not events:
+            return
+        conn.execute(
+            text(
+                "INSERT INTO branch_events (gtid, branch, op, outcome, detail, at) "
+                "VALUES (:gtid, :branch, :op, :outcome, :detail, :at)"
+            ),
+            [
+                {
+                    "gtid": gtid,
+                    "branch": e.branch,
+                    "op": e.op,
+                    "outcome": e.outcome,
+                    "detail": e.detail,
+                    "at": e.at,
+                }
+                for e in events
+            ],
+        )
+
+    def claim_expired(self, limit: int, lease_s: float) -> list[dict[str, Any]]:
+        """Unfinished transactions whose lease ran out, leased to this caller.
+
+        SKIP LOCKED lets several coordinator processes recover at once without sharing
+        a transaction."""
+        with self.db.transaction() as conn:
+            rows = conn.execute(
+                text(
+                    "UPDATE global_txns SET lease_until = now() + make_interval(secs => :lease),"
+                    " recovery_attempts = recovery_attempts + 1 WHERE gtid IN ("
+                    " SELECT gtid FROM global_txns WHERE status = ANY(:unfinished)"
+                    " AND lease_until < now() ORDER BY lease_until LIMIT :limit"
+                    f" FOR UPDATE SKIP LOCKED) RETURNING {TXN_COLUMNS}"
+                ),
+                {"lease": lease_s, "limit": limit, "unfinished": list(UNFINISHED)},
+            ).all()
+        return [dict(r._mapping) for r in rows]
+
+    def statuses(self, gtids: list[str]) -> dict[str, str]:
+        rows = self.db.fetch_all(
+            "SELECT gtid, status FROM global_txns WHERE gtid = ANY(:gtids)", gtids=gtids
+        )
+        return {r["gtid"]: r["status"] for r in rows}
+
+    def get(self, gtid: str) -> dict[str, Any] | None:
+        return self.db.fetch_one(
+            f"SELECT {TXN_COLUMNS} FROM global_txns WHERE gtid = :gtid", gtid=gtid
+        )
+
+    def events(self, gtid: str) -> list[dict[str, Any]]:
+        return self.db.fetch_all(
+            "SELECT branch, op, outcome, detail, at FROM branch_events WHERE gtid = :gtid "
+            "ORDER BY id",
+            gtid=gtid,
+        )
+
+    def recent(self, status: str | None, limit: int) -> list[dict[str, Any]]:
+        return self.db.fetch_all(
+            f"SELECT {TXN_COLUMNS} FROM global_txns "
+            "WHERE (CAST(:status AS text) IS NULL OR status = :status) "
+            "ORDER BY created_at DESC LIMIT :limit",
+            status=status,
+            limit=limit,
+        )
+
+    def stuck(self, older_than_s: float) -> list[dict[str, Any]]:
+        return self.db.fetch_all(
+            "SELECT gtid, status, updated_at FROM global_txns WHERE status = ANY(:unfinished) "
+            "AND updated_at < now() - make_interval(secs => :age)",
+            unfinished=list(UNFINISHED),
+            age=older_than_s,
+        )

@@ -1,0 +1,66 @@
+"""The global transaction's state machine, free of I/O.
+
+    preparing --commit--> committing --done--> committed
+        |
+        +----abort---> aborting ---done--> aborted
+
+A decision is taken once: whoever moves a transaction out of `preparing` first (the
+driver, or recovery after the lease ran out) decides, and everyone else follows the log.
+"""
+
+from __future__ import annotations
+
+PREPARING = "preparing"
+COMMITTING = "committing"
+COMMITTED = "committed"
+ABORTING = "aborting"
+ABORTED = "aborted"
+
+STATUSES = (PREPARING, COMMITTING, COMMITTED, ABORTING, ABORTED)
+UNFINISHED = (PREPARING, COMMITTING, ABORTING)
+FINAL = (COMMITTED, ABORTED)
+
+_NEXT = {
+    (PREPARING, "commit"): COMMITTING,
+    (PREPARING, "abort"): ABORTING,
+    (COMMITTING, "done"): COMMITTED,
+    (ABORTING, "done"): ABORTED,
+}
+
+# Which reason wins when several branches vote no: the most specific business reason.
+REASON_PRIORITY = (
+    "unknown_sku",
+    "out_of_stock",
+    "coupon_unavailable",
+    "insufficient_balance",
+    "timeout",
+    "aborted",
+)
+
+
+class IllegalTransition(Exception):
+    pass
+
+
+def next_status(current: str, event: str) -> str:
+    try:
+        return _NEXT[(current, event)]
+    except KeyError:
+        raise IllegalTransition(f"{event!r} is not allowed in {current!r}") from None
+
+
+def phase_two_operation(status: str) -> str:
+    """What phase 2 sends to every branch for a decided transaction."""
+    if status in (COMMITTING, COMMITTED):
+        return "commit"
+    if status in (ABORTING, ABORTED):
+        return "rollback"
+    raise IllegalTransition(f"no phase 2 in {status!r}")
+
+
+def overall_reason(reasons: list[str]) -> str | None:
+    """The reason the transaction reports, from the branches' no-votes (None: all yes)."""
+    if not reasons:
+        return None
+    known = [r for r in REASON_PRIORITY if r in reasons]
+    return known[0] if known else reasons[0]

@@ -1,0 +1,41 @@
+"""The base of every component's application factory."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from flask import Flask, jsonify
+
+from paxkit.config import Settings
+from paxkit.errors import register_error_handlers
+from paxkit.faults import Faults
+from paxkit.logs import configure_logging
+from paxkit.metrics import install_metrics
+
+
+def create_base_app(component: str, settings: Settings) -> Flask:
+    """A Flask app with the contract's error shape, JSON logs, body limit, health, metrics."""
+    configure_logging(component, settings.log_level)
+    app = Flask(component)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["paxmart.settings"] = settings
+    register_error_handlers(app)
+    install_metrics(app, component)
+
+    @app.get("/healthz")
+    def healthz() -> Any:
+        return jsonify({"status": "ok", "component": component})
+
+    return app
+
+
+def make_faults(component: str, settings: Settings) -> Faults:
+    """Fault points for a component: live only when PAXMART_FAULTS is on."""
+    client = (
+        redis.Redis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        if settings.faults_enabled
+        else None
+    )
+    return Faults(component, client)

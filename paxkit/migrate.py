@@ -1,0 +1,142 @@
+"""Per-database versioned migrations: create, migrate (seed included), reset.
+
+Each database has an ordered list of migration folders; every `NNNN_name.sql` file is
+applied once, in its own transaction, and recorded in `schema_migrations`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import psycopg2
+from psycopg2 import sql
+
+from paxkit.config import DATABASES, PARTICIPANTS, REPO_ROOT, Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+SDK_SQL = REPO_ROOT / "paxkit" / "sql"
+
+
+def migration_dirs(database: str) -> list[Path]:
+    """The folders whose migrations build one database, in order."""
+    if database == "coordinator":
+        return [REPO_ROOT / "coordinator" / "migrations"]
+    own = REPO_ROOT / "services" / database / "migrations"
+    if database == "order" or database in PARTICIPANTS:
+        return [SDK_SQL, own]
+    raise ValueError(f"unknown database {database!r}")
+
+
+def _split_url(url: str) -> tuple[str, str]:
+    """(server URL pointing at the maintenance db, database name)."""
+    base, _, name = url.rpartition("/")
+    return f"{base}/postgres", name.split("?")[0]
+
+
+def ensure_database(url: str) -> bool:
+    """Create the database if missing; True when it was created."""
+    admin_url, name = _split_url(url)
+    conn = psycopg2.connect(admin_url, connect_timeout=5)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if cur.fetchone():
+                return False
+            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            return True
+    finally:
+        conn.close()
+
+
+def drop_database(url: str) -> None:
+    """Drop the database, disconnecting its sessions and rolling back its prepared xacts."""
+    admin_url, name = _split_url(url)
+    conn = psycopg2.connect(admin_url, connect_timeout=5)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT gid FROM pg_prepared_xacts WHERE database = %s", (name,))
+            gids = [row[0] for row in cur.fetchall()]
+        _rollback_prepared(url, gids)
+        with conn.cursor() as cur:
+            cur.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+    finally:
+        conn.close()
+
+
+def _rollback_prepared(url: str, gids: list[str]) -> None:
+    if not gids:
+        return
+    conn = psycopg2.connect(url, connect_timeout=5)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            for gid in gids:
+                cur.execute(sql.SQL("ROLLBACK PREPARED {}").format(sql.Literal(gid)))
+    finally:
+        conn.close()
+
+
+def apply_migrations(url: str, dirs: list[Path]) -> list[str]:
+    """Apply every migration not applied yet; returns the versions applied now."""
+    conn = psycopg2.connect(url, connect_timeout=5)
+    applied_now: list[str] = []
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            # One migrator at a time per database (several launchers, tests).
+            cur.execute("SELECT pg_advisory_xact_lock(7283001)")
+            cur.execute("SELECT version FROM schema_migrations")
+            done = {row[0] for row in cur.fetchall()}
+            for version, path in _pending(dirs, done):
+                cur.execute(path.read_text())
+                cur.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
+                applied_now.append(version)
+    finally:
+        conn.close()
+    return applied_now
+
+
+def _pending(dirs: list[Path], done: set[str]) -> list[tuple[str, Path]]:
+    pending = []
+    for folder in dirs:
+        for path in sorted(folder.glob("*.sql")):
+            version = f"{folder.parent.name}/{folder.name}/{path.name}"
+            if version not in done:
+                pending.append((version, path))
+    return pending
+
+
+def migrate_all(settings: Settings, reset: bool = False) -> dict[str, list[str]]:
+    """Bring every database to the latest schema (and seed); with reset, start from empty."""
+    report: dict[str, list[str]] = {}
+    for database in DATABASES:
+        url = settings.db_urls[database]
+        if reset:
+            drop_database(url)
+        ensure_database(url)
+        report[database] = apply_migrations(url, migration_dirs(database))
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Migrate (and seed) every paxmart database.")
+    parser.add_argument("--reset", action="store_true", help="drop every database first")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    report = migrate_all(load_settings(), reset=args.reset)
+    for database, versions in report.items():
+        log.info("%-12s %s", database, ", ".join(versions) if versions else "up to date")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""Wiring for a participant service: its database, its XA branch, its read endpoints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import Blueprint, Flask
+
+from paxkit.app import create_base_app, make_faults
+from paxkit.config import Settings
+from paxkit.db import Database, make_engine
+from paxkit.xa import AbortHook, Action, XaBranch, xa_blueprint
+
+
+@dataclass(frozen=True)
+class ParticipantSpec:
+    """What a service declares: its name, its business action, its reads."""
+
+    name: str
+    xa_action: Action
+    reads: Blueprint
+    on_abort: AbortHook | None = None
+
+
+def create_participant_app(
+    spec: ParticipantSpec, settings: Settings, db: Database | None = None
+) -> Flask:
+    app = create_base_app(spec.name, settings)
+    db = db or Database(make_engine(settings.db_urls[spec.name]))
+    branch = XaBranch(
+        spec.name,
+        db,
+        spec.xa_action,
+        make_faults(spec.name, settings),
+        settings.lock_timeout_ms,
+        on_abort=spec.on_abort,
+    )
+    app.extensions["paxmart.db"] = db
+    app.extensions["paxmart.xa"] = branch
+    app.register_blueprint(xa_blueprint(branch))
+    app.register_blueprint(spec.reads)
+    return app
+
+
+def db_of(app: Flask) -> Database:
+    db: Database = app.extensions["paxmart.db"]
+    return db

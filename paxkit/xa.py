@@ -1,0 +1,257 @@
+"""The participant side of two-phase commit (XA over PREPARE TRANSACTION).
+
+A service declares one business action per branch; this module runs it inside a local
+transaction, votes by preparing (or not), and makes phase 2 idempotent:
+
+- prepare: `BEGIN; INSERT xa_branch_log 'prepared'; <action>; PREPARE TRANSACTION gid`.
+  A business rule raises `Rejected(reason)` and the branch votes no.
+- commit: `COMMIT PREPARED gid`; if it no longer exists and its log row says 'prepared',
+  it was committed before (the log row only becomes visible by committing).
+- rollback: `ROLLBACK PREPARED gid` if it exists, then a tombstone row, so a prepare that
+  arrives late (after its rollback) collides with it and votes no instead of hanging
+  onto row locks. An optional `on_abort` hook runs in that same local transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Blueprint, jsonify
+from psycopg2 import errors as pg_errors
+from sqlalchemy import Connection, text
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from paxkit.db import Database, quote_gid
+from paxkit.errors import ApiError, InvalidInput
+from paxkit.faults import Faults
+from paxkit.requests_json import json_body
+
+log = logging.getLogger(__name__)
+
+Action = Callable[[Connection, dict[str, Any]], None]
+AbortHook = Callable[[Connection, str, str], None]
+
+ROLLBACK_DEADLINE_S = 10.0
+
+
+class Rejected(Exception):
+    """A business rule says no; the branch votes no with this reason."""
+
+    def __init__(self, reason: str, message: str = "") -> None:
+        super().__init__(message or reason)
+        self.reason = reason
+
+
+class BranchConflict(ApiError):
+    """Phase 2 asked for the opposite of what this branch already did (a protocol breach)."""
+
+    status = 409
+    code = "branch_conflict"
+
+
+@dataclass(frozen=True)
+class Vote:
+    yes: bool
+    reason: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"vote": "yes" if self.yes else "no", "reason": self.reason}
+
+
+def _is_lock_timeout(err: DBAPIError) -> bool:
+    return isinstance(err.orig, pg_errors.LockNotAvailable | pg_errors.QueryCanceled)
+
+
+def _is_missing_prepared(err: DBAPIError) -> bool:
+    return isinstance(err.orig, pg_errors.UndefinedObject)
+
+
+class XaBranch:
+    """One service's branch of every global 2PC transaction."""
+
+    def __init__(
+        self,
+        name: str,
+        db: Database,
+        action: Action,
+        faults: Faults,
+        lock_timeout_ms: int,
+        on_abort: AbortHook | None = None,
+    ) -> None:
+        self.name = name
+        self.db = db
+        self.action = action
+        self.faults = faults
+        self.lock_timeout_ms = lock_timeout_ms
+        self.on_abort = on_abort
+
+    def gid(self, gtid: str) -> str:
+        """Prepared-transaction ids are cluster-wide in Postgres, so the branch is part of it."""
+        return f"{gtid}:{self.name}"
+
+    def prepare(self, gtid: str, payload: dict[str, Any]) -> Vote:
+        gid = self.gid(gtid)
+        with self.db.autocommit() as conn:
+            conn.exec_driver_sql("BEGIN")
+            try:
+                self._set_lock_timeout(conn, self.lock_timeout_ms)
+                conn.execute(
+                    text(
+                        "INSERT INTO xa_branch_log (gid, gtid, state) "
+                        "VALUES (:gid, :gtid, 'prepared')"
+                    ),
+                    {"gid": gid, "gtid": gtid},
+                )
+                self.action(conn, payload)
+                self.faults.hit(f"{self.name}.before_prepare")
+                conn.exec_driver_sql(f"PREPARE TRANSACTION {quote_gid(gid)}")
+            except Rejected as rejection:
+                conn.exec_driver_sql("ROLLBACK")
+                return Vote(False, rejection.reason)
+            except IntegrityError:
+                conn.exec_driver_sql("ROLLBACK")
+                return self._vote_again(conn, gid)
+            except DBAPIError as err:
+                conn.exec_driver_sql("ROLLBACK")
+                if _is_lock_timeout(err):
+                    return Vote(False, "timeout")
+                raise
+            except BaseException:
+                conn.exec_driver_sql("ROLLBACK")
+                raise
+        self.faults.hit(f"{self.name}.after_prepare")
+        return Vote(True)
+
+    def _vote_again(self, conn: Connection, gid: str) -> Vote:
+        """A second prepare of the same branch: repeat the first vote, or no after a rollback."""
+        state = conn.execute(
+            text("SELECT state FROM xa_branch_log WHERE gid = :gid"), {"gid": gid}
+        ).scalar()
+        return Vote(True) if state == "prepared" else Vote(False, "aborted")
+
+    def commit(self, gtid: str) -> str:
+        gid = self.gid(gtid)
+        self.faults.hit(f"{self.name}.before_commit")
+        with self.db.autocommit() as conn:
+            try:
+                conn.exec_driver_sql(f"COMMIT PREPARED {quote_gid(gid)}")
+                return "committed"
+            except DBAPIError as err:
+                if not _is_missing_prepared(err):
+                    raise
+            state = conn.execute(
+                text("SELECT state FROM xa_branch_log WHERE gid = :gid"), {"gid": gid}
+            ).scalar()
+        if state == "prepared":
+            return "already_committed"
+        raise BranchConflict(
+            f"branch {gid} cannot commit: it is {state or 'unknown'}", gid=gid, state=state
+        )
+
+    def rollback(self, gtid: str, reason: str) -> str:
+        gid = self.gid(gtid)
+        deadline = time.monotonic() + ROLLBACK_DEADLINE_S
+        while True:
+            self._rollback_prepared(gid)
+            try:
+                return self._bury(gid, gtid, reason)
+            except DBAPIError as err:
+                # A prepare of this gid is still running; it will be prepared (then rolled
+                # back on the next turn) or fail. Bounded by the deadline.
+                if not _is_lock_timeout(err) or time.monotonic() > deadline:
+                    raise
+
+    def _rollback_prepared(self, gid: str) -> None:
+        with self.db.autocommit() as conn:
+            try:
+                conn.exec_driver_sql(f"ROLLBACK PREPARED {quote_gid(gid)}")
+            except DBAPIError as err:
+                if not _is_missing_prepared(err):
+                    raise
+
+    def _bury(self, gid: str, gtid: str, reason: str) -> str:
+        """Write the tombstone (and run the abort hook) once; refuse if the branch committed."""
+        with self.db.transaction() as conn:
+            self._set_lock_timeout(conn, 500)
+            inserted = conn.execute(
+                text(
+                    "INSERT INTO xa_branch_log (gid, gtid, state) "
+                    "VALUES (:gid, :gtid, 'aborted') ON CONFLICT (gid) DO NOTHING "
+                    "RETURNING gid"
+                ),
+                {"gid": gid, "gtid": gtid},
+            ).scalar()
+            if inserted is None:
+                state = conn.execute(
+                    text("SELECT state FROM xa_branch_log WHERE gid = :gid"), {"gid": gid}
+                ).scalar()
+                if state == "prepared":
+                    raise BranchConflict(
+                        f"branch {gid} cannot roll back: it committed", gid=gid, state=state
+                    )
+            if self.on_abort is not None:
+                self.on_abort(conn, gtid, reason)
+        return "rolled_back"
+
+    def prepared(self) -> list[dict[str, Any]]:
+        """This branch's prepared transactions in this database, oldest first."""
+        suffix = f":{self.name}"
+        rows = self.db.fetch_all(
+            "SELECT gid, extract(epoch FROM now() - prepared) AS age_s "
+            "FROM pg_prepared_xacts WHERE database = current_database() "
+            "AND right(gid, :n) = :suffix ORDER BY prepared",
+            n=len(suffix),
+            suffix=suffix,
+        )
+        return [
+            {"gid": r["gid"], "gtid": r["gid"][: -len(suffix)], "age_s": float(r["age_s"])}
+            for r in rows
+        ]
+
+    @staticmethod
+    def _set_lock_timeout(conn: Connection, millis: int) -> None:
+        conn.execute(text("SELECT set_config('lock_timeout', :v, true)"), {"v": f"{millis}ms"})
+
+
+def _gtid(body: dict[str, Any]) -> str:
+    gtid = body.get("gtid")
+    if not isinstance(gtid, str):
+        raise InvalidInput("gtid", "gtid must be a string")
+    try:
+        quote_gid(gtid)
+    except ValueError as err:
+        raise InvalidInput("gtid", str(err)) from err
+    return gtid
+
+
+def xa_blueprint(branch: XaBranch) -> Blueprint:
+    """The internal endpoints the coordinator drives."""
+    bp = Blueprint("xa", __name__, url_prefix="/xa")
+
+    @bp.post("/prepare")
+    def prepare() -> Any:
+        body = json_body()
+        payload = body.get("payload") or {}
+        if not isinstance(payload, dict):
+            raise InvalidInput("payload", "payload must be an object")
+        return jsonify(branch.prepare(_gtid(body), payload).as_json())
+
+    @bp.post("/commit")
+    def commit() -> Any:
+        return jsonify({"state": branch.commit(_gtid(json_body()))})
+
+    @bp.post("/rollback")
+    def rollback() -> Any:
+        body = json_body()
+        reason = body.get("reason") or "aborted"
+        return jsonify({"state": branch.rollback(_gtid(body), str(reason))})
+
+    @bp.get("/prepared")
+    def prepared() -> Any:
+        return jsonify({"items": branch.prepared()})
+
+    return bp

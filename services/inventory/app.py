@@ -1,0 +1,93 @@
+"""Inventory: products and stock. Its 2PC branch deducts stock for an order's items."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Flask, current_app, jsonify, request
+from sqlalchemy import Connection, text
+
+from paxkit.config import Settings, load_settings
+from paxkit.errors import InvalidInput, NotFound
+from paxkit.participant import ParticipantSpec, create_participant_app, db_of
+from paxkit.validation import validate_sku
+from paxkit.xa import Rejected
+
+PRODUCT_COLUMNS = "sku, name, price_cents, available AS stock"
+MAX_SKUS_PER_QUERY = 100
+
+
+def deduct_stock(conn: Connection, payload: dict[str, Any]) -> None:
+    """XA action: move each item's qty from available to sold, or reject the order."""
+    order_id, gtid = payload["order_id"], payload["gtid"]
+    # Lock rows in one global order (by SKU) so concurrent multi-item orders can't deadlock.
+    for item in sorted(payload["items"], key=lambda i: i["sku"]):
+        moved = conn.execute(
+            text(
+                "UPDATE products SET available = available - :qty, sold = sold + :qty, "
+                "updated_at = now() WHERE sku = :sku AND available >= :qty RETURNING sku"
+            ),
+            {"sku": item["sku"], "qty": item["qty"]},
+        ).scalar()
+        if moved is None:
+            raise Rejected(_shortage_reason(conn, item["sku"]))
+        conn.execute(
+            text(
+                "INSERT INTO stock_movements (order_id, sku, qty, state, gtid) "
+                "VALUES (:order_id, :sku, :qty, 'sold', :gtid)"
+            ),
+            {"order_id": order_id, "sku": item["sku"], "qty": item["qty"], "gtid": gtid},
+        )
+
+
+def _shortage_reason(conn: Connection, sku: str) -> str:
+    exists = conn.execute(text("SELECT 1 FROM products WHERE sku = :sku"), {"sku": sku}).scalar()
+    return "out_of_stock" if exists else "unknown_sku"
+
+
+reads = Blueprint("inventory_reads", __name__)
+
+
+@reads.get("/products")
+def list_products() -> Any:
+    skus = request.args.getlist("sku")
+    if not skus:
+        rows = db_of(current_app).fetch_all(f"SELECT {PRODUCT_COLUMNS} FROM products ORDER BY sku")
+        return jsonify({"items": rows})
+    if len(skus) > MAX_SKUS_PER_QUERY:
+        raise InvalidInput("sku", f"at most {MAX_SKUS_PER_QUERY} SKUs per query")
+    rows = db_of(current_app).fetch_all(
+        f"SELECT {PRODUCT_COLUMNS} FROM products WHERE sku = ANY(:skus) ORDER BY sku",
+        skus=[validate_sku(s, "sku") for s in skus],
+    )
+    return jsonify({"items": rows})
+
+
+@reads.get("/products/top")
+def top_products() -> Any:
+    """Best sellers first: the gateway's recommendations."""
+    limit = request.args.get("limit", "10")
+    if not limit.isdigit() or not 1 <= int(limit) <= MAX_SKUS_PER_QUERY:
+        raise InvalidInput("limit", f"limit must be an integer from 1 to {MAX_SKUS_PER_QUERY}")
+    rows = db_of(current_app).fetch_all(
+        f"SELECT {PRODUCT_COLUMNS} FROM products ORDER BY sold DESC, sku LIMIT :limit",
+        limit=int(limit),
+    )
+    return jsonify({"items": rows})
+
+
+@reads.get("/products/<sku>")
+def get_product(sku: str) -> Any:
+    row = db_of(current_app).fetch_one(
+        f"SELECT {PRODUCT_COLUMNS} FROM products WHERE sku = :sku", sku=sku
+    )
+    if row is None:
+        raise NotFound(f"No product with SKU {sku!r}.", code="product_not_found")
+    return jsonify(row)
+
+
+SPEC = ParticipantSpec(name="inventory", xa_action=deduct_stock, reads=reads)
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    return create_participant_app(SPEC, settings or load_settings())

@@ -1,0 +1,210 @@
+"""Placing an order: validate, price, record it, and run it as a global transaction."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from paxkit.errors import ApiError, InvalidInput, UpstreamTimeout, UpstreamUnavailable
+from paxkit.http import ServiceClient
+from services.order.domain import (
+    CouponTerms,
+    OrderRequest,
+    PricedLine,
+    Pricing,
+    PricingRejected,
+    parse_order_request,
+    price_order,
+)
+from services.order.repository import OrderRepository, order_body
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_MODES = ("2pc",)
+
+
+@dataclass(frozen=True)
+class Placed:
+    """The HTTP answer to a placement: status, body, headers."""
+
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str]
+
+
+def new_ids() -> tuple[str, str]:
+    """(order_id, gtid): the gtid carries the order's random part so logs line up."""
+    token = secrets.token_hex(10)
+    return f"ord-{token}", f"gtx-{token}"
+
+
+class OrderPlacement:
+    def __init__(
+        self,
+        orders: OrderRepository,
+        coordinator: ServiceClient,
+        inventory: ServiceClient,
+        coupon: ServiceClient,
+        txn_timeout_s: float,
+    ) -> None:
+        self.orders = orders
+        self.coordinator = coordinator
+        self.inventory = inventory
+        self.coupon = coupon
+        self.txn_timeout_s = txn_timeout_s
+
+    def place(self, body: dict[str, Any]) -> Placed:
+        request = parse_order_request(body)
+        if request.mode not in SUPPORTED_MODES:
+            raise InvalidInput(
+                "mode", f"mode {request.mode!r} is not supported yet", code="unsupported_mode"
+            )
+        order_id, gtid = new_ids()
+        prices, stock = self._catalog(request)
+        coupon = self._coupon(request.coupon_id)
+        try:
+            pricing = price_order(request, prices, stock, coupon)
+        except PricingRejected as rejection:
+            return self._reject_upfront(order_id, request, prices, rejection)
+        row = self.orders.insert(_order_row(order_id, gtid, request, pricing, "pending"))
+        return self._run_2pc(row, request, pricing)
+
+    def _catalog(self, request: OrderRequest) -> tuple[dict[str, int], dict[str, int]]:
+        reply = self.inventory.get("/products", params={"sku": [i.sku for i in request.items]})
+        if not reply.ok:
+            raise ApiError(
+                "The inventory service refused the price lookup.", code="upstream_error", status=502
+            )
+        items = reply.body["items"]
+        return ({p["sku"]: p["price_cents"] for p in items}, {p["sku"]: p["stock"] for p in items})
+
+    def _coupon(self, coupon_id: str | None) -> CouponTerms | None:
+        if coupon_id is None:
+            return None
+        reply = self.coupon.get(f"/coupons/{coupon_id}")
+        if reply.status == 404:
+            return None
+        if not reply.ok:
+            raise ApiError(
+                "The coupon service refused the coupon lookup.", code="upstream_error", status=502
+            )
+        return CouponTerms(**reply.body)
+
+    def _reject_upfront(
+        self,
+        order_id: str,
+        request: OrderRequest,
+        prices: dict[str, int],
+        rejection: PricingRejected,
+    ) -> Placed:
+        """Record the order as failed: no transaction ran, nothing was touched."""
+        lines = tuple(PricedLine(i.sku, i.qty, prices.get(i.sku, 0)) for i in request.items)
+        total = sum(line.price_cents * line.qty for line in lines)
+        pricing = Pricing(
+            lines, total, 0, request.red_packet_cents, max(total - request.red_packet_cents, 0)
+        )
+        row = self.orders.insert(
+            {**_order_row(order_id, None, request, pricing, "failed"), "reason": rejection.reason}
+        )
+        return _rejected(order_body(row), rejection.reason, str(rejection))
+
+    def _run_2pc(self, row: dict[str, Any], request: OrderRequest, pricing: Pricing) -> Placed:
+        body = order_body(row)
+        try:
+            reply = self.coordinator.post(
+                "/transactions",
+                json={
+                    "gtid": row["gtid"],
+                    "mode": request.mode,
+                    "branches": branches_for(row, request, pricing),
+                },
+                timeout_s=self.txn_timeout_s + 2.0,
+            )
+        except (UpstreamTimeout, UpstreamUnavailable) as err:
+            log.warning("outcome of %s unknown: %s", row["gtid"], err.message)
+            return _unknown_outcome(body)
+        if not reply.ok:
+            log.error("coordinator refused %s: %s %s", row["gtid"], reply.status, reply.body)
+            return _unknown_outcome(body)
+        if reply.body["status"] == "committed":
+            return Placed(
+                201, {**body, "status": "confirmed"}, {"Location": f"/api/orders/{row['order_id']}"}
+            )
+        reason = reply.body.get("reason") or "aborted"
+        return _rejected(
+            {**body, "status": "failed", "reason": reason},
+            reason,
+            f"The order was rejected: {reason}.",
+        )
+
+
+def branches_for(row: dict[str, Any], request: OrderRequest, pricing: Pricing) -> list[dict]:
+    """Every branch with an effect on this order; a branch with nothing to do is left out."""
+    common = {"order_id": row["order_id"], "gtid": row["gtid"]}
+    branches: list[dict[str, Any]] = [
+        {"name": "order", "payload": common},
+        {
+            "name": "inventory",
+            "payload": {**common, "items": [{"sku": i.sku, "qty": i.qty} for i in request.items]},
+        },
+    ]
+    if request.coupon_id is not None:
+        branches.append(
+            {
+                "name": "coupon",
+                "payload": {
+                    **common,
+                    "coupon_id": request.coupon_id,
+                    "user_id": request.user_id,
+                    "total_cents": pricing.total_cents,
+                },
+            }
+        )
+    if pricing.red_packet_cents > 0:
+        branches.append(
+            {
+                "name": "redpacket",
+                "payload": {
+                    **common,
+                    "user_id": request.user_id,
+                    "amount_cents": pricing.red_packet_cents,
+                },
+            }
+        )
+    return branches
+
+
+def _order_row(
+    order_id: str, gtid: str | None, request: OrderRequest, pricing: Pricing, status: str
+) -> dict[str, Any]:
+    return {
+        "order_id": order_id,
+        "gtid": gtid,
+        "user_id": request.user_id,
+        "mode": request.mode,
+        "status": status,
+        "reason": None,
+        "items": [asdict(line) for line in pricing.lines],
+        "coupon_id": request.coupon_id,
+        "total_cents": pricing.total_cents,
+        "discount_cents": pricing.discount_cents,
+        "red_packet_cents": pricing.red_packet_cents,
+        "payable_cents": pricing.payable_cents,
+        "notify_url": request.notify_url,
+    }
+
+
+def _rejected(body: dict[str, Any], reason: str, message: str) -> Placed:
+    error = {"code": reason, "message": message, "order_id": body["order_id"]}
+    return Placed(409, {**body, "error": error}, {"Location": f"/api/orders/{body['order_id']}"})
+
+
+def _unknown_outcome(body: dict[str, Any]) -> Placed:
+    error = {
+        "code": "upstream_timeout",
+        "order_id": body["order_id"],
+        "message": "The order's outcome is not known yet; follow its Location.",
+    }
+    return Placed(504, {**body, "error": error}, {"Location": f"/api/orders/{body['order_id']}"})

@@ -1,0 +1,99 @@
+"""The order table, and the order's contract representation."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import Connection, text
+
+from paxkit.db import Database
+
+ORDER_COLUMNS = (
+    "order_id, user_id, mode, status, reason, items, coupon_id, total_cents, discount_cents, "
+    "red_packet_cents, payable_cents, gtid, created_at, updated_at"
+)
+
+
+def order_body(row: dict[str, Any]) -> dict[str, Any]:
+    """The order as API.md shows it."""
+    body = {key: row[key] for key in ORDER_COLUMNS.replace(" ", "").split(",")}
+    body["items"] = [
+        {"sku": i["sku"], "qty": i["qty"], "price_cents": i["price_cents"]} for i in row["items"]
+    ]
+    body["created_at"] = row["created_at"].isoformat()
+    body["updated_at"] = row["updated_at"].isoformat()
+    return body
+
+
+class OrderRepository:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def insert(self, order: dict[str, Any]) -> dict[str, Any]:
+        """Insert a new order; returns its stored row."""
+        with self.db.transaction() as conn:
+            row = conn.execute(
+                text(
+                    "INSERT INTO orders (order_id, gtid, user_id, mode, status, reason, items, "
+                    "coupon_id, total_cents, discount_cents, red_packet_cents, payable_cents, "
+                    "notify_url) VALUES (:order_id, :gtid, :user_id, :mode, :status, :reason, "
+                    "CAST(:items AS jsonb), :coupon_id, :total_cents, :discount_cents, "
+                    f":red_packet_cents, :payable_cents, :notify_url) RETURNING {ORDER_COLUMNS}"
+                ),
+                {**order, "items": json.dumps(order["items"])},
+            ).one()
+        return dict(row._mapping)
+
+    def get(self, order_id: str) -> dict[str, Any] | None:
+        return self.db.fetch_one(
+            f"SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = :order_id", order_id=order_id
+        )
+
+    def for_user(self, user_id: int, limit: int) -> list[dict[str, Any]]:
+        return self.db.fetch_all(
+            f"SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = :user_id "
+            "ORDER BY created_at DESC LIMIT :limit",
+            user_id=user_id,
+            limit=limit,
+        )
+
+    def stale_pending(self, older_than_s: float, limit: int) -> list[dict[str, Any]]:
+        return self.db.fetch_all(
+            "SELECT order_id, gtid FROM orders WHERE status = 'pending' "
+            "AND created_at < now() - make_interval(secs => :age) ORDER BY created_at LIMIT :limit",
+            age=older_than_s,
+            limit=limit,
+        )
+
+    def fail_pending(self, gtid: str, reason: str) -> bool:
+        with self.db.transaction() as conn:
+            return fail_pending_order(conn, gtid, reason)
+
+
+def confirm_pending_order(conn: Connection, payload: dict[str, Any]) -> bool:
+    """Confirm the order of this transaction if it is still pending."""
+    return (
+        conn.execute(
+            text(
+                "UPDATE orders SET status = 'confirmed', updated_at = now() "
+                "WHERE gtid = :gtid AND status = 'pending' RETURNING order_id"
+            ),
+            {"gtid": payload["gtid"]},
+        ).scalar()
+        is not None
+    )
+
+
+def fail_pending_order(conn: Connection, gtid: str, reason: str) -> bool:
+    """Fail the order of this transaction if it is still pending; True when it changed."""
+    return (
+        conn.execute(
+            text(
+                "UPDATE orders SET status = 'failed', reason = :reason, updated_at = now() "
+                "WHERE gtid = :gtid AND status = 'pending' RETURNING order_id"
+            ),
+            {"gtid": gtid, "reason": reason},
+        ).scalar()
+        is not None
+    )

@@ -55,5 +55,5 @@ def tail(path: Path, lines: int = 40) -> str:
 
 def setup_logging() -> None:
     """Plain INFO logging for the command-line tools, without pika's connection chatter."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("pika").setLevel(logging.CRITICAL)

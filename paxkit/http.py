@@ -91,7 +91,7 @@ class ServiceClient:
         attempts = self.retries if idempotent else 1
         retrying = Retrying(
             stop=stop_after_attempt(attempts),
-            wait=wait_exponential_jitter(initial=0.05, max=0.5),
+            wait=wait_exponential_jitter(multiplier=0.05, max=0.5, jitter=0.05),
             retry=retry_if_exception_type(_Retryable),
             reraise=True,
         )

@@ -96,6 +96,8 @@ class XaBranch:
     def prepare(self, gtid: str, payload: dict[str, Any]) -> Vote:
         gid = self.gid(gtid)
         with self.db.autocommit() as conn:
+            if self._is_prepared(conn, gid):
+                return Vote(True)  # a retried prepare: the first one already voted yes
             conn.exec_driver_sql("BEGIN")
             try:
                 self._set_lock_timeout(conn, self.lock_timeout_ms)
@@ -107,7 +109,7 @@ class XaBranch:
                     {"gid": gid, "gtid": gtid},
                 )
                 self.action(conn, payload)
-                self.faults.hit(f"{self.name}.before_prepare")
+                self.faults.hit("before_prepare")
                 conn.exec_driver_sql(f"PREPARE TRANSACTION {quote_gid(gid)}")
             except Rejected as rejection:
                 conn.exec_driver_sql("ROLLBACK")
@@ -123,8 +125,15 @@ class XaBranch:
             except BaseException:
                 conn.exec_driver_sql("ROLLBACK")
                 raise
-        self.faults.hit(f"{self.name}.after_prepare")
+        self.faults.hit("after_prepare")
         return Vote(True)
+
+    @staticmethod
+    def _is_prepared(conn: Connection, gid: str) -> bool:
+        found = conn.execute(
+            text("SELECT 1 FROM pg_prepared_xacts WHERE gid = :gid"), {"gid": gid}
+        ).scalar()
+        return found is not None
 
     def _vote_again(self, conn: Connection, gid: str) -> Vote:
         """A second prepare of the same branch: repeat the first vote, or no after a rollback."""
@@ -135,7 +144,7 @@ class XaBranch:
 
     def commit(self, gtid: str) -> str:
         gid = self.gid(gtid)
-        self.faults.hit(f"{self.name}.before_commit")
+        self.faults.hit("before_commit")
         with self.db.autocommit() as conn:
             try:
                 conn.exec_driver_sql(f"COMMIT PREPARED {quote_gid(gid)}")

@@ -1,0 +1,481 @@
+"""Run every paxmart component as a supervised gunicorn process; used by `make up` and tests.
+
+Each component runs in its own process group (gunicorn master + workers), so stopping
+or killing a component reaches all of its processes. A supervision thread restarts a
+component whose master died while it was supposed to run, with exponential backoff.
+
+`kill(name)` simulates a crash and lets the supervisor restart the component;
+`kill(name, restart=False)` keeps it down until `restart(name)` brings it back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import contextlib
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from types import FrameType, TracebackType
+
+import psycopg2
+import requests
+
+from infra.deps import ensure_rabbitmq, ensure_redis
+from infra.pgcluster import ClusterError, check_server, ensure_cluster
+from infra.util import is_loopback, port_open, setup_logging, tail, wait_until
+from paxkit.config import COMPONENTS, REPO_ROOT, Component, Settings, load_settings
+from paxkit.migrate import migrate_all
+
+log = logging.getLogger(__name__)
+
+HOST = "127.0.0.1"
+HEALTH_PATH = "/healthz"
+READY_TIMEOUT_S = 60.0
+STOP_GRACE_S = 10.0
+KILL_GRACE_S = 5.0
+BACKOFF_BASE_S = 0.5
+BACKOFF_MAX_S = 30.0
+STABLE_AFTER_S = 60.0
+TICK_S = 0.2
+START_MARK = "=== "
+ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit)\b.*$", re.MULTILINE)
+
+
+class StackError(RuntimeError):
+    """A component could not be started or did not become healthy."""
+
+
+@dataclass
+class _Proc:
+    """One component's process and its supervision state."""
+
+    component: Component
+    port: int
+    log_file: Path
+    popen: subprocess.Popen[bytes] | None = None
+    wanted: bool = False
+    crashes: int = 0
+    started_at: float = 0.0
+    restart_at: float | None = None
+
+    @property
+    def name(self) -> str:
+        return self.component.name
+
+    @property
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of a process group, read from /proc."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(entry.name))
+    return members
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _exit_reason(code: int | None) -> str:
+    if code is None:
+        return "is running"
+    if code < 0:
+        return f"was killed by {signal.Signals(-code).name}"
+    return f"exited with code {code}"
+
+
+def _first_error(log_file: Path) -> str:
+    """The first exception line logged since the component's latest start, if any."""
+    text = tail(log_file, lines=400)
+    latest = text[text.rfind(START_MARK) :] if START_MARK in text else text
+    match = ERROR_LINE.search(latest)
+    return f"first error: {match.group(0).strip()}\n" if match else ""
+
+
+def _gunicorn_extra_args() -> list[str]:
+    """Gunicorn >= 25.1 opens one shared control socket per user by default; we run several."""
+    try:
+        major, minor = (int(part) for part in version("gunicorn").split(".")[:2])
+    except (PackageNotFoundError, ValueError):
+        return []
+    return ["--no-control-socket"] if (major, minor) >= (25, 1) else []
+
+
+def _component_port(component: Component, env: Mapping[str, str]) -> int:
+    """PAXMART_<NAME>_PORT from the stack's env, else the process env, else the default."""
+    key = f"PAXMART_{component.name.upper()}_PORT"
+    return int(env.get(key) or os.environ.get(key) or component.default_port)
+
+
+class Stack:
+    """A set of supervised gunicorn processes, one per component."""
+
+    def __init__(
+        self,
+        settings_env: Mapping[str, str],
+        log_dir: Path,
+        components: Sequence[Component] = COMPONENTS,
+        workers: int = 2,
+        threads: int = 16,
+        *,
+        supervise: bool = True,
+        python: str = sys.executable,
+        ready_timeout: float = READY_TIMEOUT_S,
+    ) -> None:
+        self._env = dict(settings_env)
+        self._log_dir = Path(log_dir)
+        self._workers = workers
+        self._threads = threads
+        self._supervise = supervise
+        self._python = python
+        self._ready_timeout = ready_timeout
+        self._procs = {
+            c.name: _Proc(c, _component_port(c, self._env), self._log_dir / f"{c.name}.log")
+            for c in components
+        }
+        self._lock = threading.RLock()
+        self._halt = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._ticks = 0
+        self._started = False
+
+    def __enter__(self) -> Stack:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._procs)
+
+    @property
+    def supervisor_ticks(self) -> int:
+        """Completed supervision passes; lets tests wait for the supervisor to have looked."""
+        return self._ticks
+
+    def port(self, name: str) -> int:
+        return self._proc(name).port
+
+    def url(self, name: str) -> str:
+        return f"http://{HOST}:{self.port(name)}"
+
+    def log_file(self, name: str) -> Path:
+        return self._proc(name).log_file
+
+    def pid(self, name: str) -> int | None:
+        """PID of the component's gunicorn master while it runs."""
+        with self._lock:
+            proc = self._proc(name)
+            return proc.popen.pid if proc.popen is not None and proc.alive else None
+
+    def process_group(self, name: str) -> list[int]:
+        """Live processes (master and workers) of the component's latest process group."""
+        proc = self._proc(name)
+        return group_members(proc.popen.pid) if proc.popen is not None else []
+
+    def is_running(self, name: str) -> bool:
+        with self._lock:
+            return self._proc(name).alive
+
+    def start(self) -> None:
+        """Start every component and wait until each answers /healthz; then supervise."""
+        if self._started:
+            raise StackError("stack already started")
+        self._log_dir.mkdir(parents=True, exist_ok=True)
+        self._require_free_ports()
+        self._started = True
+        atexit.register(self.stop)
+        try:
+            with self._lock:
+                for proc in self._procs.values():
+                    self._spawn(proc)
+            deadline = time.monotonic() + self._ready_timeout
+            for name in self._procs:
+                self.wait_ready(name, max(0.0, deadline - time.monotonic()))
+        except BaseException:
+            self.stop()
+            raise
+        if self._supervise:
+            self._thread = threading.Thread(
+                target=self._supervise_loop, name="paxmart-supervisor", daemon=True
+            )
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Stop supervision, SIGTERM every process group, SIGKILL what outlives the grace."""
+        self._halt.set()
+        if self._thread is not None:
+            self._thread.join(timeout=STOP_GRACE_S)
+            self._thread = None
+        atexit.unregister(self.stop)
+        with self._lock:
+            for proc in self._procs.values():
+                proc.wanted = False
+        self._terminate(list(self._procs.values()))
+
+    def kill(self, name: str, restart: bool = True) -> None:
+        """SIGKILL the component's whole process group, like a crash.
+
+        With restart=True the supervisor (when supervise=True) brings it back after its
+        backoff; with restart=False it stays down until `restart(name)`.
+        """
+        with self._lock:
+            proc = self._proc(name)
+            proc.wanted = proc.wanted and restart
+            proc.restart_at = None
+            if proc.popen is None:
+                return
+            _signal_group(proc.popen.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.popen.wait(timeout=KILL_GRACE_S)
+
+    def restart(self, name: str, timeout: float | None = None) -> None:
+        """Stop the component gracefully (if running), start it again and wait until healthy."""
+        with self._lock:
+            proc = self._proc(name)
+            proc.wanted = False
+        self._terminate([proc])
+        with self._lock:
+            proc.crashes = 0
+            self._spawn(proc)
+        self.wait_ready(name, timeout)
+
+    def wait_ready(self, name: str, timeout: float | None = None) -> None:
+        """Poll the component's /healthz until it answers 200; StackError on timeout or exit."""
+        proc = self._proc(name)
+        limit = self._ready_timeout if timeout is None else timeout
+        if not wait_until(lambda: self._ready(proc), limit, 0.1):
+            raise StackError(
+                f"paxmart-{name} did not answer {self.url(name)}{HEALTH_PATH} within "
+                f"{limit:.0f}s; {_first_error(proc.log_file)}"
+                f"last lines of {proc.log_file}:\n{tail(proc.log_file)}"
+            )
+
+    def _proc(self, name: str) -> _Proc:
+        try:
+            return self._procs[name]
+        except KeyError:
+            raise StackError(f"unknown component {name!r}; known: {self.names}") from None
+
+    def _require_free_ports(self) -> None:
+        busy = [f"{p.name} ({p.port})" for p in self._procs.values() if port_open(HOST, p.port)]
+        if busy:
+            raise StackError(
+                f"ports already in use for: {', '.join(busy)}; is another paxmart running? "
+                "Stop it or set PAXMART_<NAME>_PORT"
+            )
+
+    def _command(self, proc: _Proc) -> list[str]:
+        return [
+            *(self._python, "-m", "gunicorn", "--bind", f"{HOST}:{proc.port}"),
+            *("--worker-class", "gthread", "--workers", str(self._workers)),
+            *("--threads", str(self._threads), "--timeout", "30"),
+            *("--graceful-timeout", "5", "--keep-alive", "5", "--name", f"paxmart-{proc.name}"),
+            *_gunicorn_extra_args(),
+            proc.component.wsgi,
+        ]
+
+    def _spawn(self, proc: _Proc) -> None:
+        """Start the component's gunicorn in a new session; caller holds the lock."""
+        if proc.popen is not None:
+            _signal_group(proc.popen.pid, signal.SIGKILL)
+        env = {**os.environ, **self._env, "PYTHONUNBUFFERED": "1"}
+        stamp = datetime.now().isoformat(timespec="seconds")
+        with proc.log_file.open("ab") as out:
+            out.write(
+                f"\n{START_MARK}{stamp} starting paxmart-{proc.name} on port {proc.port}\n".encode()
+            )
+            out.flush()
+            proc.popen = subprocess.Popen(
+                self._command(proc),
+                env=env,
+                cwd=REPO_ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        proc.wanted = True
+        proc.started_at = time.monotonic()
+        proc.restart_at = None
+
+    def _ready(self, proc: _Proc) -> bool:
+        with self._lock:
+            dead = proc.popen is None or not proc.alive
+            coming_back = proc.wanted and self._thread is not None
+            if dead and not coming_back:
+                code = proc.popen.returncode if proc.popen is not None else None
+                raise StackError(
+                    f"paxmart-{proc.name} {_exit_reason(code)} before answering {HEALTH_PATH} "
+                    f"(does `{proc.component.wsgi}` import?); {_first_error(proc.log_file)}"
+                    f"last lines of {proc.log_file}:\n{tail(proc.log_file)}"
+                )
+        if dead:
+            return False
+        try:
+            response = requests.get(f"http://{HOST}:{proc.port}{HEALTH_PATH}", timeout=1)
+        except requests.RequestException:
+            return False
+        return response.status_code == 200
+
+    def _terminate(self, procs: list[_Proc]) -> None:
+        """SIGTERM the groups, SIGKILL them after the grace, and wait until they are empty."""
+        live = [p for p in procs if p.alive]
+        for proc in reversed(live):
+            assert proc.popen is not None
+            _signal_group(proc.popen.pid, signal.SIGTERM)
+        wait_until(lambda: not any(p.alive for p in live), STOP_GRACE_S)
+        groups = [p.popen.pid for p in procs if p.popen is not None]
+        for pgid in groups:
+            if group_members(pgid):
+                _signal_group(pgid, signal.SIGKILL)
+        for proc in procs:
+            if proc.popen is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.popen.wait(timeout=KILL_GRACE_S)
+        if not wait_until(lambda: not any(group_members(g) for g in groups), KILL_GRACE_S):
+            log.error("processes survived SIGKILL: %s", [group_members(g) for g in groups])
+
+    def _supervise_loop(self) -> None:
+        while not self._halt.wait(TICK_S):
+            try:
+                self._supervise_once()
+            except Exception:
+                log.exception("supervision pass failed")
+            self._ticks += 1
+
+    def _supervise_once(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for proc in self._procs.values():
+                if not proc.wanted or proc.alive:
+                    continue
+                if proc.restart_at is None:
+                    self._schedule_restart(proc, now)
+                elif now >= proc.restart_at:
+                    self._spawn(proc)
+                    log.warning("restarted paxmart-%s (pid %s)", proc.name, self.pid(proc.name))
+
+    def _schedule_restart(self, proc: _Proc, now: float) -> None:
+        if now - proc.started_at >= STABLE_AFTER_S:
+            proc.crashes = 0
+        delay = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2**proc.crashes)
+        proc.crashes += 1
+        proc.restart_at = now + delay
+        code = proc.popen.returncode if proc.popen is not None else None
+        log.warning(
+            "paxmart-%s %s unexpectedly; restart #%d in %.1fs (log %s)",
+            proc.name,
+            _exit_reason(code),
+            proc.crashes,
+            delay,
+            proc.log_file,
+        )
+
+
+class _Shutdown(Exception):
+    """Raised by the signal handler to unwind into the stack's cleanup."""
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise _Shutdown(signal.Signals(signum).name)
+
+
+def _ensure_postgres(settings: Settings) -> None:
+    if is_loopback(settings.pg_host):
+        ensure_cluster(settings)
+    else:
+        check_server(settings.pg_host, settings.pg_port, settings.pg_user)
+
+
+def _banner(stack: Stack, settings: Settings, log_dir: Path) -> str:
+    lines = ["", "paxmart is up", f"  gateway (public entry)  {stack.url('gateway')}"]
+    lines += [f"  {name:<22}  {stack.url(name)}" for name in stack.names if name != "gateway"]
+    lines += [
+        f"  logs                    {log_dir}",
+        f"  admin token             {settings.admin_token}",
+        "Ctrl-C stops everything.",
+    ]
+    return "\n".join(lines)
+
+
+def up() -> int:
+    """Start servers, migrate, run the stack in the foreground until SIGINT/SIGTERM."""
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    settings = load_settings()
+    log_dir = settings.state_dir / "logs"
+    stack = Stack({"PAXMART_ADMIN_TOKEN": settings.admin_token}, log_dir)
+    try:
+        _ensure_postgres(settings)
+        ensure_redis(settings)
+        ensure_rabbitmq(settings)
+        applied = migrate_all(settings)
+        log.info("databases migrated (%d new migrations)", sum(map(len, applied.values())))
+        stack.start()
+        print(_banner(stack, settings, log_dir), flush=True)
+        while True:
+            signal.pause()
+    except _Shutdown as exc:
+        log.info("%s received, stopping", exc)
+    finally:
+        stack.stop()
+    log.info("stopped")
+    return 0
+
+
+def reset() -> int:
+    """Drop and rebuild every database (schema and seed)."""
+    settings = load_settings()
+    _ensure_postgres(settings)
+    for database, versions in migrate_all(settings, reset=True).items():
+        log.info("%-12s %s", database, ", ".join(versions) if versions else "up to date")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run the paxmart stack locally.")
+    parser.add_argument("command", choices=("up", "reset"))
+    args = parser.parse_args(argv)
+    setup_logging()
+    try:
+        return up() if args.command == "up" else reset()
+    except (ClusterError, StackError, psycopg2.Error) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""Test wiring: the suite runs against its own databases, ports and Redis db.
+
+Unit tests use none of these fixtures; integration and e2e tests get the project's own
+Postgres cluster (with max_prepared_transactions), freshly migrated and seeded.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from paxkit.config import DATABASES, Settings, load_settings
+from paxkit.db import Database, make_engine
+
+TEST_ENV = {
+    "PAXMART_DB_PREFIX": "paxmart_test_",
+    "PAXMART_REDIS_URL": "redis://127.0.0.1:6379/15",
+    "PAXMART_ADMIN_TOKEN": "test-admin-token",
+    "PAXMART_FAULTS": "1",
+    "PAXMART_TXN_TIMEOUT_S": "4",
+    "PAXMART_BRANCH_TIMEOUT_S": "2",
+    "PAXMART_HTTP_TIMEOUT_S": "3",
+    "PAXMART_RECOVERY_INTERVAL_S": "0.5",
+    "PAXMART_RECOVERY_HORIZON_S": "8",
+    "PAXMART_LOCK_TIMEOUT_MS": "1500",
+    "PAXMART_GATEWAY_PORT": "18000",
+    "PAXMART_COORDINATOR_PORT": "18010",
+    "PAXMART_ORDER_PORT": "18011",
+    "PAXMART_INVENTORY_PORT": "18012",
+    "PAXMART_COUPON_PORT": "18013",
+    "PAXMART_REDPACKET_PORT": "18014",
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for key, value in TEST_ENV.items():
+        os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return load_settings()
+
+
+@pytest.fixture(scope="session")
+def fresh_databases(settings: Settings) -> Settings:
+    """The project cluster running, and every test database dropped, migrated and seeded."""
+    from infra.pgcluster import ensure_cluster
+    from paxkit.migrate import migrate_all
+
+    ensure_cluster(settings)
+    migrate_all(settings, reset=True)
+    return settings
+
+
+@pytest.fixture(scope="session")
+def dbs(fresh_databases: Settings) -> Iterator[dict[str, Database]]:
+    handles = {name: Database(make_engine(fresh_databases.db_urls[name], pool_size=4))
+               for name in DATABASES}
+    yield handles
+    for handle in handles.values():
+        handle.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_client(settings: Settings) -> redis.Redis:
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=2)
+    client.flushdb()
+    return client

@@ -1,0 +1,99 @@
+"""The whole stack under supervision, on the test ports, reached through the gateway."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+import requests
+
+from infra.launcher import Stack
+from paxkit.config import Settings
+from paxkit.db import Database
+from paxkit.faults import disarm_all
+from tests.conftest import TEST_ENV
+from tests.helpers import wait_until
+
+ADMIN = {"Authorization": f"Bearer {TEST_ENV['PAXMART_ADMIN_TOKEN']}"}
+FIRST_E2E_USER = 101  # users below this are left to the integration tests
+
+
+class Api:
+    """A client of the public API on the gateway."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.http = requests.Session()
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.http.get(self.base_url + path, timeout=30, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.http.post(self.base_url + path, timeout=30, **kwargs)
+
+    def order(self, body: dict[str, Any], **kwargs: Any) -> requests.Response:
+        return self.post("/api/orders", json=body, **kwargs)
+
+    def wallet(self, user_id: int) -> dict[str, Any]:
+        return dict(self.get(f"/api/users/{user_id}/wallet").json())
+
+    def product(self, sku: str) -> dict[str, Any]:
+        return dict(self.get(f"/api/products/{sku}").json())
+
+    def coupon_status(self, user_id: int, coupon_id: str) -> str:
+        items = self.get(f"/api/users/{user_id}/coupons").json()["items"]
+        return str(next(c["status"] for c in items if c["coupon_id"] == coupon_id))
+
+    def settled(self, order_id: str, timeout_s: float = 30.0) -> dict[str, Any]:
+        """The order once it is no longer pending."""
+        def probe() -> dict[str, Any] | None:
+            body = self.get(f"/api/orders/{order_id}").json()
+            return body if body.get("status") in ("confirmed", "failed") else None
+        return wait_until(probe, timeout_s, what=f"order {order_id} to settle")
+
+    def audit(self) -> dict[str, Any]:
+        response = self.get("/admin/audit", headers=ADMIN)
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+
+@pytest.fixture(scope="session")
+def stack(fresh_databases: Settings, redis_client: redis.Redis) -> Iterator[Stack]:
+    with Stack(TEST_ENV, fresh_databases.state_dir / "test-logs", workers=2, threads=8) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def api(stack: Stack) -> Api:
+    return Api(stack.url("gateway"))
+
+
+@pytest.fixture(autouse=True)
+def no_faults(redis_client: redis.Redis) -> Iterator[None]:
+    disarm_all(redis_client)
+    yield
+    disarm_all(redis_client)
+
+
+_users = itertools.count(FIRST_E2E_USER)
+
+
+@pytest.fixture
+def user() -> int:
+    """A user no other test touches (fresh wallet, unused coupons)."""
+    return next(_users)
+
+
+@pytest.fixture
+def another_user() -> int:
+    return next(_users)
+
+
+def prepared_for(dbs: dict[str, Database], gtid: str) -> int:
+    row = dbs["coordinator"].fetch_one(
+        "SELECT count(*) AS n FROM pg_prepared_xacts WHERE gid LIKE :p", p=f"{gtid}:%"
+    )
+    return int(row["n"]) if row else 0

@@ -1,0 +1,126 @@
+"""Orders in mode 2pc through the gateway: exact effects, clean rejections, no oversell."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+from tests.e2e.conftest import ADMIN
+
+
+def test_happy_path_applies_every_effect_exactly(api, user):
+    before = api.product("SKU-0050")
+    response = api.order({"user_id": user, "items": [{"sku": "SKU-0050", "qty": 2}],
+                          "coupon_id": f"C-{user}-2", "red_packet_cents": 700, "mode": "2pc"})
+    assert response.status_code == 201, response.text
+    order = response.json()
+    assert order["status"] == "confirmed" and order["reason"] is None
+    assert (order["total_cents"], order["discount_cents"], order["red_packet_cents"],
+            order["payable_cents"]) == (10000, 1000, 700, 8300)
+    assert order["items"] == [{"sku": "SKU-0050", "qty": 2, "price_cents": 5000}]
+    assert response.headers["Location"] == f"/api/orders/{order['order_id']}"
+
+    assert api.wallet(user) == {"user_id": user, "balance_cents": 99300, "frozen_cents": 0}
+    assert api.product("SKU-0050")["stock"] == before["stock"] - 2
+    assert api.coupon_status(user, f"C-{user}-2") == "used"
+    stored = api.get(f"/api/orders/{order['order_id']}").json()
+    assert stored["status"] == "confirmed"
+    assert [o["order_id"] for o in api.get(f"/api/users/{user}/orders").json()["items"]] == [
+        order["order_id"]]
+
+    txn = api.get(f"/admin/transactions/{order['gtid']}", headers=ADMIN).json()
+    assert txn["status"] == "committed"
+    assert {(e["branch"], e["op"], e["outcome"]) for e in txn["timeline"]} >= {
+        ("inventory", "prepare", "ok"), ("inventory", "commit", "ok"),
+        ("coupon", "commit", "ok"), ("redpacket", "commit", "ok"), ("order", "commit", "ok")}
+
+
+def assert_rejected_with_nothing_deducted(api, user, body, reason, sku):
+    stock_before, wallet_before = api.product(sku)["stock"], api.wallet(user)
+    coupons_before = api.get(f"/api/users/{user}/coupons").json()
+    response = api.order({"user_id": user, **body})
+    assert response.status_code == 409, response.text
+    order = response.json()
+    assert (order["status"], order["reason"], order["error"]["code"]) == ("failed", reason, reason)
+    assert api.get(f"/api/orders/{order['order_id']}").json()["status"] == "failed"
+    assert api.product(sku)["stock"] == stock_before
+    assert api.wallet(user) == wallet_before
+    assert api.get(f"/api/users/{user}/coupons").json() == coupons_before
+
+
+def test_insufficient_balance_is_rejected_by_the_wallet_branch(api, user):
+    # One cent more than the seeded wallet holds; only the wallet's branch can tell.
+    assert_rejected_with_nothing_deducted(
+        api, user, {"items": [{"sku": "SKU-0100", "qty": 20}], "red_packet_cents": 100001},
+        "insufficient_balance", "SKU-0100")
+
+
+def test_used_coupon_is_rejected(api, user):
+    first = api.order({"user_id": user, "items": [{"sku": "SKU-0020", "qty": 1}],
+                       "coupon_id": f"C-{user}-1"})
+    assert first.status_code == 201
+    assert_rejected_with_nothing_deducted(
+        api, user, {"items": [{"sku": "SKU-0020", "qty": 1}], "coupon_id": f"C-{user}-1",
+                    "red_packet_cents": 50},
+        "coupon_unavailable", "SKU-0020")
+
+
+def test_someone_elses_coupon_and_min_spend_are_rejected(api, user, another_user):
+    assert_rejected_with_nothing_deducted(
+        api, user, {"items": [{"sku": "SKU-0020", "qty": 1}], "coupon_id": f"C-{another_user}-1"},
+        "coupon_unavailable", "SKU-0020")
+    assert_rejected_with_nothing_deducted(
+        api, user, {"items": [{"sku": "SKU-0020", "qty": 1}], "coupon_id": f"C-{user}-3"},
+        "coupon_unavailable", "SKU-0020")
+
+
+def test_unknown_sku_and_out_of_stock_are_rejected(api, user):
+    assert_rejected_with_nothing_deducted(
+        api, user, {"items": [{"sku": "SKU-0021", "qty": 1}, {"sku": "SKU-7777", "qty": 1}],
+                    "red_packet_cents": 10}, "unknown_sku", "SKU-0021")
+    assert api.order({"user_id": user, "items": [{"sku": "SKU-0022", "qty": 1}]}).ok
+    assert_rejected_with_nothing_deducted(
+        api, user, {"items": [{"sku": "SKU-0021", "qty": 1}, {"sku": "SKU-0022", "qty": 1000}],
+                    "red_packet_cents": 10}, "out_of_stock", "SKU-0021")
+
+
+def place_concurrently(api, bodies):
+    with ThreadPoolExecutor(max_workers=len(bodies)) as pool:
+        return list(pool.map(api.order, bodies))
+
+
+def test_concurrent_orders_never_oversell_the_last_units(api, user):
+    sku = "SKU-0090"
+    first = api.order({"user_id": user, "items": [{"sku": sku, "qty": 995}]})
+    assert first.status_code == 201, first.text
+    assert api.product(sku)["stock"] == 5
+
+    bodies = [{"user_id": user, "items": [{"sku": sku, "qty": 1}]} for _ in range(30)]
+    responses = place_concurrently(api, bodies)
+
+    confirmed = [r for r in responses if r.status_code == 201]
+    failed = [r for r in responses if r.status_code == 409]
+    assert len(confirmed) + len(failed) == 30, [r.text for r in responses if r.status_code >= 500]
+    assert 1 <= len(confirmed) <= 5
+    assert {r.json()["reason"] for r in failed} <= {"out_of_stock", "timeout"}
+    assert api.product(sku)["stock"] == 5 - len(confirmed)
+
+
+def test_one_coupon_used_concurrently_wins_once(api, user):
+    coupon = f"C-{user}-1"
+    bodies = [{"user_id": user, "items": [{"sku": "SKU-0030", "qty": 1}], "coupon_id": coupon}
+              for _ in range(10)]
+    responses = place_concurrently(api, bodies)
+    assert sorted(r.status_code for r in responses) == [201] + [409] * 9
+    assert {r.json()["reason"] for r in responses if r.status_code == 409} <= {
+        "coupon_unavailable", "timeout"}
+    assert api.coupon_status(user, coupon) == "used"
+
+
+def test_one_wallet_overspent_concurrently_never_goes_negative(api, user):
+    bodies = [{"user_id": user, "items": [{"sku": "SKU-0100", "qty": 4}],
+               "red_packet_cents": 30000} for _ in range(10)]
+    responses = place_concurrently(api, bodies)
+    confirmed = [r for r in responses if r.status_code == 201]
+    assert all(r.status_code in (201, 409) for r in responses)
+    assert 1 <= len(confirmed) <= 3
+    assert api.wallet(user)["balance_cents"] == 100000 - 30000 * len(confirmed)

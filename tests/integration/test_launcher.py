@@ -1,0 +1,90 @@
+"""The launcher's Stack starts, supervises and stops gunicorn process groups for real."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from infra.launcher import Stack, StackError, group_members
+from infra.util import wait_until
+from paxkit.config import REPO_ROOT, Component
+
+pytestmark = pytest.mark.integration
+
+FIXTURE_ENV = {"PYTHONPATH": str(REPO_ROOT / "tests" / "integration")}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _health(stack: Stack, name: str) -> dict[str, object]:
+    response = requests.get(f"{stack.url(name)}/healthz", timeout=2)
+    assert response.status_code == 200
+    body: dict[str, object] = response.json()
+    return body
+
+
+@pytest.fixture()
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    component = Component("fixture", "fixture_app:create_app()", _free_port())
+    stack = Stack(FIXTURE_ENV, tmp_path / "logs", [component], workers=2, threads=2)
+    stack.start()
+    yield stack
+    stack.stop()
+
+
+def test_start_serves_healthz(stack: Stack) -> None:
+    body = _health(stack, "fixture")
+    assert body["status"] == "ok"
+    assert body["ppid"] == stack.pid("fixture")
+    assert stack.log_file("fixture").exists()
+
+
+def test_supervisor_restarts_a_killed_component(stack: Stack) -> None:
+    old_pid = stack.pid("fixture")
+
+    stack.kill("fixture")
+
+    assert wait_until(lambda: stack.pid("fixture") not in (None, old_pid), 15)
+    stack.wait_ready("fixture", 15)
+    assert _health(stack, "fixture")["ppid"] == stack.pid("fixture")
+
+
+def test_kill_without_restart_stays_down_until_restart(stack: Stack) -> None:
+    stack.kill("fixture", restart=False)
+    ticks = stack.supervisor_ticks
+    assert wait_until(lambda: stack.supervisor_ticks >= ticks + 10, 10)
+    assert not stack.is_running("fixture")
+
+    stack.restart("fixture", timeout=15)
+
+    assert stack.is_running("fixture")
+    assert _health(stack, "fixture")["status"] == "ok"
+
+
+def test_stop_leaves_no_process_of_the_group(stack: Stack) -> None:
+    pgid = stack.pid("fixture")
+    assert pgid is not None
+    assert len(group_members(pgid)) == 3  # the gunicorn master and its two workers
+
+    stack.stop()
+
+    assert group_members(pgid) == []
+    assert not stack.is_running("fixture")
+
+
+def test_start_reports_an_app_that_does_not_import(tmp_path: Path) -> None:
+    broken = Component("broken", "no_such_module_here:create_app()", _free_port())
+    stack = Stack(FIXTURE_ENV, tmp_path / "logs", [broken], workers=1, threads=1)
+
+    with pytest.raises(StackError, match=r"ModuleNotFoundError.*no_such_module_here"):
+        stack.start()
+
+    assert not stack.is_running("broken")

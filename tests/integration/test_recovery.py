@@ -1,0 +1,181 @@
+"""Coordinator recovery against real Postgres and real participant HTTP endpoints.
+
+The four participant apps are served in-process on loopback; the coordinator's log,
+driver and recovery are built directly so each crash point can be staged exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from werkzeug.serving import make_server
+
+from coordinator.branches import Branches
+from coordinator.log import TxnLog
+from coordinator.recovery import Recovery
+from coordinator.twopc import TwoPhaseCommit
+from paxkit.config import Settings
+from paxkit.db import Database
+from paxkit.faults import Faults
+from services.coupon.app import create_app as coupon_app
+from services.inventory.app import create_app as inventory_app
+from services.order.app import create_app as order_app
+from services.order.repository import OrderRepository
+from services.redpacket.app import create_app as redpacket_app
+
+SKU = "SKU-0077"
+USER = 977
+_ids = itertools.count(1)
+
+
+@pytest.fixture(scope="module")
+def participants(fresh_databases: Settings) -> Iterator[Settings]:
+    """Serve the four participants on free loopback ports; settings that point at them."""
+    quiet = dataclasses.replace(fresh_databases, background_enabled=False)
+    servers = {}
+    for name, factory in (("order", order_app), ("inventory", inventory_app),
+                          ("coupon", coupon_app), ("redpacket", redpacket_app)):
+        server = make_server("127.0.0.1", 0, factory(quiet), threaded=True)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers[name] = server
+    urls = {**quiet.urls, **{n: f"http://127.0.0.1:{s.server_port}" for n, s in servers.items()}}
+    yield dataclasses.replace(quiet, urls=urls)
+    for server in servers.values():
+        server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def parts(participants: Settings, dbs: dict[str, Database]) -> dict[str, Any]:
+    txn_log = TxnLog(dbs["coordinator"])
+    branches = Branches(participants)
+    pool = ThreadPoolExecutor(max_workers=8)
+    driver = TwoPhaseCommit(txn_log, branches, Faults("coordinator", None), pool,
+                            txn_timeout_s=4, retry_delay_s=0.2)
+    recovery = Recovery(txn_log, branches, driver, horizon_s=0.0, lease_s=4, base_delay_s=0.1)
+    return {"log": txn_log, "branches": branches, "driver": driver, "recovery": recovery}
+
+
+def staged_order(dbs: dict[str, Database]) -> dict[str, Any]:
+    """A pending order and its branches, as the order service would hand them over."""
+    n = next(_ids)
+    order_id, gtid = f"ord-it-rec-{n}", f"gtx-it-rec-{n}"
+    OrderRepository(dbs["order"]).insert({
+        "order_id": order_id, "gtid": gtid, "user_id": USER, "mode": "2pc",
+        "status": "pending", "reason": None,
+        "items": [{"sku": SKU, "qty": 3, "price_cents": 7700}], "coupon_id": None,
+        "total_cents": 23100, "discount_cents": 0, "red_packet_cents": 100,
+        "payable_cents": 23000, "notify_url": None,
+    })
+    common = {"order_id": order_id, "gtid": gtid}
+    branches = [
+        {"name": "order", "payload": common},
+        {"name": "inventory", "payload": {**common, "items": [{"sku": SKU, "qty": 3}]}},
+        {"name": "redpacket", "payload": {**common, "user_id": USER, "amount_cents": 100}},
+    ]
+    return {"order_id": order_id, "gtid": gtid, "mode": "2pc", "branches": branches}
+
+
+def prepare_all(parts: dict[str, Any], txn: dict[str, Any]) -> None:
+    for branch in txn["branches"]:
+        assert parts["branches"].prepare(branch["name"], txn["gtid"], branch["payload"]).ok
+
+
+def snapshot(dbs: dict[str, Database]) -> dict[str, Any]:
+    return {
+        "stock": dbs["inventory"].fetch_one(
+            "SELECT available, sold FROM products WHERE sku = :s", s=SKU),
+        "wallet": dbs["redpacket"].fetch_one(
+            "SELECT balance_cents, spent_cents FROM wallets WHERE user_id = :u", u=USER),
+    }
+
+
+def order_status(dbs: dict[str, Database], order_id: str) -> tuple[str, str | None]:
+    row = dbs["order"].fetch_one("SELECT status, reason FROM orders WHERE order_id = :o",
+                                 o=order_id)
+    assert row is not None
+    return row["status"], row["reason"]
+
+
+def prepared_count(dbs: dict[str, Database], gtid: str) -> int:
+    row = dbs["coordinator"].fetch_one(
+        "SELECT count(*) AS n FROM pg_prepared_xacts WHERE gid LIKE :p", p=f"{gtid}:%")
+    return int(row["n"]) if row else -1
+
+
+def test_crash_after_commit_decision_is_committed_by_recovery(parts, dbs):
+    txn = staged_order(dbs)
+    before = snapshot(dbs)
+    begun = parts["log"].begin(txn["gtid"], "2pc", txn["branches"], lease_s=0)
+    prepare_all(parts, txn)
+    assert parts["log"].decide(begun, "committing", None, lease_s=0) == "committing"
+    # ...the coordinator dies here: nothing of phase 2 happened.
+    assert prepared_count(dbs, txn["gtid"]) == 3
+
+    parts["recovery"].finish_in_doubt()
+
+    assert parts["log"].get(txn["gtid"])["status"] == "committed"
+    assert prepared_count(dbs, txn["gtid"]) == 0
+    assert order_status(dbs, txn["order_id"]) == ("confirmed", None)
+    after = snapshot(dbs)
+    assert after["stock"]["sold"] == before["stock"]["sold"] + 3
+    assert after["wallet"]["spent_cents"] == before["wallet"]["spent_cents"] + 100
+
+
+def test_crash_before_decision_is_rolled_back_by_recovery(parts, dbs):
+    txn = staged_order(dbs)
+    before = snapshot(dbs)
+    parts["log"].begin(txn["gtid"], "2pc", txn["branches"], lease_s=0)
+    prepare_all(parts, txn)
+    # ...the coordinator dies before deciding; its lease has run out.
+
+    parts["recovery"].finish_in_doubt()
+
+    assert parts["log"].get(txn["gtid"])["status"] == "aborted"
+    assert prepared_count(dbs, txn["gtid"]) == 0
+    assert order_status(dbs, txn["order_id"]) == ("failed", "timeout")
+    assert snapshot(dbs) == before
+
+
+def test_orphan_prepared_branch_unknown_to_the_log_is_rolled_back(parts, dbs):
+    txn = staged_order(dbs)
+    before = snapshot(dbs)
+    prepare_all(parts, txn)  # prepared, but the log never heard of it (lost begin)
+
+    parts["recovery"].resolve_orphans()
+
+    assert prepared_count(dbs, txn["gtid"]) == 0
+    assert order_status(dbs, txn["order_id"]) == ("failed", "aborted")
+    assert snapshot(dbs) == before
+
+
+def test_live_transactions_are_not_touched(parts, dbs):
+    txn = staged_order(dbs)
+    begun = parts["log"].begin(txn["gtid"], "2pc", txn["branches"], lease_s=60)
+    prepare_all(parts, txn)
+    parts["recovery"].run_once()
+    assert parts["log"].get(txn["gtid"])["status"] == "preparing"
+    assert prepared_count(dbs, txn["gtid"]) == 3
+    # The driver finishes it as usual.
+    assert parts["log"].decide(begun, "committing", None, lease_s=60) == "committing"
+    assert parts["driver"].finish({**begun, "status": "committing"}).status == "committed"
+    assert order_status(dbs, txn["order_id"]) == ("confirmed", None)
+
+
+def test_two_recoverers_never_claim_the_same_transaction(parts, dbs):
+    gtids = [f"gtx-it-claim-{next(_ids)}" for _ in range(12)]
+    for gtid in gtids:
+        parts["log"].begin(gtid, "2pc", [], lease_s=0)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        claims = list(pool.map(lambda _: parts["log"].claim_expired(8, 30), range(2)))
+    mine = [{t["gtid"] for t in claim} & set(gtids) for claim in claims]
+    assert not mine[0] & mine[1]
+    assert len(mine[0] | mine[1]) == len(gtids)
+    with dbs["coordinator"].transaction() as conn:
+        conn.execute(text("DELETE FROM global_txns WHERE gtid = ANY(:g)"), {"g": gtids})

@@ -1,0 +1,46 @@
+"""The global transaction state machine and reason selection, no servers."""
+
+from __future__ import annotations
+
+import pytest
+
+from coordinator.states import (
+    IllegalTransition,
+    next_status,
+    overall_reason,
+    phase_two_operation,
+)
+
+
+def test_commit_path():
+    assert next_status("preparing", "commit") == "committing"
+    assert next_status("committing", "done") == "committed"
+
+
+def test_abort_path():
+    assert next_status("preparing", "abort") == "aborting"
+    assert next_status("aborting", "done") == "aborted"
+
+
+@pytest.mark.parametrize(
+    ("status", "event"),
+    [("committing", "abort"), ("aborting", "commit"), ("committed", "done"),
+     ("aborted", "commit"), ("preparing", "done")],
+)
+def test_a_decision_is_never_reversed(status, event):
+    with pytest.raises(IllegalTransition):
+        next_status(status, event)
+
+
+def test_phase_two_follows_the_decision():
+    assert phase_two_operation("committing") == "commit"
+    assert phase_two_operation("aborting") == "rollback"
+    with pytest.raises(IllegalTransition):
+        phase_two_operation("preparing")
+
+
+def test_the_most_specific_reason_wins():
+    assert overall_reason([]) is None
+    assert overall_reason(["timeout", "insufficient_balance"]) == "insufficient_balance"
+    assert overall_reason(["aborted", "out_of_stock", "coupon_unavailable"]) == "out_of_stock"
+    assert overall_reason(["something_new"]) == "something_new"

@@ -58,8 +58,10 @@ def fresh_databases(settings: Settings) -> Settings:
 
 @pytest.fixture(scope="session")
 def dbs(fresh_databases: Settings) -> Iterator[dict[str, Database]]:
-    handles = {name: Database(make_engine(fresh_databases.db_urls[name], pool_size=4))
-               for name in DATABASES}
+    handles = {
+        name: Database(make_engine(fresh_databases.db_urls[name], pool_size=4))
+        for name in DATABASES
+    }
     yield handles
     for handle in handles.values():
         handle.dispose()

@@ -9,8 +9,12 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def wait_until(probe: Callable[[], T], timeout_s: float = 20.0, interval_s: float = 0.1,
-               what: str = "condition") -> T:
+def wait_until(
+    probe: Callable[[], T],
+    timeout_s: float = 20.0,
+    interval_s: float = 0.1,
+    what: str = "condition",
+) -> T:
     """Poll `probe` until it returns something truthy; fail with `what` after the deadline."""
     deadline = time.monotonic() + timeout_s
     last: T | None = None

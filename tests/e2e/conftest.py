@@ -49,9 +49,11 @@ class Api:
 
     def settled(self, order_id: str, timeout_s: float = 30.0) -> dict[str, Any]:
         """The order once it is no longer pending."""
+
         def probe() -> dict[str, Any] | None:
             body = self.get(f"/api/orders/{order_id}").json()
             return body if body.get("status") in ("confirmed", "failed") else None
+
         return wait_until(probe, timeout_s, what=f"order {order_id} to settle")
 
     def audit(self) -> dict[str, Any]:

@@ -9,13 +9,24 @@ from tests.e2e.conftest import ADMIN
 
 def test_happy_path_applies_every_effect_exactly(api, user):
     before = api.product("SKU-0050")
-    response = api.order({"user_id": user, "items": [{"sku": "SKU-0050", "qty": 2}],
-                          "coupon_id": f"C-{user}-2", "red_packet_cents": 700, "mode": "2pc"})
+    response = api.order(
+        {
+            "user_id": user,
+            "items": [{"sku": "SKU-0050", "qty": 2}],
+            "coupon_id": f"C-{user}-2",
+            "red_packet_cents": 700,
+            "mode": "2pc",
+        }
+    )
     assert response.status_code == 201, response.text
     order = response.json()
     assert order["status"] == "confirmed" and order["reason"] is None
-    assert (order["total_cents"], order["discount_cents"], order["red_packet_cents"],
-            order["payable_cents"]) == (10000, 1000, 700, 8300)
+    assert (
+        order["total_cents"],
+        order["discount_cents"],
+        order["red_packet_cents"],
+        order["payable_cents"],
+    ) == (10000, 1000, 700, 8300)
     assert order["items"] == [{"sku": "SKU-0050", "qty": 2, "price_cents": 5000}]
     assert response.headers["Location"] == f"/api/orders/{order['order_id']}"
 
@@ -25,13 +36,18 @@ def test_happy_path_applies_every_effect_exactly(api, user):
     stored = api.get(f"/api/orders/{order['order_id']}").json()
     assert stored["status"] == "confirmed"
     assert [o["order_id"] for o in api.get(f"/api/users/{user}/orders").json()["items"]] == [
-        order["order_id"]]
+        order["order_id"]
+    ]
 
     txn = api.get(f"/admin/transactions/{order['gtid']}", headers=ADMIN).json()
     assert txn["status"] == "committed"
     assert {(e["branch"], e["op"], e["outcome"]) for e in txn["timeline"]} >= {
-        ("inventory", "prepare", "ok"), ("inventory", "commit", "ok"),
-        ("coupon", "commit", "ok"), ("redpacket", "commit", "ok"), ("order", "commit", "ok")}
+        ("inventory", "prepare", "ok"),
+        ("inventory", "commit", "ok"),
+        ("coupon", "commit", "ok"),
+        ("redpacket", "commit", "ok"),
+        ("order", "commit", "ok"),
+    }
 
 
 def assert_rejected_with_nothing_deducted(api, user, body, reason, sku):
@@ -50,37 +66,71 @@ def assert_rejected_with_nothing_deducted(api, user, body, reason, sku):
 def test_insufficient_balance_is_rejected_by_the_wallet_branch(api, user):
     # One cent more than the seeded wallet holds; only the wallet's branch can tell.
     assert_rejected_with_nothing_deducted(
-        api, user, {"items": [{"sku": "SKU-0100", "qty": 20}], "red_packet_cents": 100001},
-        "insufficient_balance", "SKU-0100")
+        api,
+        user,
+        {"items": [{"sku": "SKU-0100", "qty": 20}], "red_packet_cents": 100001},
+        "insufficient_balance",
+        "SKU-0100",
+    )
 
 
 def test_used_coupon_is_rejected(api, user):
-    first = api.order({"user_id": user, "items": [{"sku": "SKU-0020", "qty": 1}],
-                       "coupon_id": f"C-{user}-1"})
+    first = api.order(
+        {"user_id": user, "items": [{"sku": "SKU-0020", "qty": 1}], "coupon_id": f"C-{user}-1"}
+    )
     assert first.status_code == 201
     assert_rejected_with_nothing_deducted(
-        api, user, {"items": [{"sku": "SKU-0020", "qty": 1}], "coupon_id": f"C-{user}-1",
-                    "red_packet_cents": 50},
-        "coupon_unavailable", "SKU-0020")
+        api,
+        user,
+        {
+            "items": [{"sku": "SKU-0020", "qty": 1}],
+            "coupon_id": f"C-{user}-1",
+            "red_packet_cents": 50,
+        },
+        "coupon_unavailable",
+        "SKU-0020",
+    )
 
 
 def test_someone_elses_coupon_and_min_spend_are_rejected(api, user, another_user):
     assert_rejected_with_nothing_deducted(
-        api, user, {"items": [{"sku": "SKU-0020", "qty": 1}], "coupon_id": f"C-{another_user}-1"},
-        "coupon_unavailable", "SKU-0020")
+        api,
+        user,
+        {"items": [{"sku": "SKU-0020", "qty": 1}], "coupon_id": f"C-{another_user}-1"},
+        "coupon_unavailable",
+        "SKU-0020",
+    )
     assert_rejected_with_nothing_deducted(
-        api, user, {"items": [{"sku": "SKU-0020", "qty": 1}], "coupon_id": f"C-{user}-3"},
-        "coupon_unavailable", "SKU-0020")
+        api,
+        user,
+        {"items": [{"sku": "SKU-0020", "qty": 1}], "coupon_id": f"C-{user}-3"},
+        "coupon_unavailable",
+        "SKU-0020",
+    )
 
 
 def test_unknown_sku_and_out_of_stock_are_rejected(api, user):
     assert_rejected_with_nothing_deducted(
-        api, user, {"items": [{"sku": "SKU-0021", "qty": 1}, {"sku": "SKU-7777", "qty": 1}],
-                    "red_packet_cents": 10}, "unknown_sku", "SKU-0021")
+        api,
+        user,
+        {
+            "items": [{"sku": "SKU-0021", "qty": 1}, {"sku": "SKU-7777", "qty": 1}],
+            "red_packet_cents": 10,
+        },
+        "unknown_sku",
+        "SKU-0021",
+    )
     assert api.order({"user_id": user, "items": [{"sku": "SKU-0022", "qty": 1}]}).ok
     assert_rejected_with_nothing_deducted(
-        api, user, {"items": [{"sku": "SKU-0021", "qty": 1}, {"sku": "SKU-0022", "qty": 1000}],
-                    "red_packet_cents": 10}, "out_of_stock", "SKU-0021")
+        api,
+        user,
+        {
+            "items": [{"sku": "SKU-0021", "qty": 1}, {"sku": "SKU-0022", "qty": 1000}],
+            "red_packet_cents": 10,
+        },
+        "out_of_stock",
+        "SKU-0021",
+    )
 
 
 def place_concurrently(api, bodies):
@@ -107,18 +157,24 @@ def test_concurrent_orders_never_oversell_the_last_units(api, user):
 
 def test_one_coupon_used_concurrently_wins_once(api, user):
     coupon = f"C-{user}-1"
-    bodies = [{"user_id": user, "items": [{"sku": "SKU-0030", "qty": 1}], "coupon_id": coupon}
-              for _ in range(10)]
+    bodies = [
+        {"user_id": user, "items": [{"sku": "SKU-0030", "qty": 1}], "coupon_id": coupon}
+        for _ in range(10)
+    ]
     responses = place_concurrently(api, bodies)
     assert sorted(r.status_code for r in responses) == [201] + [409] * 9
     assert {r.json()["reason"] for r in responses if r.status_code == 409} <= {
-        "coupon_unavailable", "timeout"}
+        "coupon_unavailable",
+        "timeout",
+    }
     assert api.coupon_status(user, coupon) == "used"
 
 
 def test_one_wallet_overspent_concurrently_never_goes_negative(api, user):
-    bodies = [{"user_id": user, "items": [{"sku": "SKU-0100", "qty": 4}],
-               "red_packet_cents": 30000} for _ in range(10)]
+    bodies = [
+        {"user_id": user, "items": [{"sku": "SKU-0100", "qty": 4}], "red_packet_cents": 30000}
+        for _ in range(10)
+    ]
     responses = place_concurrently(api, bodies)
     confirmed = [r for r in responses if r.status_code == 201]
     assert all(r.status_code in (201, 409) for r in responses)

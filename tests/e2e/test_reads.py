@@ -40,8 +40,9 @@ def test_one_product_and_unknown_sku(api):
 def test_seeded_wallet_and_coupons(api):
     assert api.wallet(999) == {"user_id": 999, "balance_cents": 100000, "frozen_cents": 0}
     coupons = api.get("/api/users/999/coupons").json()["items"]
-    assert [(c["coupon_id"], c["discount_cents"], c["min_spend_cents"], c["status"])
-            for c in coupons] == [
+    assert [
+        (c["coupon_id"], c["discount_cents"], c["min_spend_cents"], c["status"]) for c in coupons
+    ] == [
         ("C-999-1", 500, 1000, "available"),
         ("C-999-2", 1000, 5000, "available"),
         ("C-999-3", 3000, 20000, "available"),
@@ -56,8 +57,15 @@ def test_unknown_user_and_order(api):
     assert api.get("/api/users/5000/orders").json() == {"items": []}
 
 
-@pytest.mark.parametrize("path", ["/api/users/abc/wallet", "/api/users/0/coupons",
-                                  "/api/users/-1/orders", "/api/users/99999999999/wallet"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/users/abc/wallet",
+        "/api/users/0/coupons",
+        "/api/users/-1/orders",
+        "/api/users/99999999999/wallet",
+    ],
+)
 def test_bad_user_id_is_400_naming_the_field(api, path):
     response = api.get(path)
     assert response.status_code == 400
@@ -83,7 +91,7 @@ def test_non_json_body_is_415(api):
     assert error_code(response) == "unsupported_media_type"
 
 
-@pytest.mark.parametrize("raw", ["{", "[1, 2]", "null", "\"text\""])
+@pytest.mark.parametrize("raw", ["{", "[1, 2]", "null", '"text"'])
 def test_malformed_or_non_object_json_is_400(api, raw):
     response = api.post("/api/orders", data=raw, headers={"Content-Type": "application/json"})
     assert response.status_code == 400
@@ -106,8 +114,9 @@ def test_invalid_order_is_400_with_field_and_nothing_recorded(api, user):
 
 def test_modes_not_built_yet_are_unsupported(api, user):
     for mode in ("tcc", "saga", "msg"):
-        response = api.order({"user_id": user, "items": [{"sku": "SKU-0001", "qty": 1}],
-                              "mode": mode})
+        response = api.order(
+            {"user_id": user, "items": [{"sku": "SKU-0001", "qty": 1}], "mode": mode}
+        )
         assert response.status_code == 400
         assert error_code(response) == "unsupported_mode"
 

@@ -40,8 +40,12 @@ def participants(fresh_databases: Settings) -> Iterator[Settings]:
     """Serve the four participants on free loopback ports; settings that point at them."""
     quiet = dataclasses.replace(fresh_databases, background_enabled=False)
     servers = {}
-    for name, factory in (("order", order_app), ("inventory", inventory_app),
-                          ("coupon", coupon_app), ("redpacket", redpacket_app)):
+    for name, factory in (
+        ("order", order_app),
+        ("inventory", inventory_app),
+        ("coupon", coupon_app),
+        ("redpacket", redpacket_app),
+    ):
         server = make_server("127.0.0.1", 0, factory(quiet), threaded=True)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers[name] = server
@@ -56,8 +60,9 @@ def parts(participants: Settings, dbs: dict[str, Database]) -> dict[str, Any]:
     txn_log = TxnLog(dbs["coordinator"])
     branches = Branches(participants)
     pool = ThreadPoolExecutor(max_workers=8)
-    driver = TwoPhaseCommit(txn_log, branches, Faults("coordinator", None), pool,
-                            txn_timeout_s=4, retry_delay_s=0.2)
+    driver = TwoPhaseCommit(
+        txn_log, branches, Faults("coordinator", None), pool, txn_timeout_s=4, retry_delay_s=0.2
+    )
     recovery = Recovery(txn_log, branches, driver, horizon_s=0.0, lease_s=4, base_delay_s=0.1)
     return {"log": txn_log, "branches": branches, "driver": driver, "recovery": recovery}
 
@@ -66,13 +71,23 @@ def staged_order(dbs: dict[str, Database]) -> dict[str, Any]:
     """A pending order and its branches, as the order service would hand them over."""
     n = next(_ids)
     order_id, gtid = f"ord-it-rec-{n}", f"gtx-it-rec-{n}"
-    OrderRepository(dbs["order"]).insert({
-        "order_id": order_id, "gtid": gtid, "user_id": USER, "mode": "2pc",
-        "status": "pending", "reason": None,
-        "items": [{"sku": SKU, "qty": 3, "price_cents": 7700}], "coupon_id": None,
-        "total_cents": 23100, "discount_cents": 0, "red_packet_cents": 100,
-        "payable_cents": 23000, "notify_url": None,
-    })
+    OrderRepository(dbs["order"]).insert(
+        {
+            "order_id": order_id,
+            "gtid": gtid,
+            "user_id": USER,
+            "mode": "2pc",
+            "status": "pending",
+            "reason": None,
+            "items": [{"sku": SKU, "qty": 3, "price_cents": 7700}],
+            "coupon_id": None,
+            "total_cents": 23100,
+            "discount_cents": 0,
+            "red_packet_cents": 100,
+            "payable_cents": 23000,
+            "notify_url": None,
+        }
+    )
     common = {"order_id": order_id, "gtid": gtid}
     branches = [
         {"name": "order", "payload": common},
@@ -90,22 +105,26 @@ def prepare_all(parts: dict[str, Any], txn: dict[str, Any]) -> None:
 def snapshot(dbs: dict[str, Database]) -> dict[str, Any]:
     return {
         "stock": dbs["inventory"].fetch_one(
-            "SELECT available, sold FROM products WHERE sku = :s", s=SKU),
+            "SELECT available, sold FROM products WHERE sku = :s", s=SKU
+        ),
         "wallet": dbs["redpacket"].fetch_one(
-            "SELECT balance_cents, spent_cents FROM wallets WHERE user_id = :u", u=USER),
+            "SELECT balance_cents, spent_cents FROM wallets WHERE user_id = :u", u=USER
+        ),
     }
 
 
 def order_status(dbs: dict[str, Database], order_id: str) -> tuple[str, str | None]:
-    row = dbs["order"].fetch_one("SELECT status, reason FROM orders WHERE order_id = :o",
-                                 o=order_id)
+    row = dbs["order"].fetch_one(
+        "SELECT status, reason FROM orders WHERE order_id = :o", o=order_id
+    )
     assert row is not None
     return row["status"], row["reason"]
 
 
 def prepared_count(dbs: dict[str, Database], gtid: str) -> int:
     row = dbs["coordinator"].fetch_one(
-        "SELECT count(*) AS n FROM pg_prepared_xacts WHERE gid LIKE :p", p=f"{gtid}:%")
+        "SELECT count(*) AS n FROM pg_prepared_xacts WHERE gid LIKE :p", p=f"{gtid}:%"
+    )
     return int(row["n"]) if row else -1
 
 

@@ -34,8 +34,9 @@ def scratch_inventory(fresh_databases: Settings) -> Iterator[Database]:
 
 @pytest.fixture
 def branch(scratch_inventory: Database) -> XaBranch:
-    return XaBranch("inventory", scratch_inventory, deduct_stock, Faults("inventory", None),
-                    lock_timeout_ms=500)
+    return XaBranch(
+        "inventory", scratch_inventory, deduct_stock, Faults("inventory", None), lock_timeout_ms=500
+    )
 
 
 @pytest.fixture

@@ -24,8 +24,14 @@ def request(**overrides: Any):
 
 
 def coupon(**overrides: Any) -> CouponTerms:
-    terms = {"coupon_id": "C-7-2", "user_id": 7, "discount_cents": 1000,
-             "min_spend_cents": 5000, "status": "available", **overrides}
+    terms = {
+        "coupon_id": "C-7-2",
+        "user_id": 7,
+        "discount_cents": 1000,
+        "min_spend_cents": 5000,
+        "status": "available",
+        **overrides,
+    }
     return CouponTerms(**terms)
 
 
@@ -42,10 +48,13 @@ def test_total_is_sum_of_price_times_qty():
 
 
 def test_coupon_applies_at_min_spend_and_red_packet_comes_off_last():
-    parsed = request(items=[{"sku": "SKU-0050", "qty": 1}], coupon_id="C-7-2",
-                     red_packet_cents=400)
+    parsed = request(items=[{"sku": "SKU-0050", "qty": 1}], coupon_id="C-7-2", red_packet_cents=400)
     pricing = price_order(parsed, PRICES, STOCK, coupon())
-    assert (pricing.total_cents, pricing.discount_cents, pricing.payable_cents) == (5000, 1000, 3600)
+    assert (pricing.total_cents, pricing.discount_cents, pricing.payable_cents) == (
+        5000,
+        1000,
+        3600,
+    )
 
 
 def test_coupon_below_min_spend_is_rejected():
@@ -55,7 +64,9 @@ def test_coupon_below_min_spend_is_rejected():
     assert err.value.reason == "coupon_unavailable"
 
 
-@pytest.mark.parametrize("terms", [None, {"user_id": 8}, {"status": "used"}, {"status": "reserved"}])
+@pytest.mark.parametrize(
+    "terms", [None, {"user_id": 8}, {"status": "used"}, {"status": "reserved"}]
+)
 def test_coupon_missing_foreign_or_taken_is_unavailable(terms):
     parsed = request(items=[{"sku": "SKU-0100", "qty": 1}], coupon_id="C-7-2")
     with pytest.raises(PricingRejected) as err:
@@ -91,14 +102,20 @@ def test_red_packet_larger_than_what_is_left_to_pay_is_invalid():
         ({"user_id": 7, "items": [{"sku": "SKU-0001", "qty": 1.5}]}, "items[0].qty"),
         ({"user_id": 7, "items": [{"sku": "bad sku!", "qty": 1}]}, "items[0].sku"),
         ({"user_id": 7, "items": [{"sku": "SKU-0001", "qty": 1, "x": 1}]}, "items[0].x"),
-        ({"user_id": 7, "items": [{"sku": "SKU-0001", "qty": 1}, {"sku": "SKU-0001", "qty": 1}]},
-         "items[1].sku"),
+        (
+            {"user_id": 7, "items": [{"sku": "SKU-0001", "qty": 1}, {"sku": "SKU-0001", "qty": 1}]},
+            "items[1].sku",
+        ),
         ({"user_id": 7, "items": [{"sku": "SKU-0001", "qty": 1}], "mode": "3pc"}, "mode"),
-        ({"user_id": 7, "items": [{"sku": "SKU-0001", "qty": 1}], "red_packet_cents": -1},
-         "red_packet_cents"),
+        (
+            {"user_id": 7, "items": [{"sku": "SKU-0001", "qty": 1}], "red_packet_cents": -1},
+            "red_packet_cents",
+        ),
         ({"user_id": 7, "items": [{"sku": "SKU-0001", "qty": 1}], "coupon_id": 12}, "coupon_id"),
-        ({"user_id": 7, "items": [{"sku": "SKU-0001", "qty": 1}], "notify_url": "ftp://x"},
-         "notify_url"),
+        (
+            {"user_id": 7, "items": [{"sku": "SKU-0001", "qty": 1}], "notify_url": "ftp://x"},
+            "notify_url",
+        ),
         ({"user_id": 7, "items": [{"sku": "SKU-0001", "qty": 1}], "coupon": "C-7-1"}, "coupon"),
     ],
 )

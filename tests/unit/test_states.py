@@ -24,8 +24,13 @@ def test_abort_path():
 
 @pytest.mark.parametrize(
     ("status", "event"),
-    [("committing", "abort"), ("aborting", "commit"), ("committed", "done"),
-     ("aborted", "commit"), ("preparing", "done")],
+    [
+        ("committing", "abort"),
+        ("aborting", "commit"),
+        ("committed", "done"),
+        ("aborted", "commit"),
+        ("preparing", "done"),
+    ],
 )
 def test_a_decision_is_never_reversed(status, event):
     with pytest.raises(IllegalTransition):

@@ -1,0 +1,28 @@
+"""Last: at quiescence nothing is left prepared anywhere and the audit is clean."""
+
+from __future__ import annotations
+
+from tests.helpers import wait_until
+
+
+def test_no_prepared_transaction_is_left(dbs):
+    wait_until(
+        lambda: not dbs["coordinator"].fetch_all("SELECT gid FROM pg_prepared_xacts"),
+        timeout_s=30,
+        what="pg_prepared_xacts to be empty",
+    )
+
+
+def test_no_order_is_left_pending(dbs):
+    wait_until(
+        lambda: not dbs["order"].fetch_all("SELECT order_id FROM orders WHERE status = 'pending'"),
+        timeout_s=30,
+        what="every order settled",
+    )
+
+
+def test_audit_is_clean(api):
+    audit = api.audit()
+    assert audit["ok"], audit["violations"]
+    assert audit["checked"]["orders"] > 0
+    assert audit["checked"]["skus"] == 100

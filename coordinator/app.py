@@ -9,19 +9,19 @@ from flask import Blueprint, Flask, current_app, jsonify, request
 
 from coordinator.audit import Auditor
 from coordinator.branches import Branches
+from coordinator.drivers import DRIVERS
 from coordinator.log import TxnLog
 from coordinator.recovery import Recovery
 from coordinator.states import STATUSES
-from coordinator.twopc import TwoPhaseCommit
 from paxkit.app import create_base_app, make_faults
 from paxkit.background import Loop
 from paxkit.config import DATABASES, Settings, load_settings
-from paxkit.db import Database, make_engine, quote_gid
+from paxkit.db import Database, make_engine
 from paxkit.errors import ApiError, InvalidInput, NotFound
 from paxkit.requests_json import json_body
+from paxkit.validation import validate_gtid
 
 MAX_LIST = 500
-SUPPORTED_MODES = ("2pc",)
 
 bp = Blueprint("coordinator", __name__)
 
@@ -31,14 +31,11 @@ def _ext(name: str) -> Any:
 
 
 def _parse_transaction(body: dict[str, Any], branches: Branches) -> dict[str, Any]:
-    gtid = body.get("gtid")
-    try:
-        quote_gid(gtid if isinstance(gtid, str) else "")
-    except ValueError as err:
-        raise InvalidInput("gtid", "gtid must be 1-200 characters of [A-Za-z0-9_.:-]") from err
-    if body.get("mode") not in SUPPORTED_MODES:
+    gtid = validate_gtid(body.get("gtid"))
+    modes = tuple(d.mode for d in DRIVERS)
+    if body.get("mode") not in modes:
         raise InvalidInput(
-            "mode", f"mode must be one of {SUPPORTED_MODES}", code="unsupported_mode"
+            "mode", f"mode must be one of {', '.join(modes)}", code="unsupported_mode"
         )
     raw = body.get("branches")
     if not isinstance(raw, list) or not raw:
@@ -62,12 +59,28 @@ def run_transaction() -> Any:
     """Run a global transaction to its outcome (synchronously, within the global timeout)."""
     spec = _parse_transaction(json_body(), _ext("branches"))
     settings: Settings = _ext("settings")
-    txn = _ext("log").begin(spec["gtid"], spec["mode"], spec["branches"], settings.txn_timeout_s)
+    driver = _ext("drivers")[spec["mode"]]
+    txn = _ext("log").begin(
+        spec["gtid"],
+        spec["mode"],
+        spec["branches"],
+        settings.txn_timeout_s,
+        durable=driver.durable_begin,
+    )
     if txn is None:
         raise ApiError(
             f"transaction {spec['gtid']} already exists", code="duplicate_gtid", status=409
         )
-    return jsonify(_ext("twopc").run(txn).as_json())
+    return jsonify(driver.run(txn).as_json())
+
+
+@bp.post("/transactions/<gtid>/resolve")
+def resolve_transaction(gtid: str) -> Any:
+    """The initiator's check-back: the outcome, or `aborted` for a gtid never begun."""
+    mode = json_body().get("mode", "2pc")
+    if mode not in _ext("drivers"):
+        raise InvalidInput("mode", "unknown mode")
+    return jsonify(_txn_json(_ext("log").resolve(validate_gtid(gtid), mode)))
 
 
 @bp.get("/transactions/<gtid>")
@@ -131,18 +144,22 @@ def create_app(settings: Settings | None = None) -> Flask:
     txn_log = TxnLog(dbs["coordinator"])
     branches = Branches(settings)
     pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="branch")
-    twopc = TwoPhaseCommit(
-        txn_log,
-        branches,
-        make_faults("coordinator", settings),
-        pool,
-        settings.txn_timeout_s,
-        retry_delay_s=settings.recovery_interval_s,
-    )
+    faults = make_faults("coordinator", settings)
+    drivers = {
+        d.mode: d(
+            txn_log,
+            branches,
+            faults,
+            pool,
+            settings.txn_timeout_s,
+            retry_delay_s=settings.recovery_interval_s,
+        )
+        for d in DRIVERS
+    }
     recovery = Recovery(
         txn_log,
         branches,
-        twopc,
+        drivers,
         settings.recovery_horizon_s,
         lease_s=settings.txn_timeout_s,
         base_delay_s=settings.recovery_interval_s,
@@ -151,7 +168,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         {
             "paxmart.log": txn_log,
             "paxmart.branches": branches,
-            "paxmart.twopc": twopc,
+            "paxmart.drivers": drivers,
             "paxmart.recovery": recovery,
             "paxmart.auditor": Auditor(dbs, settings.recovery_horizon_s),
         }

@@ -36,30 +36,34 @@ class Branches:
     def known(self, name: str) -> bool:
         return name in self.clients
 
-    def prepare(self, name: str, gtid: str, payload: dict[str, Any]) -> BranchResult:
+    def call(
+        self,
+        mode: str,
+        op: str,
+        name: str,
+        gtid: str,
+        payload: dict[str, Any],
+        reason: str | None = None,
+    ) -> BranchResult:
+        """One protocol operation on one branch; every one of them is idempotent there."""
+        path, body = _request(mode, op, gtid, payload, reason)
         try:
-            reply = self.clients[name].post(
-                "/xa/prepare", json={"gtid": gtid, "payload": payload}, idempotent=True
+            reply = self.clients[name].post(path, json=body, idempotent=True)
+        except ApiError as err:
+            # No answer: a forward step counts as a no vote (presumed abort); a completion
+            # step is simply not done yet.
+            return BranchResult(
+                name, op, False, "timeout" if op in FORWARD else "unavailable", err.message
             )
-        except ApiError as err:
-            # No answer is no vote: presumed abort treats it as a no.
-            return BranchResult(name, "prepare", False, "timeout", err.message)
-        if reply.ok and reply.body.get("vote") == "yes":
-            return BranchResult(name, "prepare", True)
-        if reply.ok:
-            return BranchResult(name, "prepare", False, reply.body.get("reason") or "aborted")
-        return BranchResult(name, "prepare", False, "aborted", _describe(reply.status, reply.body))
-
-    def phase_two(self, name: str, op: str, gtid: str, reason: str | None) -> BranchResult:
-        """`commit` or `rollback` one branch; idempotent on the participant's side."""
-        body = {"gtid": gtid, "reason": reason}
-        try:
-            reply = self.clients[name].post(f"/xa/{op}", json=body, idempotent=True)
-        except ApiError as err:
-            return BranchResult(name, op, False, "unavailable", err.message)
-        if reply.ok:
-            return BranchResult(name, op, True, detail=reply.body.get("state"))
-        return BranchResult(name, op, False, "refused", _describe(reply.status, reply.body))
+        if not reply.ok:
+            return BranchResult(
+                name,
+                op,
+                False,
+                "aborted" if op in FORWARD else "refused",
+                _describe(reply.status, reply.body),
+            )
+        return _result(name, op, reply.body)
 
     def prepared(self, name: str) -> list[dict[str, Any]]:
         reply = self.clients[name].get("/xa/prepared")
@@ -67,6 +71,31 @@ class Branches:
             raise ApiError(f"{name} did not list its prepared transactions", status=502)
         items: list[dict[str, Any]] = reply.body["items"]
         return items
+
+
+FORWARD = ("prepare", "try", "action")
+
+
+def _request(
+    mode: str, op: str, gtid: str, payload: dict[str, Any], reason: str | None
+) -> tuple[str, dict[str, Any]]:
+    if mode == "2pc":
+        if op == "prepare":
+            return "/xa/prepare", {"gtid": gtid, "payload": payload}
+        return f"/xa/{op}", {"gtid": gtid, "reason": reason}
+    return f"/{mode}/{op}", {"gtid": gtid, "payload": payload}
+
+
+def _result(name: str, op: str, body: dict[str, Any]) -> BranchResult:
+    if "vote" in body:  # an XA prepare
+        yes = body["vote"] == "yes"
+        return BranchResult(name, op, yes, None if yes else body.get("reason") or "aborted")
+    if "ok" in body:  # a barrier-guarded TCC/saga call
+        ok = bool(body["ok"])
+        return BranchResult(
+            name, op, ok, None if ok else body.get("reason") or "aborted", body.get("effect")
+        )
+    return BranchResult(name, op, True, detail=body.get("state"))  # XA commit/rollback
 
 
 def _describe(status: int, body: Any) -> str:

@@ -36,11 +36,15 @@ class TxnLog:
         self.db = db
 
     def begin(
-        self, gtid: str, mode: str, branches: list[dict[str, Any]], lease_s: float
+        self, gtid: str, mode: str, branches: list[dict[str, Any]], lease_s: float, durable: bool
     ) -> dict[str, Any] | None:
-        """Record a transaction as preparing; None if the gtid was already taken."""
+        """Record a transaction as preparing; None if the gtid was already taken.
+
+        Only 2PC may begin without waiting for the fsync (presumed abort, and its prepared
+        branches can be listed); TCC and saga must know every branch they touched."""
         with self.db.transaction() as conn:
-            _relaxed(conn)
+            if not durable:
+                _relaxed(conn)
             row = conn.execute(
                 text(
                     "INSERT INTO global_txns (gtid, mode, status, branches, lease_until) "
@@ -83,6 +87,23 @@ class TxnLog:
                     text("SELECT status FROM global_txns WHERE gtid = :gtid"), {"gtid": txn["gtid"]}
                 ).scalar()
         return str(status)
+
+    def resolve(self, gtid: str, mode: str) -> dict[str, Any]:
+        """The status of a transaction; one the log never heard of is recorded aborted first,
+        so a late begin with that gtid is refused (the initiator's check-back)."""
+        with self.db.transaction() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO global_txns (gtid, mode, status, reason, branches, lease_until)"
+                    " VALUES (:gtid, :mode, 'aborted', 'timeout', '[]', now()) "
+                    "ON CONFLICT (gtid) DO NOTHING"
+                ),
+                {"gtid": gtid, "mode": mode},
+            )
+            row = conn.execute(
+                text(f"SELECT {TXN_COLUMNS} FROM global_txns WHERE gtid = :gtid"), {"gtid": gtid}
+            ).one()
+        return dict(row._mapping)
 
     def finish(self, gtid: str, from_status: str, to_status: str, events: list[Event]) -> None:
         with self.db.transaction() as conn:
@@ -179,12 +200,4 @@ class TxnLog:
             "ORDER BY created_at DESC LIMIT :limit",
             status=status,
             limit=limit,
-        )
-
-    def stuck(self, older_than_s: float) -> list[dict[str, Any]]:
-        return self.db.fetch_all(
-            "SELECT gtid, status, updated_at FROM global_txns WHERE status = ANY(:unfinished) "
-            "AND updated_at < now() - make_interval(secs => :age)",
-            unfinished=list(UNFINISHED),
-            age=older_than_s,
         )

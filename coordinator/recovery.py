@@ -11,9 +11,9 @@ import random
 from typing import Any
 
 from coordinator.branches import BRANCH_NAMES, Branches
+from coordinator.drivers import Driver
 from coordinator.log import TxnLog
 from coordinator.states import ABORTING, COMMITTED, COMMITTING, PREPARING
-from coordinator.twopc import TwoPhaseCommit
 from paxkit.errors import ApiError
 from paxkit.metrics import RECOVERED
 
@@ -34,14 +34,14 @@ class Recovery:
         self,
         txn_log: TxnLog,
         branches: Branches,
-        driver: TwoPhaseCommit,
+        drivers: dict[str, Driver],
         horizon_s: float,
         lease_s: float,
         base_delay_s: float,
     ) -> None:
         self.log = txn_log
         self.branches = branches
-        self.driver = driver
+        self.drivers = drivers
         self.horizon_s = horizon_s
         self.lease_s = lease_s
         self.base_delay_s = base_delay_s
@@ -66,11 +66,14 @@ class Recovery:
             txn = {**txn, "status": status, "reason": txn["reason"] or "timeout"}
         log.info("recovery finishing %s (%s)", txn["gtid"], status, extra={"gtid": txn["gtid"]})
         delay = backoff_s(txn["recovery_attempts"], self.base_delay_s)
-        self.driver.finish(txn, retry_delay_s=delay)
+        self.drivers[txn["mode"]].finish(txn, retry_delay_s=delay)
         RECOVERED.labels("commit" if status == COMMITTING else "rollback").inc()
 
     def resolve_orphans(self) -> int:
-        """Prepared branches older than the horizon follow the log; unknown gtids roll back."""
+        """2PC branches prepared longer than the horizon follow the log; unknown gtids roll back.
+
+        (TCC and saga branches can't be orphaned this way: their begin is logged durably
+        before any branch is called, so recovery always knows them.)"""
         resolved = 0
         for name in BRANCH_NAMES:
             try:
@@ -90,7 +93,7 @@ class Recovery:
         if status == PREPARING:
             return 0  # its lease expires and finish_in_doubt decides it
         op = "commit" if status in (COMMITTING, COMMITTED) else "rollback"
-        result = self.branches.phase_two(name, op, gtid, "aborted")
+        result = self.branches.call("2pc", op, name, gtid, {}, "aborted")
         log.warning(
             "orphan branch %s of %s (log: %s): %s -> %s",
             name,

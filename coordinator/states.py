@@ -4,6 +4,10 @@
         |
         +----abort---> aborting ---done--> aborted
 
+`preparing` is the forward phase of every mode: 2PC's prepares, TCC's Tries, a saga's
+actions. `committing`/`aborting` are decided and being carried out (2PC commit/rollback,
+TCC confirm/cancel, saga compensation).
+
 A decision is taken once: whoever moves a transaction out of `preparing` first (the
 driver, or recovery after the lease ran out) decides, and everyone else follows the log.
 """
@@ -49,13 +53,13 @@ def next_status(current: str, event: str) -> str:
         raise IllegalTransition(f"{event!r} is not allowed in {current!r}") from None
 
 
-def phase_two_operation(status: str) -> str:
-    """What phase 2 sends to every branch for a decided transaction."""
+def decision_of(status: str) -> str:
+    """Which way a decided transaction goes: `commit` or `abort`."""
     if status in (COMMITTING, COMMITTED):
         return "commit"
     if status in (ABORTING, ABORTED):
-        return "rollback"
-    raise IllegalTransition(f"no phase 2 in {status!r}")
+        return "abort"
+    raise IllegalTransition(f"{status!r} is not decided yet")
 
 
 def overall_reason(reasons: list[str]) -> str | None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from flask import Blueprint, Flask
 
 from paxkit.app import create_base_app, make_faults
+from paxkit.barrier import BarrierBranch, SagaActions, TccActions, barrier_blueprint
 from paxkit.config import Settings
 from paxkit.db import Database, make_engine
 from paxkit.xa import AbortHook, Action, XaBranch, xa_blueprint
@@ -14,12 +15,14 @@ from paxkit.xa import AbortHook, Action, XaBranch, xa_blueprint
 
 @dataclass(frozen=True)
 class ParticipantSpec:
-    """What a service declares: its name, its business action, its reads."""
+    """What a service declares: its name, its business actions per protocol, its reads."""
 
     name: str
     xa_action: Action
     reads: Blueprint
     on_abort: AbortHook | None = None
+    tcc: TccActions | None = None
+    saga: SagaActions | None = None
 
 
 def create_participant_app(
@@ -27,17 +30,19 @@ def create_participant_app(
 ) -> Flask:
     app = create_base_app(spec.name, settings)
     db = db or Database(make_engine(settings.db_urls[spec.name]))
+    faults = make_faults(spec.name, settings)
     branch = XaBranch(
-        spec.name,
-        db,
-        spec.xa_action,
-        make_faults(spec.name, settings),
-        settings.lock_timeout_ms,
-        on_abort=spec.on_abort,
+        spec.name, db, spec.xa_action, faults, settings.lock_timeout_ms, on_abort=spec.on_abort
     )
     app.extensions["paxmart.db"] = db
     app.extensions["paxmart.xa"] = branch
     app.register_blueprint(xa_blueprint(branch))
+    if spec.tcc is not None or spec.saga is not None:
+        guarded = BarrierBranch(
+            spec.name, db, faults, settings.lock_timeout_ms, tcc=spec.tcc, saga=spec.saga
+        )
+        app.extensions["paxmart.barrier"] = guarded
+        app.register_blueprint(barrier_blueprint(guarded))
     app.register_blueprint(spec.reads)
     return app
 

@@ -10,6 +10,7 @@ from paxkit.errors import InvalidInput
 SKU_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_INT = 2**31 - 1
+GTID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,120}$")
 
 
 def validate_sku(value: Any, field: str) -> str:
@@ -29,3 +30,10 @@ def validate_user_id(raw: str) -> int:
     if not raw.isdigit() or not 1 <= int(raw) <= MAX_INT:
         raise InvalidInput("user_id", f"must be an integer from 1 to {MAX_INT}")
     return int(raw)
+
+
+def validate_gtid(value: Any) -> str:
+    """A global transaction id: also used inside prepared-transaction ids, so kept plain."""
+    if not isinstance(value, str) or not GTID_PATTERN.match(value):
+        raise InvalidInput("gtid", "gtid must be 1-120 characters of [A-Za-z0-9_.-]")
+    return value

@@ -29,6 +29,7 @@ from paxkit.db import Database, quote_gid
 from paxkit.errors import ApiError, InvalidInput
 from paxkit.faults import Faults
 from paxkit.requests_json import json_body
+from paxkit.validation import validate_gtid
 
 log = logging.getLogger(__name__)
 
@@ -226,17 +227,6 @@ class XaBranch:
         conn.execute(text("SELECT set_config('lock_timeout', :v, true)"), {"v": f"{millis}ms"})
 
 
-def _gtid(body: dict[str, Any]) -> str:
-    gtid = body.get("gtid")
-    if not isinstance(gtid, str):
-        raise InvalidInput("gtid", "gtid must be a string")
-    try:
-        quote_gid(gtid)
-    except ValueError as err:
-        raise InvalidInput("gtid", str(err)) from err
-    return gtid
-
-
 def xa_blueprint(branch: XaBranch) -> Blueprint:
     """The internal endpoints the coordinator drives."""
     bp = Blueprint("xa", __name__, url_prefix="/xa")
@@ -247,17 +237,17 @@ def xa_blueprint(branch: XaBranch) -> Blueprint:
         payload = body.get("payload") or {}
         if not isinstance(payload, dict):
             raise InvalidInput("payload", "payload must be an object")
-        return jsonify(branch.prepare(_gtid(body), payload).as_json())
+        return jsonify(branch.prepare(validate_gtid(body.get("gtid")), payload).as_json())
 
     @bp.post("/commit")
     def commit() -> Any:
-        return jsonify({"state": branch.commit(_gtid(json_body()))})
+        return jsonify({"state": branch.commit(validate_gtid(json_body().get("gtid")))})
 
     @bp.post("/rollback")
     def rollback() -> Any:
         body = json_body()
         reason = body.get("reason") or "aborted"
-        return jsonify({"state": branch.rollback(_gtid(body), str(reason))})
+        return jsonify({"state": branch.rollback(validate_gtid(body.get("gtid")), str(reason))})
 
     @bp.get("/prepared")
     def prepared() -> Any:

@@ -35,9 +35,29 @@ TEST_ENV = {
 }
 
 
+LAYERS = ("unit", "integration", "e2e")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     for key, value in TEST_ENV.items():
         os.environ[key] = value
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run unit, then integration, then e2e tests, each layer marked with its name.
+
+    The e2e stack runs background recovery over the test databases, so the integration
+    tests, which stage crashes by hand, must be done before it starts."""
+
+    def layer(item: pytest.Item) -> int:
+        parts = item.path.relative_to(item.config.rootpath / "tests").parts
+        return LAYERS.index(parts[0]) if parts[0] in LAYERS else len(LAYERS)
+
+    for item in items:
+        name = item.path.relative_to(item.config.rootpath / "tests").parts[0]
+        if name in LAYERS:
+            item.add_marker(name)
+    items.sort(key=layer)
 
 
 @pytest.fixture(scope="session")

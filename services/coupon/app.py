@@ -7,6 +7,7 @@ from typing import Any
 from flask import Blueprint, Flask, current_app, jsonify
 from sqlalchemy import Connection, text
 
+from paxkit.barrier import SagaActions, TccActions
 from paxkit.config import Settings, load_settings
 from paxkit.errors import NotFound
 from paxkit.participant import ParticipantSpec, create_participant_app, db_of
@@ -16,15 +17,16 @@ from paxkit.xa import Rejected
 COUPON_COLUMNS = "coupon_id, user_id, discount_cents, min_spend_cents, status"
 
 
-def use_coupon(conn: Connection, payload: dict[str, Any]) -> None:
-    """XA action: the coupon goes from available to used by this order, or the order fails."""
-    used = conn.execute(
+def claim_coupon(conn: Connection, payload: dict[str, Any], status: str) -> None:
+    """Take an available coupon for this order (as `status`), or the order fails."""
+    claimed = conn.execute(
         text(
-            "UPDATE coupons SET status = 'used', order_id = :order_id, gtid = :gtid, "
+            "UPDATE coupons SET status = :status, order_id = :order_id, gtid = :gtid, "
             "updated_at = now() WHERE coupon_id = :coupon_id AND user_id = :user_id "
             "AND status = 'available' AND min_spend_cents <= :total RETURNING coupon_id"
         ),
         {
+            "status": status,
             "order_id": payload["order_id"],
             "gtid": payload["gtid"],
             "coupon_id": payload["coupon_id"],
@@ -32,8 +34,38 @@ def use_coupon(conn: Connection, payload: dict[str, Any]) -> None:
             "total": payload["total_cents"],
         },
     ).scalar()
-    if used is None:
+    if claimed is None:
         raise Rejected("coupon_unavailable")
+
+
+def move_coupon(conn: Connection, gtid: str, from_status: str, to_status: str) -> None:
+    """Move this transaction's coupon on (confirm) or give it back (cancel, undo)."""
+    released = to_status == "available"
+    conn.execute(
+        text(
+            "UPDATE coupons SET status = :to, updated_at = now(), "
+            "order_id = CASE WHEN :released THEN NULL ELSE order_id END, "
+            "gtid = CASE WHEN :released THEN NULL ELSE gtid END "
+            "WHERE gtid = :gtid AND status = :from"
+        ),
+        {"gtid": gtid, "from": from_status, "to": to_status, "released": released},
+    )
+
+
+def use_coupon(conn: Connection, payload: dict[str, Any]) -> None:
+    """XA action: the coupon goes from available to used by this order, or the order fails."""
+    claim_coupon(conn, payload, "used")
+
+
+TCC = TccActions(
+    try_=lambda conn, p: claim_coupon(conn, p, "reserved"),
+    confirm=lambda conn, p: move_coupon(conn, p["gtid"], "reserved", "used"),
+    cancel=lambda conn, p: move_coupon(conn, p["gtid"], "reserved", "available"),
+)
+SAGA = SagaActions(
+    action=use_coupon,
+    compensate=lambda conn, p: move_coupon(conn, p["gtid"], "used", "available"),
+)
 
 
 reads = Blueprint("coupon_reads", __name__)
@@ -59,7 +91,7 @@ def get_coupon(coupon_id: str) -> Any:
     return jsonify(row)
 
 
-SPEC = ParticipantSpec(name="coupon", xa_action=use_coupon, reads=reads)
+SPEC = ParticipantSpec(name="coupon", xa_action=use_coupon, reads=reads, tcc=TCC, saga=SAGA)
 
 
 def create_app(settings: Settings | None = None) -> Flask:

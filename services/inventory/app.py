@@ -7,6 +7,7 @@ from typing import Any
 from flask import Blueprint, Flask, current_app, jsonify, request
 from sqlalchemy import Connection, text
 
+from paxkit.barrier import SagaActions, TccActions
 from paxkit.config import Settings, load_settings
 from paxkit.errors import InvalidInput, NotFound
 from paxkit.participant import ParticipantSpec, create_participant_app, db_of
@@ -17,14 +18,19 @@ PRODUCT_COLUMNS = "sku, name, price_cents, available AS stock"
 MAX_SKUS_PER_QUERY = 100
 
 
-def deduct_stock(conn: Connection, payload: dict[str, Any]) -> None:
-    """XA action: move each item's qty from available to sold, or reject the order."""
+# Where a unit of stock sits, by the state of its movement row.
+STOCK_COLUMN = {"frozen": "frozen", "sold": "sold", "released": "available"}
+
+
+def take_stock(conn: Connection, payload: dict[str, Any], state: str) -> None:
+    """Move each item's qty out of available (into `state`), or reject the order."""
     order_id, gtid = payload["order_id"], payload["gtid"]
+    column = STOCK_COLUMN[state]
     # Lock rows in one global order (by SKU) so concurrent multi-item orders can't deadlock.
     for item in sorted(payload["items"], key=lambda i: i["sku"]):
         moved = conn.execute(
             text(
-                "UPDATE products SET available = available - :qty, sold = sold + :qty, "
+                f"UPDATE products SET available = available - :qty, {column} = {column} + :qty, "
                 "updated_at = now() WHERE sku = :sku AND available >= :qty RETURNING sku"
             ),
             {"sku": item["sku"], "qty": item["qty"]},
@@ -34,10 +40,52 @@ def deduct_stock(conn: Connection, payload: dict[str, Any]) -> None:
         conn.execute(
             text(
                 "INSERT INTO stock_movements (order_id, sku, qty, state, gtid) "
-                "VALUES (:order_id, :sku, :qty, 'sold', :gtid)"
+                "VALUES (:order_id, :sku, :qty, :state, :gtid)"
             ),
-            {"order_id": order_id, "sku": item["sku"], "qty": item["qty"], "gtid": gtid},
+            {
+                "order_id": order_id,
+                "sku": item["sku"],
+                "qty": item["qty"],
+                "state": state,
+                "gtid": gtid,
+            },
         )
+
+
+def move_stock(conn: Connection, gtid: str, from_state: str, to_state: str) -> None:
+    """Move this transaction's units from one state to another (confirm, cancel, undo)."""
+    source, target = STOCK_COLUMN[from_state], STOCK_COLUMN[to_state]
+    moved = conn.execute(
+        text(
+            "UPDATE stock_movements SET state = :to, updated_at = now() "
+            "WHERE gtid = :gtid AND state = :from RETURNING sku, qty"
+        ),
+        {"gtid": gtid, "from": from_state, "to": to_state},
+    ).all()
+    for sku, qty in sorted(moved):
+        conn.execute(
+            text(
+                f"UPDATE products SET {source} = {source} - :qty, {target} = {target} + :qty, "
+                "updated_at = now() WHERE sku = :sku"
+            ),
+            {"sku": sku, "qty": qty},
+        )
+
+
+def deduct_stock(conn: Connection, payload: dict[str, Any]) -> None:
+    """XA action: move each item's qty from available to sold, or reject the order."""
+    take_stock(conn, payload, "sold")
+
+
+TCC = TccActions(
+    try_=lambda conn, p: take_stock(conn, p, "frozen"),
+    confirm=lambda conn, p: move_stock(conn, p["gtid"], "frozen", "sold"),
+    cancel=lambda conn, p: move_stock(conn, p["gtid"], "frozen", "released"),
+)
+SAGA = SagaActions(
+    action=deduct_stock,
+    compensate=lambda conn, p: move_stock(conn, p["gtid"], "sold", "released"),
+)
 
 
 def _shortage_reason(conn: Connection, sku: str) -> str:
@@ -86,7 +134,7 @@ def get_product(sku: str) -> Any:
     return jsonify(row)
 
 
-SPEC = ParticipantSpec(name="inventory", xa_action=deduct_stock, reads=reads)
+SPEC = ParticipantSpec(name="inventory", xa_action=deduct_stock, reads=reads, tcc=TCC, saga=SAGA)
 
 
 def create_app(settings: Settings | None = None) -> Flask:

@@ -22,7 +22,7 @@ from services.order.repository import OrderRepository, order_body
 
 log = logging.getLogger(__name__)
 
-SUPPORTED_MODES = ("2pc",)
+SUPPORTED_MODES = ("2pc", "tcc", "saga")
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ class OrderPlacement:
         except PricingRejected as rejection:
             return self._reject_upfront(order_id, request, prices, rejection)
         row = self.orders.insert(_order_row(order_id, gtid, request, pricing, "pending"))
-        return self._run_2pc(row, request, pricing)
+        return self._run_global(row, request, pricing)
 
     def _catalog(self, request: OrderRequest) -> tuple[dict[str, int], dict[str, int]]:
         reply = self.inventory.get("/products", params={"sku": [i.sku for i in request.items]})
@@ -110,7 +110,8 @@ class OrderPlacement:
         )
         return _rejected(order_body(row), rejection.reason, str(rejection))
 
-    def _run_2pc(self, row: dict[str, Any], request: OrderRequest, pricing: Pricing) -> Placed:
+    def _run_global(self, row: dict[str, Any], request: OrderRequest, pricing: Pricing) -> Placed:
+        """Run the order's global transaction and answer with its outcome."""
         body = order_body(row)
         try:
             reply = self.coordinator.post(
@@ -128,6 +129,9 @@ class OrderPlacement:
         if not reply.ok:
             log.error("coordinator refused %s: %s %s", row["gtid"], reply.status, reply.body)
             return _unknown_outcome(body)
+        settle_order(
+            self.orders, row["mode"], row["gtid"], reply.body["status"], reply.body.get("reason")
+        )
         if reply.body["status"] == "committed":
             return Placed(
                 201, {**body, "status": "confirmed"}, {"Location": f"/api/orders/{row['order_id']}"}
@@ -140,11 +144,30 @@ class OrderPlacement:
         )
 
 
+def settle_order(
+    orders: OrderRepository, mode: str, gtid: str, status: str, reason: str | None
+) -> bool:
+    """Bring the order in line with its transaction's outcome.
+
+    In 2PC the order is itself a branch (its commit confirms it, its rollback fails it), so
+    nothing is left to do; in TCC and saga the order follows the coordinator's outcome."""
+    if mode == "2pc":
+        return False
+    if status in ("committing", "committed"):
+        return orders.confirm_pending(gtid)
+    if status in ("aborting", "aborted"):
+        return orders.fail_pending(gtid, reason or "aborted")
+    return False
+
+
 def branches_for(row: dict[str, Any], request: OrderRequest, pricing: Pricing) -> list[dict]:
-    """Every branch with an effect on this order; a branch with nothing to do is left out."""
+    """Every branch with an effect on this order, in saga order; one with nothing to do is
+    left out. In 2PC the order itself is a branch too."""
     common = {"order_id": row["order_id"], "gtid": row["gtid"]}
-    branches: list[dict[str, Any]] = [
-        {"name": "order", "payload": common},
+    branches: list[dict[str, Any]] = [{"name": "order", "payload": common}]
+    if request.mode != "2pc":
+        branches = []
+    branches += [
         {
             "name": "inventory",
             "payload": {**common, "items": [{"sku": i.sku, "qty": i.qty} for i in request.items]},

@@ -1,8 +1,8 @@
 """Settles orders left pending when their transaction's outcome never came back.
 
-A pending order older than the recovery horizon is looked up at the coordinator: unknown
-or aborted there means it can never commit (its branch only confirms a *pending* order, so
-failing it first also makes any late prepare vote no), so it is failed.
+A pending order older than the recovery horizon is checked back at the coordinator, which
+answers its outcome, recording `aborted` first for a transaction it never heard of (so a
+late begin of it is refused). The order then follows that outcome.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 from paxkit.http import ServiceClient
+from services.order.placement import settle_order as settle
 from services.order.repository import OrderRepository
 
 log = logging.getLogger(__name__)
@@ -26,24 +27,28 @@ class PendingOrderReconciler:
         self.horizon_s = horizon_s
 
     def run_once(self) -> int:
-        """Settle what can be settled now; returns how many orders were failed."""
-        failed = 0
+        """Settle what can be settled now; returns how many orders changed."""
+        settled = 0
         for order in self.orders.stale_pending(self.horizon_s, BATCH):
-            reason = self._abort_reason(order["gtid"])
-            if reason and self.orders.fail_pending(order["gtid"], reason):
+            reply = self.coordinator.post(
+                f"/transactions/{order['gtid']}/resolve",
+                json={"mode": order["mode"]},
+                idempotent=True,
+            )
+            if not reply.ok:
+                continue
+            status, reason = reply.body["status"], reply.body.get("reason")
+            if order["mode"] == "2pc" and status in ("aborting", "aborted"):
+                # A 2PC order whose branch never prepared gets no rollback hook call.
+                changed = self.orders.fail_pending(order["gtid"], reason or "aborted")
+            else:
+                changed = settle(self.orders, order["mode"], order["gtid"], status, reason)
+            if changed:
                 log.info(
-                    "reconciled %s as failed (%s)",
+                    "reconciled %s (%s)",
                     order["order_id"],
-                    reason,
+                    status,
                     extra={"order_id": order["order_id"], "gtid": order["gtid"]},
                 )
-                failed += 1
-        return failed
-
-    def _abort_reason(self, gtid: str) -> str | None:
-        reply = self.coordinator.get(f"/transactions/{gtid}")
-        if reply.status == 404:
-            return "timeout"
-        if reply.ok and reply.body["status"] in ("aborting", "aborted"):
-            return str(reply.body.get("reason") or "aborted")
-        return None
+                settled += 1
+        return settled

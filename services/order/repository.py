@@ -60,11 +60,15 @@ class OrderRepository:
 
     def stale_pending(self, older_than_s: float, limit: int) -> list[dict[str, Any]]:
         return self.db.fetch_all(
-            "SELECT order_id, gtid FROM orders WHERE status = 'pending' "
+            "SELECT order_id, gtid, mode FROM orders WHERE status = 'pending' "
             "AND created_at < now() - make_interval(secs => :age) ORDER BY created_at LIMIT :limit",
             age=older_than_s,
             limit=limit,
         )
+
+    def confirm_pending(self, gtid: str) -> bool:
+        with self.db.transaction() as conn:
+            return confirm_pending_order(conn, {"gtid": gtid})
 
     def fail_pending(self, gtid: str, reason: str) -> bool:
         with self.db.transaction() as conn:

@@ -7,38 +7,80 @@ from typing import Any
 from flask import Blueprint, Flask, current_app, jsonify
 from sqlalchemy import Connection, text
 
+from paxkit.barrier import SagaActions, TccActions
 from paxkit.config import Settings, load_settings
 from paxkit.errors import NotFound
 from paxkit.participant import ParticipantSpec, create_participant_app, db_of
 from paxkit.validation import validate_user_id
 from paxkit.xa import Rejected
 
+# Where a hold's money sits, by the state of the hold.
+WALLET_COLUMN = {"frozen": "frozen_cents", "spent": "spent_cents", "refunded": "balance_cents"}
 
-def debit_wallet(conn: Connection, payload: dict[str, Any]) -> None:
-    """XA action: spend the red packet from the wallet, or reject when it can't cover it."""
+
+def hold_money(conn: Connection, payload: dict[str, Any], state: str) -> None:
+    """Move the red packet out of the balance (into `state`), or reject when it can't."""
+    column = WALLET_COLUMN[state]
     params = {
         "order_id": payload["order_id"],
         "gtid": payload["gtid"],
         "user_id": payload["user_id"],
         "amount": payload["amount_cents"],
+        "state": state,
     }
-    debited = conn.execute(
+    held = conn.execute(
         text(
-            "UPDATE wallets SET balance_cents = balance_cents - :amount, "
-            "spent_cents = spent_cents + :amount, updated_at = now() "
+            f"UPDATE wallets SET balance_cents = balance_cents - :amount, "
+            f"{column} = {column} + :amount, updated_at = now() "
             "WHERE user_id = :user_id AND balance_cents >= :amount RETURNING user_id"
         ),
         params,
     ).scalar()
-    if debited is None:
+    if held is None:
         raise Rejected("insufficient_balance")
     conn.execute(
         text(
             "INSERT INTO wallet_holds (order_id, user_id, amount_cents, state, gtid) "
-            "VALUES (:order_id, :user_id, :amount, 'spent', :gtid)"
+            "VALUES (:order_id, :user_id, :amount, :state, :gtid)"
         ),
         params,
     )
+
+
+def move_money(conn: Connection, gtid: str, from_state: str, to_state: str) -> None:
+    """Move this transaction's hold from one state to another (confirm, cancel, undo)."""
+    source, target = WALLET_COLUMN[from_state], WALLET_COLUMN[to_state]
+    moved = conn.execute(
+        text(
+            "UPDATE wallet_holds SET state = :to, updated_at = now() "
+            "WHERE gtid = :gtid AND state = :from RETURNING user_id, amount_cents"
+        ),
+        {"gtid": gtid, "from": from_state, "to": to_state},
+    ).all()
+    for user_id, amount in moved:
+        conn.execute(
+            text(
+                f"UPDATE wallets SET {source} = {source} - :amount, "
+                f"{target} = {target} + :amount, updated_at = now() WHERE user_id = :user_id"
+            ),
+            {"user_id": user_id, "amount": amount},
+        )
+
+
+def debit_wallet(conn: Connection, payload: dict[str, Any]) -> None:
+    """XA action: spend the red packet from the wallet, or reject when it can't cover it."""
+    hold_money(conn, payload, "spent")
+
+
+TCC = TccActions(
+    try_=lambda conn, p: hold_money(conn, p, "frozen"),
+    confirm=lambda conn, p: move_money(conn, p["gtid"], "frozen", "spent"),
+    cancel=lambda conn, p: move_money(conn, p["gtid"], "frozen", "refunded"),
+)
+SAGA = SagaActions(
+    action=debit_wallet,
+    compensate=lambda conn, p: move_money(conn, p["gtid"], "spent", "refunded"),
+)
 
 
 reads = Blueprint("redpacket_reads", __name__)
@@ -55,7 +97,7 @@ def get_wallet(user_id: str) -> Any:
     return jsonify(row)
 
 
-SPEC = ParticipantSpec(name="redpacket", xa_action=debit_wallet, reads=reads)
+SPEC = ParticipantSpec(name="redpacket", xa_action=debit_wallet, reads=reads, tcc=TCC, saga=SAGA)
 
 
 def create_app(settings: Settings | None = None) -> Flask:

@@ -1,4 +1,4 @@
-"""Last: at quiescence nothing is left prepared anywhere and the audit is clean."""
+"""Last: at quiescence nothing is left prepared, frozen or pending, and the audit is clean."""
 
 from __future__ import annotations
 
@@ -18,6 +18,23 @@ def test_no_order_is_left_pending(dbs):
         lambda: not dbs["order"].fetch_all("SELECT order_id FROM orders WHERE status = 'pending'"),
         timeout_s=30,
         what="every order settled",
+    )
+
+
+def test_nothing_is_left_frozen_or_reserved(dbs):
+    assert dbs["inventory"].fetch_one("SELECT sum(frozen) AS n FROM products") == {"n": 0}
+    assert dbs["redpacket"].fetch_one("SELECT sum(frozen_cents) AS n FROM wallets") == {"n": 0}
+    assert dbs["coupon"].fetch_one(
+        "SELECT count(*) AS n FROM coupons WHERE status = 'reserved'"
+    ) == {"n": 0}
+
+
+def test_every_transaction_finished(dbs):
+    assert (
+        dbs["coordinator"].fetch_all(
+            "SELECT gtid, status FROM global_txns WHERE status NOT IN ('committed', 'aborted')"
+        )
+        == []
     )
 
 

@@ -18,9 +18,9 @@ from sqlalchemy import text
 from werkzeug.serving import make_server
 
 from coordinator.branches import Branches
+from coordinator.drivers import DRIVERS
 from coordinator.log import TxnLog
 from coordinator.recovery import Recovery
-from coordinator.twopc import TwoPhaseCommit
 from paxkit.config import Settings
 from paxkit.db import Database
 from paxkit.faults import Faults
@@ -60,11 +60,13 @@ def parts(participants: Settings, dbs: dict[str, Database]) -> dict[str, Any]:
     txn_log = TxnLog(dbs["coordinator"])
     branches = Branches(participants)
     pool = ThreadPoolExecutor(max_workers=8)
-    driver = TwoPhaseCommit(
-        txn_log, branches, Faults("coordinator", None), pool, txn_timeout_s=4, retry_delay_s=0.2
-    )
-    recovery = Recovery(txn_log, branches, driver, horizon_s=0.0, lease_s=4, base_delay_s=0.1)
-    return {"log": txn_log, "branches": branches, "driver": driver, "recovery": recovery}
+    faults = Faults("coordinator", None)
+    drivers = {
+        d.mode: d(txn_log, branches, faults, pool, txn_timeout_s=4, retry_delay_s=0.2)
+        for d in DRIVERS
+    }
+    recovery = Recovery(txn_log, branches, drivers, horizon_s=0.0, lease_s=4, base_delay_s=0.1)
+    return {"log": txn_log, "branches": branches, "driver": drivers["2pc"], "recovery": recovery}
 
 
 def staged_order(dbs: dict[str, Database]) -> dict[str, Any]:
@@ -99,7 +101,11 @@ def staged_order(dbs: dict[str, Database]) -> dict[str, Any]:
 
 def prepare_all(parts: dict[str, Any], txn: dict[str, Any]) -> None:
     for branch in txn["branches"]:
-        assert parts["branches"].prepare(branch["name"], txn["gtid"], branch["payload"]).ok
+        assert (
+            parts["branches"]
+            .call("2pc", "prepare", branch["name"], txn["gtid"], branch["payload"])
+            .ok
+        )
 
 
 def snapshot(dbs: dict[str, Database]) -> dict[str, Any]:
@@ -131,7 +137,7 @@ def prepared_count(dbs: dict[str, Database], gtid: str) -> int:
 def test_crash_after_commit_decision_is_committed_by_recovery(parts, dbs):
     txn = staged_order(dbs)
     before = snapshot(dbs)
-    begun = parts["log"].begin(txn["gtid"], "2pc", txn["branches"], lease_s=0)
+    begun = parts["log"].begin(txn["gtid"], "2pc", txn["branches"], lease_s=0, durable=False)
     prepare_all(parts, txn)
     assert parts["log"].decide(begun, "committing", None, lease_s=0) == "committing"
     # ...the coordinator dies here: nothing of phase 2 happened.
@@ -150,7 +156,7 @@ def test_crash_after_commit_decision_is_committed_by_recovery(parts, dbs):
 def test_crash_before_decision_is_rolled_back_by_recovery(parts, dbs):
     txn = staged_order(dbs)
     before = snapshot(dbs)
-    parts["log"].begin(txn["gtid"], "2pc", txn["branches"], lease_s=0)
+    parts["log"].begin(txn["gtid"], "2pc", txn["branches"], lease_s=0, durable=False)
     prepare_all(parts, txn)
     # ...the coordinator dies before deciding; its lease has run out.
 
@@ -176,7 +182,7 @@ def test_orphan_prepared_branch_unknown_to_the_log_is_rolled_back(parts, dbs):
 
 def test_live_transactions_are_not_touched(parts, dbs):
     txn = staged_order(dbs)
-    begun = parts["log"].begin(txn["gtid"], "2pc", txn["branches"], lease_s=60)
+    begun = parts["log"].begin(txn["gtid"], "2pc", txn["branches"], lease_s=60, durable=False)
     prepare_all(parts, txn)
     parts["recovery"].run_once()
     assert parts["log"].get(txn["gtid"])["status"] == "preparing"
@@ -190,7 +196,7 @@ def test_live_transactions_are_not_touched(parts, dbs):
 def test_two_recoverers_never_claim_the_same_transaction(parts, dbs):
     gtids = [f"gtx-it-claim-{next(_ids)}" for _ in range(12)]
     for gtid in gtids:
-        parts["log"].begin(gtid, "2pc", [], lease_s=0)
+        parts["log"].begin(gtid, "2pc", [], lease_s=0, durable=True)
     with ThreadPoolExecutor(max_workers=2) as pool:
         claims = list(pool.map(lambda _: parts["log"].claim_expired(8, 30), range(2)))
     mine = [{t["gtid"] for t in claim} & set(gtids) for claim in claims]

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from paxkit.config import Settings
-from paxkit.db import Database, make_engine
+from paxkit.db import Database
 from paxkit.faults import Faults
-from paxkit.migrate import apply_migrations, drop_database, ensure_database, migration_dirs
 from paxkit.xa import BranchConflict, XaBranch
 from services.inventory.app import deduct_stock
 
@@ -20,16 +17,9 @@ _ids = itertools.count(1)
 
 
 @pytest.fixture(scope="module")
-def scratch_inventory(fresh_databases: Settings) -> Iterator[Database]:
+def scratch_inventory(scratch_db) -> Database:
     """An inventory database of this module's own, so its branches touch no shared ledger."""
-    url = fresh_databases.db_urls["inventory"] + "_xa_scratch"
-    drop_database(url)
-    ensure_database(url)
-    apply_migrations(url, migration_dirs("inventory"))
-    db = Database(make_engine(url, pool_size=4))
-    yield db
-    db.dispose()
-    drop_database(url)
+    return scratch_db("inventory")
 
 
 @pytest.fixture

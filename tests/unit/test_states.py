@@ -6,9 +6,9 @@ import pytest
 
 from coordinator.states import (
     IllegalTransition,
+    decision_of,
     next_status,
     overall_reason,
-    phase_two_operation,
 )
 
 
@@ -38,10 +38,10 @@ def test_a_decision_is_never_reversed(status, event):
 
 
 def test_phase_two_follows_the_decision():
-    assert phase_two_operation("committing") == "commit"
-    assert phase_two_operation("aborting") == "rollback"
+    assert decision_of("committing") == decision_of("committed") == "commit"
+    assert decision_of("aborting") == decision_of("aborted") == "abort"
     with pytest.raises(IllegalTransition):
-        phase_two_operation("preparing")
+        decision_of("preparing")
 
 
 def test_the_most_specific_reason_wins():

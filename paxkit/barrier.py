@@ -1,0 +1,176 @@
+"""The barrier: makes every TCC and saga branch call safe to repeat, reorder and lose.
+
+Each call runs in one local transaction that first inserts its barrier row and then does
+the business change, so the row exists exactly when the change happened:
+
+- a duplicate call finds its row and does nothing (idempotence);
+- a compensation (Cancel / saga compensate) first inserts the row of the forward operation
+  it undoes; if that insert succeeds, the forward operation never ran, so the compensation
+  is an empty success (null compensation) and the row it left blocks the forward
+  operation should it still arrive (anti-hanging);
+- a forward operation that finds its row written by a compensation refuses to run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Blueprint, jsonify
+from psycopg2 import errors as pg_errors
+from sqlalchemy import Connection, text
+from sqlalchemy.exc import DBAPIError
+
+from paxkit.db import Database
+from paxkit.errors import InvalidInput
+from paxkit.faults import Faults
+from paxkit.requests_json import json_body
+from paxkit.validation import validate_gtid
+from paxkit.xa import Rejected
+
+log = logging.getLogger(__name__)
+
+Action = Callable[[Connection, dict[str, Any]], None]
+
+FORWARD_OF = {"cancel": "try", "compensate": "action"}
+PROTOCOL_OPS = {"tcc": ("try", "confirm", "cancel"), "saga": ("action", "compensate")}
+
+
+@dataclass(frozen=True)
+class TccActions:
+    """A service's TCC trio: reserve, make permanent, release."""
+
+    try_: Action
+    confirm: Action
+    cancel: Action
+
+
+@dataclass(frozen=True)
+class SagaActions:
+    """A service's saga step: the forward action and its compensation."""
+
+    action: Action
+    compensate: Action
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a barrier-guarded call did: ran, duplicate, null (compensation), refused."""
+
+    ok: bool
+    effect: str
+    reason: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "effect": self.effect, "reason": self.reason}
+
+
+class BarrierBranch:
+    """One service's branch of every TCC and saga transaction."""
+
+    def __init__(
+        self,
+        name: str,
+        db: Database,
+        faults: Faults,
+        lock_timeout_ms: int,
+        tcc: TccActions | None = None,
+        saga: SagaActions | None = None,
+    ) -> None:
+        self.name = name
+        self.db = db
+        self.faults = faults
+        self.lock_timeout_ms = lock_timeout_ms
+        self.actions: dict[str, Action] = {}
+        if tcc is not None:
+            self.actions.update(try_=tcc.try_, confirm=tcc.confirm, cancel=tcc.cancel)
+            self.actions["try"] = self.actions.pop("try_")
+        if saga is not None:
+            self.actions.update(action=saga.action, compensate=saga.compensate)
+
+    def call(self, op: str, gtid: str, payload: dict[str, Any]) -> Outcome:
+        """Run `op` for `gtid` at most once, in one local transaction with its barrier."""
+        self.faults.hit(f"before_{op}")
+        try:
+            with self.db.transaction() as conn:
+                conn.execute(
+                    text("SELECT set_config('lock_timeout', :v, true)"),
+                    {"v": f"{self.lock_timeout_ms}ms"},
+                )
+                outcome = self._guarded(conn, op, gtid, payload)
+        except Rejected as rejection:
+            return Outcome(False, "rejected", rejection.reason)
+        except DBAPIError as err:
+            if op in FORWARD_OF.values() and isinstance(
+                err.orig, pg_errors.LockNotAvailable | pg_errors.QueryCanceled
+            ):
+                return Outcome(False, "rejected", "timeout")
+            raise
+        self.faults.hit(f"after_{op}")
+        return outcome
+
+    def _guarded(self, conn: Connection, op: str, gtid: str, payload: dict[str, Any]) -> Outcome:
+        forward = FORWARD_OF.get(op)
+        if forward is not None:
+            never_ran = self._insert(conn, gtid, forward, written_by=op)
+            if not self._insert(conn, gtid, op, written_by=op):
+                return Outcome(True, "duplicate")
+            if never_ran:
+                log.info(
+                    "null compensation %s of %s",
+                    op,
+                    gtid,
+                    extra={"gtid": gtid, "branch": self.name},
+                )
+                return Outcome(True, "null")
+        elif not self._insert(conn, gtid, op, written_by=op):
+            if self._written_by(conn, gtid, op) != op:
+                log.warning(
+                    "hanging %s of %s refused: it was compensated already",
+                    op,
+                    gtid,
+                    extra={"gtid": gtid, "branch": self.name},
+                )
+                return Outcome(False, "refused", "aborted")
+            return Outcome(True, "duplicate")
+        self.actions[op](conn, {**payload, "gtid": gtid})
+        return Outcome(True, "applied")
+
+    def _insert(self, conn: Connection, gtid: str, op: str, written_by: str) -> bool:
+        inserted = conn.execute(
+            text(
+                "INSERT INTO barrier (gtid, branch, op, written_by) "
+                "VALUES (:gtid, :branch, :op, :by) ON CONFLICT DO NOTHING RETURNING op"
+            ),
+            {"gtid": gtid, "branch": self.name, "op": op, "by": written_by},
+        ).scalar()
+        return inserted is not None
+
+    def _written_by(self, conn: Connection, gtid: str, op: str) -> str | None:
+        return conn.execute(
+            text(
+                "SELECT written_by FROM barrier WHERE gtid = :gtid AND branch = :branch "
+                "AND op = :op"
+            ),
+            {"gtid": gtid, "branch": self.name, "op": op},
+        ).scalar()
+
+
+def barrier_blueprint(branch: BarrierBranch) -> Blueprint:
+    """`POST /tcc/<op>` and `POST /saga/<op>` for the operations the service declared."""
+    bp = Blueprint("barrier", __name__)
+
+    def handle(protocol: str, op: str) -> Any:
+        if op not in PROTOCOL_OPS[protocol] or op not in branch.actions:
+            raise InvalidInput("op", f"{protocol} has no operation {op!r} here")
+        body = json_body()
+        payload = body.get("payload") or {}
+        if not isinstance(payload, dict):
+            raise InvalidInput("payload", "payload must be an object")
+        return jsonify(branch.call(op, validate_gtid(body.get("gtid")), payload).as_json())
+
+    bp.add_url_rule("/tcc/<op>", "tcc", lambda op: handle("tcc", op), methods=["POST"])
+    bp.add_url_rule("/saga/<op>", "saga", lambda op: handle("saga", op), methods=["POST"])
+    return bp

@@ -71,7 +71,7 @@ class Auditor:
 
     def _orders(self, violations: list[Violation]) -> int:
         orders = self.dbs["order"].fetch_all(
-            "SELECT order_id, status, items, coupon_id, red_packet_cents, "
+            "SELECT order_id, status, items, coupon_id, discount_cents, red_packet_cents, "
             "created_at < now() - make_interval(secs => :h) AS stale FROM orders",
             h=self.horizon_s,
         )
@@ -113,8 +113,9 @@ class Auditor:
                 violations.append({"check": "prepared_left_behind", **_plain(r)})
         # Services may live in other clusters (docker-compose); ask each one as well.
         for name in ("order", "inventory", "coupon", "redpacket"):
-            if self.dbs[name].engine.url.port == self.dbs["coordinator"].engine.url.port:
-                continue
+            url, home = self.dbs[name].engine.url, self.dbs["coordinator"].engine.url
+            if (url.host, url.port) == (home.host, home.port):
+                continue  # same cluster: already counted
             for r in self.dbs[name].fetch_all(
                 "SELECT gid, database, extract(epoch FROM now() - prepared) AS age_s "
                 "FROM pg_prepared_xacts"
@@ -161,7 +162,7 @@ def _order_violations(
             )
         return problems
     expected_stock = {i["sku"]: i["qty"] for i in order["items"]}
-    expected_coupon = [order["coupon_id"]] if order["coupon_id"] else []
+    expected_coupon = [order["coupon_id"]] if order["discount_cents"] > 0 else []
     if (
         applied["stock"] != expected_stock
         or applied["coupon"] != expected_coupon

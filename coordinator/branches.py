@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from paxkit.config import Settings
@@ -24,6 +25,7 @@ class BranchResult:
     ok: bool
     reason: str | None = None
     detail: str | None = None
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 class Branches:

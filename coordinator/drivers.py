@@ -53,7 +53,7 @@ class Outcome:
 def _event(result: BranchResult) -> Event:
     outcome = "ok" if result.ok else (result.reason or "failed")
     BRANCH_CALLS.labels(result.branch, result.op, outcome).inc()
-    return Event(result.branch, result.op, outcome, result.detail)
+    return Event(result.branch, result.op, outcome, result.detail, result.at)
 
 
 class Driver:

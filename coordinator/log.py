@@ -60,33 +60,22 @@ class TxnLog:
         """Move a preparing transaction to `decision`; returns the status that now holds.
 
         A commit decision is written with synchronous commit: it is the one write that
-        must survive any crash before phase 2 starts."""
+        must survive any crash before phase 2 starts. A transaction missing from the log
+        (its relaxed begin was lost in a crash) is aborted: presumed abort."""
         with self.db.transaction() as conn:
             if decision != COMMITTING:
                 _relaxed(conn)
             status = conn.execute(
                 text(
-                    "INSERT INTO global_txns (gtid, mode, status, reason, branches, lease_until)"
-                    " VALUES (:gtid, :mode, :status, :reason, CAST(:branches AS jsonb), "
-                    "now() + make_interval(secs => :lease)) ON CONFLICT (gtid) DO UPDATE "
-                    "SET status = EXCLUDED.status, reason = EXCLUDED.reason, "
-                    "lease_until = EXCLUDED.lease_until, updated_at = now() "
-                    "WHERE global_txns.status = 'preparing' RETURNING status"
+                    "UPDATE global_txns SET status = :status, reason = :reason, "
+                    "lease_until = now() + make_interval(secs => :lease), updated_at = now() "
+                    "WHERE gtid = :gtid AND status = 'preparing' RETURNING status"
                 ),
-                {
-                    "gtid": txn["gtid"],
-                    "mode": txn["mode"],
-                    "status": decision,
-                    "reason": reason,
-                    "branches": json.dumps(txn["branches"]),
-                    "lease": lease_s,
-                },
+                {"gtid": txn["gtid"], "status": decision, "reason": reason, "lease": lease_s},
             ).scalar()
-            if status is None:
-                status = conn.execute(
-                    text("SELECT status FROM global_txns WHERE gtid = :gtid"), {"gtid": txn["gtid"]}
-                ).scalar()
-        return str(status)
+        return (
+            str(status) if status is not None else self.resolve(txn["gtid"], txn["mode"])["status"]
+        )
 
     def resolve(self, gtid: str, mode: str) -> dict[str, Any]:
         """The status of a transaction; one the log never heard of is recorded aborted first,

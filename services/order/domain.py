@@ -154,8 +154,9 @@ def price_order(
     stock: Mapping[str, int],
     coupon: CouponTerms | None,
 ) -> Pricing:
-    """total = sum(price*qty); the coupon applies only when total >= its min spend;
-    payable = total - discount - red packet, never negative."""
+    """total = sum(price*qty); the coupon applies only when total >= its min spend (below
+    it the discount is 0 and the coupon is left unused); payable = total - discount - red
+    packet, never negative. A coupon that is not the user's or not available rejects."""
     lines = []
     for line in request.items:
         if line.sku not in prices:
@@ -185,8 +186,5 @@ def _coupon_discount(request: OrderRequest, coupon: CouponTerms | None, total: i
             "coupon_unavailable", f"Coupon {request.coupon_id} is {coupon.status}."
         )
     if total < coupon.min_spend_cents:
-        raise PricingRejected(
-            "coupon_unavailable",
-            f"Coupon {request.coupon_id} needs a total of at least {coupon.min_spend_cents} cents.",
-        )
+        return 0  # below its minimum spend the coupon does not apply, and stays unused
     return min(coupon.discount_cents, total)

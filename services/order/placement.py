@@ -75,7 +75,9 @@ class OrderPlacement:
         reply = self.inventory.get("/products", params={"sku": [i.sku for i in request.items]})
         if not reply.ok:
             raise ApiError(
-                "The inventory service refused the price lookup.", code="upstream_error", status=502
+                "The inventory service could not look up prices.",
+                code="upstream_unavailable",
+                status=503,
             )
         items = reply.body["items"]
         return ({p["sku"]: p["price_cents"] for p in items}, {p["sku"]: p["stock"] for p in items})
@@ -88,7 +90,9 @@ class OrderPlacement:
             return None
         if not reply.ok:
             raise ApiError(
-                "The coupon service refused the coupon lookup.", code="upstream_error", status=502
+                "The coupon service could not look up the coupon.",
+                code="upstream_unavailable",
+                status=503,
             )
         return CouponTerms(**reply.body)
 
@@ -129,14 +133,15 @@ class OrderPlacement:
         if not reply.ok:
             log.error("coordinator refused %s: %s %s", row["gtid"], reply.status, reply.body)
             return _unknown_outcome(body)
-        settle_order(
-            self.orders, row["mode"], row["gtid"], reply.body["status"], reply.body.get("reason")
-        )
-        if reply.body["status"] == "committed":
+        status, reason = reply.body["status"], reply.body.get("reason") or "aborted"
+        settle_order(self.orders, row["mode"], row["gtid"], status, reason)
+        stored = self.orders.get(row["order_id"])
+        if stored is not None and stored["status"] != "pending":
+            body = order_body(stored)
+        if status == "committed":
             return Placed(
                 201, {**body, "status": "confirmed"}, {"Location": f"/api/orders/{row['order_id']}"}
             )
-        reason = reply.body.get("reason") or "aborted"
         return _rejected(
             {**body, "status": "failed", "reason": reason},
             reason,
@@ -173,7 +178,7 @@ def branches_for(row: dict[str, Any], request: OrderRequest, pricing: Pricing) -
             "payload": {**common, "items": [{"sku": i.sku, "qty": i.qty} for i in request.items]},
         },
     ]
-    if request.coupon_id is not None:
+    if pricing.discount_cents > 0:
         branches.append(
             {
                 "name": "coupon",

@@ -110,7 +110,7 @@ def test_used_coupon_is_rejected(api, user, mode):
     )
 
 
-def test_someone_elses_coupon_and_min_spend_are_rejected(api, user, another_user, mode):
+def test_someone_elses_coupon_is_rejected(api, user, another_user, mode):
     assert_rejected_with_nothing_deducted(
         api,
         user,
@@ -122,13 +122,25 @@ def test_someone_elses_coupon_and_min_spend_are_rejected(api, user, another_user
         "coupon_unavailable",
         "SKU-0020",
     )
-    assert_rejected_with_nothing_deducted(
-        api,
-        user,
-        {"items": [{"sku": "SKU-0020", "qty": 1}], "coupon_id": f"C-{user}-3", "mode": mode},
-        "coupon_unavailable",
-        "SKU-0020",
+
+
+def test_coupon_below_its_min_spend_does_not_apply_and_stays_unused(api, user, mode):
+    """API.md's own example: 600 cents of goods with C-7-1 (min spend 1000)."""
+    response = api.order(
+        {
+            "user_id": user,
+            "items": [{"sku": "SKU-0003", "qty": 2}],
+            "coupon_id": f"C-{user}-1",
+            "red_packet_cents": 100,
+            "mode": mode,
+        }
     )
+    assert response.status_code == 201, response.text
+    order = response.json()
+    assert (order["total_cents"], order["discount_cents"], order["payable_cents"]) == (600, 0, 500)
+    assert order["coupon_id"] == f"C-{user}-1"
+    assert api.coupon_status(user, f"C-{user}-1") == "available"
+    assert api.wallet(user)["balance_cents"] == 99900
 
 
 def test_unknown_sku_and_out_of_stock_are_rejected(api, user, mode):

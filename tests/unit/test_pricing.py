@@ -57,11 +57,9 @@ def test_coupon_applies_at_min_spend_and_red_packet_comes_off_last():
     )
 
 
-def test_coupon_below_min_spend_is_rejected():
-    parsed = request(coupon_id="C-7-2")
-    with pytest.raises(PricingRejected) as err:
-        price_order(parsed, PRICES, STOCK, coupon())
-    assert err.value.reason == "coupon_unavailable"
+def test_coupon_below_min_spend_does_not_apply():
+    pricing = price_order(request(coupon_id="C-7-2"), PRICES, STOCK, coupon())
+    assert (pricing.total_cents, pricing.discount_cents, pricing.payable_cents) == (600, 0, 600)
 
 
 @pytest.mark.parametrize(

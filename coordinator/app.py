@@ -9,8 +9,9 @@ from flask import Blueprint, Flask, current_app, jsonify, request
 
 from coordinator.audit import Auditor
 from coordinator.branches import Branches
-from coordinator.drivers import DRIVERS
+from coordinator.drivers import DRIVERS, Driver
 from coordinator.log import TxnLog
+from coordinator.msgflow import MessageFlow
 from coordinator.recovery import Recovery
 from coordinator.states import STATUSES
 from paxkit.app import create_base_app, make_faults
@@ -18,10 +19,14 @@ from paxkit.background import Loop
 from paxkit.config import DATABASES, Settings, load_settings
 from paxkit.db import Database, make_engine
 from paxkit.errors import ApiError, InvalidInput, NotFound
+from paxkit.messaging import REPORTS_QUEUE
 from paxkit.requests_json import json_body
+from paxkit.runtime import start_messaging
 from paxkit.validation import validate_gtid
 
 MAX_LIST = 500
+
+ALL_DRIVERS: tuple[type[Driver], ...] = (*DRIVERS, MessageFlow)
 
 bp = Blueprint("coordinator", __name__)
 
@@ -32,7 +37,7 @@ def _ext(name: str) -> Any:
 
 def _parse_transaction(body: dict[str, Any], branches: Branches) -> dict[str, Any]:
     gtid = validate_gtid(body.get("gtid"))
-    modes = tuple(d.mode for d in DRIVERS)
+    modes = tuple(d.mode for d in ALL_DRIVERS)
     if body.get("mode") not in modes:
         raise InvalidInput(
             "mode", f"mode must be one of {', '.join(modes)}", code="unsupported_mode"
@@ -81,6 +86,13 @@ def resolve_transaction(gtid: str) -> Any:
     if mode not in _ext("drivers"):
         raise InvalidInput("mode", "unknown mode")
     return jsonify(_txn_json(_ext("log").resolve(validate_gtid(gtid), mode)))
+
+
+@bp.post("/transactions/<gtid>/submit")
+def submit_transaction(gtid: str) -> Any:
+    """msg mode: the initiator's local transaction committed; its message is final."""
+    status = _ext("drivers")["msg"].submit(validate_gtid(gtid))
+    return jsonify({"gtid": gtid, "status": status})
 
 
 @bp.get("/transactions/<gtid>")
@@ -154,7 +166,7 @@ def create_app(settings: Settings | None = None) -> Flask:
             settings.txn_timeout_s,
             retry_delay_s=settings.recovery_interval_s,
         )
-        for d in DRIVERS
+        for d in ALL_DRIVERS
     }
     recovery = Recovery(
         txn_log,
@@ -175,7 +187,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     app.register_blueprint(bp)
     if settings.background_enabled:
+        msg = drivers["msg"]
+        assert isinstance(msg, MessageFlow)
         app.extensions["paxmart.loops"] = [
-            Loop("coordinator-recovery", recovery.run_once, settings.recovery_interval_s).start()
+            Loop("coordinator-recovery", recovery.run_once, settings.recovery_interval_s).start(),
+            *start_messaging(
+                "coordinator", settings, dbs["coordinator"], faults, REPORTS_QUEUE, msg.on_report
+            ),
         ]
     return app

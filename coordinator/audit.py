@@ -28,6 +28,7 @@ class Auditor:
         checked["orders"] = self._orders(violations)
         checked["prepared_xacts"] = self._prepared(violations)
         checked["transactions"] = self._transactions(violations)
+        checked["unsent_events"] = self._outboxes(violations)
         return {"ok": not violations, "violations": violations, "checked": checked}
 
     def _stock(self, violations: list[Violation]) -> int:
@@ -125,10 +126,28 @@ class Auditor:
                     violations.append({"check": "prepared_left_behind", **_plain(r)})
         return len(rows)
 
+    def _outboxes(self, violations: list[Violation]) -> int:
+        """Events committed but still not published after the horizon (a stuck relay)."""
+        unsent = 0
+        for name in ("coordinator", "order", "inventory", "coupon", "redpacket"):
+            row = self.dbs[name].fetch_one(
+                "SELECT count(*) AS n, count(*) FILTER (WHERE created_at < now() - "
+                "make_interval(secs => :h)) AS old FROM outbox WHERE sent_at IS NULL",
+                h=self.horizon_s,
+            )
+            if row is None:
+                continue
+            unsent += int(row["n"])
+            if row["old"]:
+                violations.append(
+                    {"check": "outbox_not_relayed", "database": name, "events": int(row["old"])}
+                )
+        return unsent
+
     def _transactions(self, violations: list[Violation]) -> int:
         stuck = self.dbs["coordinator"].fetch_all(
             "SELECT gtid, status, updated_at FROM global_txns "
-            "WHERE status IN ('preparing', 'committing', 'aborting') "
+            "WHERE status IN ('preparing', 'submitted', 'committing', 'aborting') "
             "AND updated_at < now() - make_interval(secs => :h)",
             h=self.horizon_s,
         )

@@ -67,10 +67,17 @@ class Branches:
             )
         return _result(name, op, reply.body)
 
+    def query_prepared(self, gtid: str) -> bool:
+        """The msg check-back: did the initiator commit the local transaction of `gtid`?"""
+        reply = self.clients["order"].post(f"/msg/{gtid}/query", json={}, idempotent=True)
+        if not reply.ok:
+            raise ApiError(f"order did not answer the check-back of {gtid}", status=503)
+        return bool(reply.body["committed"])
+
     def prepared(self, name: str) -> list[dict[str, Any]]:
         reply = self.clients[name].get("/xa/prepared")
         if not reply.ok:
-            raise ApiError(f"{name} did not list its prepared transactions", status=502)
+            raise ApiError(f"{name} did not list its prepared transactions", status=503)
         items: list[dict[str, Any]] = reply.body["items"]
         return items
 

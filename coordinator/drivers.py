@@ -28,6 +28,7 @@ from coordinator.states import (
     ABORTING,
     COMMITTED,
     COMMITTING,
+    PREPARING,
     decision_of,
     next_status,
     overall_reason,
@@ -100,6 +101,15 @@ class Driver:
         elif reason is None:
             reason = "timeout"  # recovery aborted it while the forward phase was slow
         return self.finish({**txn, "status": status, "reason": reason}, events)
+
+    def recover(self, txn: dict[str, Any], lease_s: float, retry_delay_s: float) -> str:
+        """Take over a transaction whose driver died or stalled: a forward phase that never
+        decided is aborted (presumed abort); a decided one is carried out."""
+        if txn["status"] == PREPARING:
+            status = self.log.decide(txn, ABORTING, "timeout", lease_s)
+            txn = {**txn, "status": status, "reason": txn["reason"] or "timeout"}
+        self.finish(txn, retry_delay_s=retry_delay_s)
+        return decision_of(txn["status"])
 
     def finish(
         self,

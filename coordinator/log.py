@@ -104,7 +104,7 @@ class TxnLog:
                 ),
                 {"gtid": gtid, "from": from_status, "to": to_status},
             )
-            self._write_events(conn, gtid, events)
+            self.write_events(conn, gtid, events)
 
     def postpone(self, gtid: str, delay_s: float, events: list[Event]) -> None:
         """Phase 2 did not complete: recovery takes it up again after `delay_s`."""
@@ -117,15 +117,15 @@ class TxnLog:
                 ),
                 {"gtid": gtid, "d": delay_s},
             )
-            self._write_events(conn, gtid, events)
+            self.write_events(conn, gtid, events)
 
     def record(self, gtid: str, events: list[Event]) -> None:
         with self.db.transaction() as conn:
             _relaxed(conn)
-            self._write_events(conn, gtid, events)
+            self.write_events(conn, gtid, events)
 
     @staticmethod
-    def _write_events(conn: Connection, gtid: str, events: list[Event]) -> None:
+    def write_events(conn: Connection, gtid: str, events: list[Event]) -> None:
         if not events:
             return
         conn.execute(

@@ -13,7 +13,7 @@ from typing import Any
 from coordinator.branches import BRANCH_NAMES, Branches
 from coordinator.drivers import Driver
 from coordinator.log import TxnLog
-from coordinator.states import ABORTING, COMMITTED, COMMITTING, PREPARING
+from coordinator.states import COMMITTED, COMMITTING, PREPARING
 from paxkit.errors import ApiError
 from paxkit.metrics import RECOVERED
 
@@ -60,14 +60,12 @@ class Recovery:
         return count
 
     def _finish(self, txn: dict[str, Any]) -> None:
-        status = txn["status"]
-        if status == PREPARING:
-            status = self.log.decide(txn, ABORTING, "timeout", self.lease_s)
-            txn = {**txn, "status": status, "reason": txn["reason"] or "timeout"}
-        log.info("recovery finishing %s (%s)", txn["gtid"], status, extra={"gtid": txn["gtid"]})
+        log.info(
+            "recovery takes over %s (%s)", txn["gtid"], txn["status"], extra={"gtid": txn["gtid"]}
+        )
         delay = backoff_s(txn["recovery_attempts"], self.base_delay_s)
-        self.drivers[txn["mode"]].finish(txn, retry_delay_s=delay)
-        RECOVERED.labels("commit" if status == COMMITTING else "rollback").inc()
+        action = self.drivers[txn["mode"]].recover(txn, self.lease_s, delay)
+        RECOVERED.labels(action).inc()
 
     def resolve_orphans(self) -> int:
         """2PC branches prepared longer than the horizon follow the log; unknown gtids roll back.

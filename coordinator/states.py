@@ -4,6 +4,10 @@
         |
         +----abort---> aborting ---done--> aborted
 
+    msg mode:  preparing --submit--> submitted --done--> committed
+                   |                     |
+                   +----abort----> aborting (compensate) --done--> aborted
+
 `preparing` is the forward phase of every mode: 2PC's prepares, TCC's Tries, a saga's
 actions. `committing`/`aborting` are decided and being carried out (2PC commit/rollback,
 TCC confirm/cancel, saga compensation).
@@ -19,9 +23,10 @@ COMMITTING = "committing"
 COMMITTED = "committed"
 ABORTING = "aborting"
 ABORTED = "aborted"
+SUBMITTED = "submitted"
 
-STATUSES = (PREPARING, COMMITTING, COMMITTED, ABORTING, ABORTED)
-UNFINISHED = (PREPARING, COMMITTING, ABORTING)
+STATUSES = (PREPARING, SUBMITTED, COMMITTING, COMMITTED, ABORTING, ABORTED)
+UNFINISHED = (PREPARING, SUBMITTED, COMMITTING, ABORTING)
 FINAL = (COMMITTED, ABORTED)
 
 _NEXT = {
@@ -29,6 +34,9 @@ _NEXT = {
     (PREPARING, "abort"): ABORTING,
     (COMMITTING, "done"): COMMITTED,
     (ABORTING, "done"): ABORTED,
+    (PREPARING, "submit"): SUBMITTED,
+    (SUBMITTED, "done"): COMMITTED,
+    (SUBMITTED, "abort"): ABORTING,
 }
 
 # Which reason wins when several branches vote no: the most specific business reason.

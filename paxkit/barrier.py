@@ -24,7 +24,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 
 from paxkit.db import Database
-from paxkit.errors import InvalidInput
+from paxkit.errors import ApiError, InvalidInput
 from paxkit.faults import Faults
 from paxkit.requests_json import json_body
 from paxkit.validation import validate_gtid
@@ -111,6 +111,18 @@ class BarrierBranch:
         self.faults.hit(f"after_{op}")
         return outcome
 
+    def within(self, conn: Connection, op: str, gtid: str, payload: dict[str, Any]) -> Outcome:
+        """Run `op` inside the caller's transaction (a message handler's), in a savepoint so
+        a business rejection undoes only this branch's change."""
+        savepoint = conn.begin_nested()
+        try:
+            outcome = self._guarded(conn, op, gtid, payload)
+        except Rejected as rejection:
+            savepoint.rollback()
+            return Outcome(False, "rejected", rejection.reason)
+        savepoint.commit()
+        return outcome
+
     def _guarded(self, conn: Connection, op: str, gtid: str, payload: dict[str, Any]) -> Outcome:
         forward = FORWARD_OF.get(op)
         if forward is not None:
@@ -174,3 +186,50 @@ def barrier_blueprint(branch: BarrierBranch) -> Blueprint:
     bp.add_url_rule("/tcc/<op>", "tcc", lambda op: handle("tcc", op), methods=["POST"])
     bp.add_url_rule("/saga/<op>", "saga", lambda op: handle("saga", op), methods=["POST"])
     return bp
+
+
+class MessageAborted(ApiError):
+    """The coordinator's check-back got here first: this local transaction must not commit."""
+
+    status = 503
+    code = "aborted"
+
+
+def mark_message_committed(conn: Connection, gtid: str, branch: str) -> None:
+    """msg mode, initiator side: record in the local transaction that its message is real.
+
+    Commits with the business change, so the check-back can tell; if the check-back came
+    first (and answered "not committed"), this collides with its row and the local
+    transaction is refused."""
+    inserted = conn.execute(
+        text(
+            "INSERT INTO barrier (gtid, branch, op, written_by) "
+            "VALUES (:gtid, :branch, 'action', 'action') ON CONFLICT DO NOTHING RETURNING op"
+        ),
+        {"gtid": gtid, "branch": branch},
+    ).scalar()
+    if inserted is None:
+        raise MessageAborted(f"transaction {gtid} was already resolved as not committed")
+
+
+def query_prepared(db: Database, gtid: str, branch: str) -> bool:
+    """msg mode check-back (DTM's QueryPrepared): did the initiator's local transaction commit?
+
+    If it did not, a row is left that makes it fail should it still try to commit; if it
+    is committing right now, the insert waits for it and then sees its row."""
+    with db.transaction() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO barrier (gtid, branch, op, written_by) "
+                "VALUES (:gtid, :branch, 'action', 'query') ON CONFLICT DO NOTHING"
+            ),
+            {"gtid": gtid, "branch": branch},
+        )
+        written_by = conn.execute(
+            text(
+                "SELECT written_by FROM barrier WHERE gtid = :gtid AND branch = :branch "
+                "AND op = 'action'"
+            ),
+            {"gtid": gtid, "branch": branch},
+        ).scalar()
+    return written_by == "action"

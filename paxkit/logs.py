@@ -43,3 +43,4 @@ def configure_logging(component: str, level: str = "INFO") -> None:
     root.addHandler(handler)
     root.setLevel(level)
     logging.getLogger("urllib3").setLevel(logging.WARNING)
+    logging.getLogger("pika").setLevel(logging.CRITICAL)

@@ -18,15 +18,18 @@ from paxkit.config import DATABASES, PARTICIPANTS, REPO_ROOT, Settings, load_set
 log = logging.getLogger(__name__)
 
 SDK_SQL = REPO_ROOT / "paxkit" / "sql"
+MESSAGING_SQL = REPO_ROOT / "paxkit" / "sql_messaging"
 
 
 def migration_dirs(database: str) -> list[Path]:
     """The folders whose migrations build one database, in order."""
+    if database == "gateway":
+        return [REPO_ROOT / database / "migrations"]
     if database == "coordinator":
-        return [REPO_ROOT / "coordinator" / "migrations"]
+        return [REPO_ROOT / database / "migrations", MESSAGING_SQL]
     own = REPO_ROOT / "services" / database / "migrations"
     if database == "order" or database in PARTICIPANTS:
-        return [SDK_SQL, own]
+        return [SDK_SQL, MESSAGING_SQL, own]
     raise ValueError(f"unknown database {database!r}")
 
 

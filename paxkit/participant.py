@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from flask import Blueprint, Flask
+from sqlalchemy import Connection
 
 from paxkit.app import create_base_app, make_faults
 from paxkit.barrier import BarrierBranch, SagaActions, TccActions, barrier_blueprint
 from paxkit.config import Settings
+from paxkit.consumer import Handler
 from paxkit.db import Database, make_engine
+from paxkit.messaging import PLACED, REPORTED, participant_queue
+from paxkit.outbox import enqueue
+from paxkit.runtime import start_messaging
 from paxkit.xa import AbortHook, Action, XaBranch, xa_blueprint
 
 
@@ -43,8 +49,36 @@ def create_participant_app(
         )
         app.extensions["paxmart.barrier"] = guarded
         app.register_blueprint(barrier_blueprint(guarded))
+        if spec.saga is not None and settings.background_enabled:
+            app.extensions["paxmart.loops"] = start_messaging(
+                spec.name,
+                settings,
+                db,
+                faults,
+                participant_queue(spec.name),
+                branch_message_handler(guarded),
+            )
     app.register_blueprint(spec.reads)
     return app
+
+
+def branch_message_handler(branch: BarrierBranch) -> Handler:
+    """msg mode: apply (or compensate) this service's part of an order event through the
+    barrier, and report the outcome back, all in the consumer's local transaction."""
+
+    def handle(conn: Connection, event: dict[str, Any], routing_key: str) -> None:
+        part = event.get("branches", {}).get(branch.name)
+        if part is None:
+            return  # this order needs nothing from this service
+        op = "action" if routing_key == PLACED else "compensate"
+        outcome = branch.within(conn, op, str(event["gtid"]), part)
+        enqueue(
+            conn,
+            REPORTED,
+            {"gtid": event["gtid"], "branch": branch.name, "op": op, **outcome.as_json()},
+        )
+
+    return handle
 
 
 def db_of(app: Flask) -> Database:

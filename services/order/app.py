@@ -8,19 +8,25 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, Flask, current_app, jsonify, request
-from sqlalchemy import Connection
+from sqlalchemy import Connection, text
 
+from paxkit.app import make_faults
 from paxkit.background import Loop
+from paxkit.barrier import query_prepared
 from paxkit.config import Settings, load_settings
 from paxkit.errors import InvalidInput, NotFound
 from paxkit.http import ServiceClient
+from paxkit.messaging import SETTLEMENTS_QUEUE
+from paxkit.notify import Notifier
 from paxkit.participant import ParticipantSpec, create_participant_app, db_of
 from paxkit.requests_json import json_body
-from paxkit.validation import validate_user_id
+from paxkit.runtime import start_messaging
+from paxkit.validation import validate_gtid, validate_user_id
 from paxkit.xa import Rejected
 from services.order.placement import OrderPlacement
 from services.order.reconcile import PendingOrderReconciler
 from services.order.repository import (
+    ORDER_COLUMNS,
     OrderRepository,
     confirm_pending_order,
     fail_pending_order,
@@ -28,6 +34,7 @@ from services.order.repository import (
 )
 
 MAX_LIST = 100
+NOTIFY_POLL_S = 0.2
 
 
 def confirm_order(conn: Connection, payload: dict[str, Any]) -> None:
@@ -51,8 +58,16 @@ def _placement() -> OrderPlacement:
 
 @orders_bp.post("/orders")
 def place_order() -> Any:
-    placed = _placement().place(json_body())
+    respond_async = "respond-async" in request.headers.get("Prefer", "")
+    placed = _placement().place(json_body(), respond_async=respond_async)
     return jsonify(placed.body), placed.status, placed.headers
+
+
+@orders_bp.post("/msg/<gtid>/query")
+def query_prepared_message(gtid: str) -> Any:
+    """The coordinator's check-back for a prepared message (DTM's QueryPrepared)."""
+    committed = query_prepared(db_of(current_app), validate_gtid(gtid), "order")
+    return jsonify({"gtid": gtid, "committed": committed})
 
 
 @orders_bp.get("/orders/<order_id>")
@@ -75,10 +90,27 @@ def list_orders(user_id: str) -> Any:
 SPEC = ParticipantSpec(name="order", xa_action=confirm_order, reads=orders_bp, on_abort=fail_order)
 
 
+def settle_from_message(conn: Connection, event: dict[str, Any], routing_key: str) -> None:
+    """msg mode: the coordinator's settlement of an order arrives through the broker."""
+    if event["status"] == "confirmed":
+        confirm_pending_order(conn, event)
+    else:
+        fail_pending_order(conn, event["gtid"], event.get("reason") or "aborted")
+
+
+def render_order(conn: Connection, order_id: str) -> dict[str, Any] | None:
+    row = conn.execute(
+        text(f"SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = :id"), {"id": order_id}
+    ).first()
+    return order_body(dict(row._mapping)) if row else None
+
+
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or load_settings()
     app = create_participant_app(SPEC, settings)
-    orders = OrderRepository(db_of(app))
+    db = db_of(app)
+    orders = OrderRepository(db)
+    faults = make_faults("order", settings)
     coordinator = ServiceClient(
         "coordinator", settings.urls["coordinator"], settings.http_timeout_s
     )
@@ -88,11 +120,17 @@ def create_app(settings: Settings | None = None) -> Flask:
         ServiceClient("inventory", settings.urls["inventory"], settings.http_timeout_s),
         ServiceClient("coupon", settings.urls["coupon"], settings.http_timeout_s),
         settings.txn_timeout_s,
+        faults,
+        settings.notify_allowed_hosts,
     )
     reconciler = PendingOrderReconciler(orders, coordinator, settings.recovery_horizon_s)
+    notifier = Notifier(db, render_order, settings.notify_schedule_s, settings.notify_allowed_hosts)
     app.extensions["paxmart.reconciler"] = reconciler
+    app.extensions["paxmart.notifier"] = notifier
     if settings.background_enabled:
         app.extensions["paxmart.loops"] = [
-            Loop("order-reconciler", reconciler.run_once, settings.recovery_interval_s).start()
+            Loop("order-reconciler", reconciler.run_once, settings.recovery_interval_s).start(),
+            Loop("order-notifier", notifier.run_once, NOTIFY_POLL_S).start(),
+            *start_messaging("order", settings, db, faults, SETTLEMENTS_QUEUE, settle_from_message),
         ]
     return app

@@ -7,8 +7,13 @@ import secrets
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from paxkit.barrier import mark_message_committed
 from paxkit.errors import ApiError, InvalidInput, UpstreamTimeout, UpstreamUnavailable
+from paxkit.faults import Faults
 from paxkit.http import ServiceClient
+from paxkit.messaging import PLACED
+from paxkit.notify import host_allowed
+from paxkit.outbox import enqueue
 from services.order.domain import (
     CouponTerms,
     OrderRequest,
@@ -18,11 +23,11 @@ from services.order.domain import (
     parse_order_request,
     price_order,
 )
-from services.order.repository import OrderRepository, order_body
+from services.order.repository import OrderRepository, insert_order, order_body
 
 log = logging.getLogger(__name__)
 
-SUPPORTED_MODES = ("2pc", "tcc", "saga")
+SYNC_MODES = ("2pc", "tcc", "saga")
 
 
 @dataclass(frozen=True)
@@ -48,19 +53,24 @@ class OrderPlacement:
         inventory: ServiceClient,
         coupon: ServiceClient,
         txn_timeout_s: float,
+        faults: Faults,
+        notify_hosts: tuple[str, ...],
     ) -> None:
+        self.faults = faults
+        self.notify_hosts = notify_hosts
         self.orders = orders
         self.coordinator = coordinator
         self.inventory = inventory
         self.coupon = coupon
         self.txn_timeout_s = txn_timeout_s
 
-    def place(self, body: dict[str, Any]) -> Placed:
+    def place(self, body: dict[str, Any], respond_async: bool = False) -> Placed:
+        """Place an order; `respond_async` (the gateway's order_async switch) sends a
+        synchronous mode through the message queue too (同步变异步)."""
         request = parse_order_request(body)
-        if request.mode not in SUPPORTED_MODES:
-            raise InvalidInput(
-                "mode", f"mode {request.mode!r} is not supported yet", code="unsupported_mode"
-            )
+        if request.notify_url and not host_allowed(request.notify_url, self.notify_hosts):
+            raise InvalidInput("notify_url", "notify_url's host is not on the allowed list")
+        txn_mode = "msg" if respond_async else request.mode
         order_id, gtid = new_ids()
         prices, stock = self._catalog(request)
         coupon = self._coupon(request.coupon_id)
@@ -68,8 +78,45 @@ class OrderPlacement:
             pricing = price_order(request, prices, stock, coupon)
         except PricingRejected as rejection:
             return self._reject_upfront(order_id, request, prices, rejection)
-        row = self.orders.insert(_order_row(order_id, gtid, request, pricing, "pending"))
+        if txn_mode == "msg":
+            return self._run_message(order_id, gtid, request, pricing)
+        row = self.orders.insert(_order_row(order_id, gtid, request, pricing, "pending", txn_mode))
         return self._run_global(row, request, pricing)
+
+    def _run_message(
+        self, order_id: str, gtid: str, request: OrderRequest, pricing: Pricing
+    ) -> Placed:
+        """msg mode: prepare the message at the coordinator, commit the order and its event
+        in one local transaction, submit, and answer 202 at once."""
+        row = _order_row(order_id, gtid, request, pricing, "pending", "msg")
+        branches = branches_for(row, "msg", request, pricing)
+        reply = self.coordinator.post(
+            "/transactions", json={"gtid": gtid, "mode": "msg", "branches": branches}
+        )
+        if not reply.ok:
+            raise UpstreamUnavailable("The coordinator did not take the order's message.")
+        with self.orders.db.transaction() as conn:
+            mark_message_committed(conn, gtid, "order")
+            stored = insert_order(conn, row)
+            self.faults.hit("msg_before_commit")
+            enqueue(
+                conn,
+                PLACED,
+                {
+                    "gtid": gtid,
+                    "order_id": order_id,
+                    "branches": {b["name"]: b["payload"] for b in branches},
+                },
+            )
+        self.faults.hit("msg_before_submit")
+        try:
+            self.coordinator.post(f"/transactions/{gtid}/submit", json={}, idempotent=True)
+        except ApiError as err:
+            # The coordinator checks back with us (QueryPrepared) and finds it committed.
+            log.warning(
+                "submit of %s failed (%s); the check-back will settle it", gtid, err.message
+            )
+        return Placed(202, order_body(stored), {"Location": f"/api/orders/{order_id}"})
 
     def _catalog(self, request: OrderRequest) -> tuple[dict[str, int], dict[str, int]]:
         reply = self.inventory.get("/products", params={"sku": [i.sku for i in request.items]})
@@ -110,7 +157,10 @@ class OrderPlacement:
             lines, total, 0, request.red_packet_cents, max(total - request.red_packet_cents, 0)
         )
         row = self.orders.insert(
-            {**_order_row(order_id, None, request, pricing, "failed"), "reason": rejection.reason}
+            {
+                **_order_row(order_id, None, request, pricing, "failed", request.mode),
+                "reason": rejection.reason,
+            }
         )
         return _rejected(order_body(row), rejection.reason, str(rejection))
 
@@ -123,7 +173,7 @@ class OrderPlacement:
                 json={
                     "gtid": row["gtid"],
                     "mode": request.mode,
-                    "branches": branches_for(row, request, pricing),
+                    "branches": branches_for(row, request.mode, request, pricing),
                 },
                 timeout_s=self.txn_timeout_s + 2.0,
             )
@@ -165,12 +215,14 @@ def settle_order(
     return False
 
 
-def branches_for(row: dict[str, Any], request: OrderRequest, pricing: Pricing) -> list[dict]:
+def branches_for(
+    row: dict[str, Any], txn_mode: str, request: OrderRequest, pricing: Pricing
+) -> list[dict]:
     """Every branch with an effect on this order, in saga order; one with nothing to do is
     left out. In 2PC the order itself is a branch too."""
     common = {"order_id": row["order_id"], "gtid": row["gtid"]}
     branches: list[dict[str, Any]] = [{"name": "order", "payload": common}]
-    if request.mode != "2pc":
+    if txn_mode != "2pc":
         branches = []
     branches += [
         {
@@ -205,9 +257,15 @@ def branches_for(row: dict[str, Any], request: OrderRequest, pricing: Pricing) -
 
 
 def _order_row(
-    order_id: str, gtid: str | None, request: OrderRequest, pricing: Pricing, status: str
+    order_id: str,
+    gtid: str | None,
+    request: OrderRequest,
+    pricing: Pricing,
+    status: str,
+    txn_mode: str,
 ) -> dict[str, Any]:
     return {
+        "txn_mode": txn_mode,
         "order_id": order_id,
         "gtid": gtid,
         "user_id": request.user_id,

@@ -32,17 +32,17 @@ class PendingOrderReconciler:
         for order in self.orders.stale_pending(self.horizon_s, BATCH):
             reply = self.coordinator.post(
                 f"/transactions/{order['gtid']}/resolve",
-                json={"mode": order["mode"]},
+                json={"mode": order["txn_mode"]},
                 idempotent=True,
             )
             if not reply.ok:
                 continue
             status, reason = reply.body["status"], reply.body.get("reason")
-            if order["mode"] == "2pc" and status in ("aborting", "aborted"):
+            if order["txn_mode"] == "2pc" and status in ("aborting", "aborted"):
                 # A 2PC order whose branch never prepared gets no rollback hook call.
                 changed = self.orders.fail_pending(order["gtid"], reason or "aborted")
             else:
-                changed = settle(self.orders, order["mode"], order["gtid"], status, reason)
+                changed = settle(self.orders, order["txn_mode"], order["gtid"], status, reason)
             if changed:
                 log.info(
                     "reconciled %s (%s)",

@@ -13,11 +13,12 @@ ORDER_COLUMNS = (
     "order_id, user_id, mode, status, reason, items, coupon_id, total_cents, discount_cents, "
     "red_packet_cents, payable_cents, gtid, created_at, updated_at"
 )
+_BODY_KEYS = ORDER_COLUMNS.replace(" ", "").split(",")
 
 
 def order_body(row: dict[str, Any]) -> dict[str, Any]:
     """The order as API.md shows it."""
-    body = {key: row[key] for key in ORDER_COLUMNS.replace(" ", "").split(",")}
+    body = {key: row[key] for key in _BODY_KEYS}
     body["items"] = [
         {"sku": i["sku"], "qty": i["qty"], "price_cents": i["price_cents"]} for i in row["items"]
     ]
@@ -26,24 +27,33 @@ def order_body(row: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
+def insert_order(conn: Connection, order: dict[str, Any]) -> dict[str, Any]:
+    """Insert a new order in the caller's transaction; returns its stored row."""
+    row = conn.execute(
+        text(
+            "INSERT INTO orders (order_id, gtid, user_id, mode, txn_mode, status, reason, items, "
+            "coupon_id, total_cents, discount_cents, red_packet_cents, payable_cents, notify_url) "
+            "VALUES (:order_id, :gtid, :user_id, :mode, :txn_mode, :status, :reason, "
+            "CAST(:items AS jsonb), :coupon_id, :total_cents, :discount_cents, "
+            f":red_packet_cents, :payable_cents, :notify_url) RETURNING {ORDER_COLUMNS}"
+        ),
+        {**order, "items": json.dumps(order["items"])},
+    ).one()
+    if order["status"] != "pending" and order["notify_url"]:
+        conn.execute(
+            text("INSERT INTO notifications (order_id, url) VALUES (:order_id, :url)"),
+            {"order_id": order["order_id"], "url": order["notify_url"]},
+        )
+    return dict(row._mapping)
+
+
 class OrderRepository:
     def __init__(self, db: Database) -> None:
         self.db = db
 
     def insert(self, order: dict[str, Any]) -> dict[str, Any]:
-        """Insert a new order; returns its stored row."""
         with self.db.transaction() as conn:
-            row = conn.execute(
-                text(
-                    "INSERT INTO orders (order_id, gtid, user_id, mode, status, reason, items, "
-                    "coupon_id, total_cents, discount_cents, red_packet_cents, payable_cents, "
-                    "notify_url) VALUES (:order_id, :gtid, :user_id, :mode, :status, :reason, "
-                    "CAST(:items AS jsonb), :coupon_id, :total_cents, :discount_cents, "
-                    f":red_packet_cents, :payable_cents, :notify_url) RETURNING {ORDER_COLUMNS}"
-                ),
-                {**order, "items": json.dumps(order["items"])},
-            ).one()
-        return dict(row._mapping)
+            return insert_order(conn, order)
 
     def get(self, order_id: str) -> dict[str, Any] | None:
         return self.db.fetch_one(
@@ -60,7 +70,7 @@ class OrderRepository:
 
     def stale_pending(self, older_than_s: float, limit: int) -> list[dict[str, Any]]:
         return self.db.fetch_all(
-            "SELECT order_id, gtid, mode FROM orders WHERE status = 'pending' "
+            "SELECT order_id, gtid, txn_mode FROM orders WHERE status = 'pending' "
             "AND created_at < now() - make_interval(secs => :age) ORDER BY created_at LIMIT :limit",
             age=older_than_s,
             limit=limit,
@@ -75,15 +85,20 @@ class OrderRepository:
             return fail_pending_order(conn, gtid, reason)
 
 
+# Settling an order also queues its best-effort notification, in the same transaction.
+_SETTLE = (
+    "WITH settled AS (UPDATE orders SET status = :status, reason = :reason, updated_at = now() "
+    "WHERE gtid = :gtid AND status = 'pending' RETURNING order_id, notify_url), "
+    "notified AS (INSERT INTO notifications (order_id, url) SELECT order_id, notify_url "
+    "FROM settled WHERE notify_url IS NOT NULL) SELECT order_id FROM settled"
+)
+
+
 def confirm_pending_order(conn: Connection, payload: dict[str, Any]) -> bool:
     """Confirm the order of this transaction if it is still pending."""
     return (
         conn.execute(
-            text(
-                "UPDATE orders SET status = 'confirmed', updated_at = now() "
-                "WHERE gtid = :gtid AND status = 'pending' RETURNING order_id"
-            ),
-            {"gtid": payload["gtid"]},
+            text(_SETTLE), {"gtid": payload["gtid"], "status": "confirmed", "reason": None}
         ).scalar()
         is not None
     )
@@ -92,12 +107,6 @@ def confirm_pending_order(conn: Connection, payload: dict[str, Any]) -> bool:
 def fail_pending_order(conn: Connection, gtid: str, reason: str) -> bool:
     """Fail the order of this transaction if it is still pending; True when it changed."""
     return (
-        conn.execute(
-            text(
-                "UPDATE orders SET status = 'failed', reason = :reason, updated_at = now() "
-                "WHERE gtid = :gtid AND status = 'pending' RETURNING order_id"
-            ),
-            {"gtid": gtid, "reason": reason},
-        ).scalar()
+        conn.execute(text(_SETTLE), {"gtid": gtid, "status": "failed", "reason": reason}).scalar()
         is not None
     )

@@ -112,10 +112,19 @@ def test_invalid_order_is_400_with_field_and_nothing_recorded(api, user):
     assert api.get(f"/api/users/{user}/orders").json()["items"] == []
 
 
-def test_modes_not_built_yet_are_unsupported(api, user):
-    response = api.order({"user_id": user, "items": [{"sku": "SKU-0001", "qty": 1}], "mode": "msg"})
+def test_unknown_mode_is_invalid(api, user):
+    response = api.order({"user_id": user, "items": [{"sku": "SKU-0001", "qty": 1}], "mode": "3pc"})
     assert response.status_code == 400
-    assert error_code(response) == "unsupported_mode"
+    assert (error_code(response), response.json()["error"]["field"]) == ("invalid_mode", "mode")
+
+
+def test_notify_url_must_be_http_to_an_allowed_host(api, user):
+    for url in ("ftp://127.0.0.1/x", "http://example.com/hook"):
+        response = api.order(
+            {"user_id": user, "items": [{"sku": "SKU-0001", "qty": 1}], "notify_url": url}
+        )
+        assert response.status_code == 400
+        assert response.json()["error"]["field"] == "notify_url"
 
 
 def test_admin_needs_the_token(api):

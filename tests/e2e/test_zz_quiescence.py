@@ -29,6 +29,18 @@ def test_nothing_is_left_frozen_or_reserved(dbs):
     ) == {"n": 0}
 
 
+def test_every_event_was_relayed(dbs):
+    for name in ("coordinator", "order", "inventory", "coupon", "redpacket"):
+        wait_until(
+            lambda n=name: (
+                dbs[n].fetch_one("SELECT count(*) AS n FROM outbox WHERE sent_at IS NULL")
+                == {"n": 0}
+            ),
+            timeout_s=30,
+            what=f"the {name} outbox to drain",
+        )
+
+
 def test_every_transaction_finished(dbs):
     assert (
         dbs["coordinator"].fetch_all(

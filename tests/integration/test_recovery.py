@@ -79,6 +79,7 @@ def staged_order(dbs: dict[str, Database]) -> dict[str, Any]:
             "gtid": gtid,
             "user_id": USER,
             "mode": "2pc",
+            "txn_mode": "2pc",
             "status": "pending",
             "reason": None,
             "items": [{"sku": SKU, "qty": 3, "price_cents": 7700}],

@@ -17,6 +17,12 @@ def test_commit_path():
     assert next_status("committing", "done") == "committed"
 
 
+def test_message_path():
+    assert next_status("preparing", "submit") == "submitted"
+    assert next_status("submitted", "done") == "committed"
+    assert next_status("submitted", "abort") == "aborting"
+
+
 def test_abort_path():
     assert next_status("preparing", "abort") == "aborting"
     assert next_status("aborting", "done") == "aborted"

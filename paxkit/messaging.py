@@ -1,0 +1,153 @@
+"""RabbitMQ plumbing: connections, the topology (declared by code, idempotently), and a
+publisher with confirms.
+
+Every consumer queue `Q` comes with retry tiers `Q.retry.<ms>` (a TTL queue whose expired
+messages dead-letter back into `Q`) and a dead-letter queue `Q.dead` for poison messages.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import pika
+from pika.adapters.blocking_connection import BlockingChannel
+
+RETRY_TIERS_MS = (1000, 5000, 30000)
+HEARTBEAT_S = 30
+
+
+# The msg mode's events (routing keys) and the queues that receive them.
+PLACED = "order.placed"  # coordinator's event payload: {gtid, order_id, branches: {name: part}}
+COMPENSATE = "order.compensate"
+REPORTED = "branch.reported"  # {gtid, branch, op, ok, reason, effect}
+SETTLED = "order.settled"  # {gtid, order_id, status, reason}
+
+
+class PublishFailed(Exception):
+    """The broker did not take the message (nacked, unroutable, or the connection failed)."""
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    """A consumer's queue and the routing keys that feed it."""
+
+    name: str
+    routing_keys: tuple[str, ...]
+
+    def retry_queue(self, tier: int) -> str:
+        return f"{self.name}.retry.{RETRY_TIERS_MS[tier]}"
+
+    @property
+    def dead_queue(self) -> str:
+        return f"{self.name}.dead"
+
+
+def connect(amqp_url: str) -> pika.BlockingConnection:
+    """A connection with heartbeats and bounded connect/socket timeouts."""
+    params = pika.URLParameters(amqp_url)
+    params.heartbeat = HEARTBEAT_S
+    params.blocked_connection_timeout = 30
+    params.socket_timeout = 5
+    params.stack_timeout = 10
+    params.connection_attempts = 1
+    return pika.BlockingConnection(params)
+
+
+def declare_queue(channel: BlockingChannel, spec: QueueSpec, exchange: str) -> None:
+    """The queue, its bindings, its retry tiers and its dead-letter queue (idempotent)."""
+    channel.exchange_declare(exchange, exchange_type="topic", durable=True)
+    channel.queue_declare(spec.name, durable=True)
+    for key in spec.routing_keys:
+        channel.queue_bind(spec.name, exchange, routing_key=key)
+    for tier, ttl_ms in enumerate(RETRY_TIERS_MS):
+        channel.queue_declare(
+            spec.retry_queue(tier),
+            durable=True,
+            arguments={
+                "x-message-ttl": ttl_ms,
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": spec.name,
+            },
+        )
+    channel.queue_declare(spec.dead_queue, durable=True)
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Exchange and queue names of one deployment; the namespace keeps two stacks sharing a
+    broker (a developer's and the test suite's) from consuming each other's messages."""
+
+    namespace: str
+
+    @property
+    def exchange(self) -> str:
+        return self.namespace
+
+    def queue(self, spec: QueueSpec) -> QueueSpec:
+        return QueueSpec(f"{self.namespace}.{spec.name}", spec.routing_keys)
+
+    def declare(self, channel: BlockingChannel) -> None:
+        """Every queue of the system, so a publish is never unroutable for want of one."""
+        for spec in ALL_QUEUES:
+            declare_queue(channel, self.queue(spec), self.exchange)
+
+
+def properties(message_id: str, headers: dict[str, Any] | None = None) -> pika.BasicProperties:
+    return pika.BasicProperties(
+        content_type="application/json",
+        delivery_mode=pika.DeliveryMode.Persistent,
+        message_id=message_id,
+        headers=headers or {},
+    )
+
+
+class Publisher:
+    """Persistent, mandatory publishes, each confirmed by the broker before returning."""
+
+    def __init__(self, amqp_url: str, topology: Topology) -> None:
+        self.connection = connect(amqp_url)
+        self.channel = self.connection.channel()
+        self.channel.confirm_delivery()
+        self.exchange = topology.exchange
+        topology.declare(self.channel)
+
+    def publish(
+        self,
+        routing_key: str,
+        payload: Any,
+        message_id: str | None = None,
+        headers: dict[str, Any] | None = None,
+    ) -> None:
+        try:
+            self.channel.basic_publish(
+                self.exchange,
+                routing_key,
+                json.dumps(payload).encode(),
+                properties(message_id or str(uuid.uuid4()), headers),
+                mandatory=True,
+            )
+        except (pika.exceptions.UnroutableError, pika.exceptions.NackError) as err:
+            raise PublishFailed(f"{routing_key}: {err}") from err
+        except pika.exceptions.AMQPError as err:
+            raise PublishFailed(f"{routing_key}: broker connection failed: {err!r}") from err
+
+    def close(self) -> None:
+        if self.connection.is_open:
+            self.connection.close()
+
+
+def participant_queue(name: str) -> QueueSpec:
+    """Where a participant receives the order's events."""
+    return QueueSpec(f"{name}.orders", (PLACED, COMPENSATE))
+
+
+REPORTS_QUEUE = QueueSpec("coordinator.reports", (REPORTED,))
+SETTLEMENTS_QUEUE = QueueSpec("order.settlements", (SETTLED,))
+ALL_QUEUES = (
+    *(participant_queue(name) for name in ("inventory", "coupon", "redpacket")),
+    REPORTS_QUEUE,
+    SETTLEMENTS_QUEUE,
+)

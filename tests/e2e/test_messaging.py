@@ -1,0 +1,295 @@
+"""The msg mode over RabbitMQ: 202 at once, settled later, nothing lost, nothing twice.
+
+Failures are real: the broker is restarted (rabbitmqctl stop_app/start_app), consumer and
+relay processes are SIGKILLed by fault points, a poison message is published by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pika
+import pytest
+from werkzeug.serving import make_server
+
+from paxkit.faults import arm
+from paxkit.messaging import connect
+from tests.e2e.conftest import ADMIN
+from tests.helpers import wait_until
+
+SKU = "SKU-0071"
+
+
+def order_body(user: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "user_id": user,
+        "items": [{"sku": SKU, "qty": 2}],
+        "red_packet_cents": 150,
+        "coupon_id": f"C-{user}-1",
+        "mode": "msg",
+        **extra,
+    }
+
+
+def accepted(api, body: dict[str, Any]) -> dict[str, Any]:
+    response = api.order(body)
+    assert response.status_code == 202, response.text
+    order = response.json()
+    assert order["status"] == "pending"
+    assert response.headers["Location"] == f"/api/orders/{order['order_id']}"
+    return dict(order)
+
+
+def snapshot(api, user: int) -> dict[str, Any]:
+    return {
+        "stock": api.product(SKU)["stock"],
+        "wallet": api.wallet(user),
+        "coupon": api.coupon_status(user, f"C-{user}-1"),
+    }
+
+
+def assert_applied_once(api, user: int, before: dict[str, Any], orders: int = 1) -> None:
+    after = snapshot(api, user)
+    assert after["stock"] == before["stock"] - 2 * orders
+    assert after["wallet"] == {
+        **before["wallet"],
+        "balance_cents": before["wallet"]["balance_cents"] - 150 * orders,
+    }
+    assert after["coupon"] == "used"
+
+
+def test_msg_order_is_accepted_then_confirmed(api, user):
+    before = snapshot(api, user)
+    order = accepted(api, order_body(user))
+    settled = api.settled(order["order_id"])
+    assert (settled["status"], settled["reason"]) == ("confirmed", None)
+    assert_applied_once(api, user, before)
+    txn = api.get(f"/admin/transactions/{order['gtid']}", headers=ADMIN).json()
+    assert (txn["mode"], txn["status"]) == ("msg", "committed")
+    assert {(e["branch"], e["op"]) for e in txn["timeline"]} >= {
+        ("inventory", "action"),
+        ("coupon", "action"),
+        ("redpacket", "action"),
+    }
+
+
+def test_business_rejection_compensates_the_others(api, user):
+    before = snapshot(api, user)
+    order = accepted(
+        api, order_body(user, red_packet_cents=100001, items=[{"sku": SKU, "qty": 20}])
+    )
+    settled = api.settled(order["order_id"])
+    assert (settled["status"], settled["reason"]) == ("failed", "insufficient_balance")
+    wait_until(lambda: snapshot(api, user) == before, what="compensations to land")
+    wallet = api.wallet(user)
+    assert wallet["frozen_cents"] == 0
+
+
+def test_consumer_killed_after_commit_before_ack_applies_once(api, dbs, redis_client, user):
+    before = snapshot(api, user)
+    arm(redis_client, "inventory", "consumer_after_commit", "kill")
+    order = accepted(api, order_body(user))
+    assert api.settled(order["order_id"], timeout_s=60)["status"] == "confirmed"
+    assert_applied_once(api, user, before)
+    moved = dbs["inventory"].fetch_one(
+        "SELECT sum(qty) AS n FROM stock_movements WHERE gtid = :g", g=order["gtid"]
+    )
+    assert moved == {"n": 2}
+
+
+def test_relay_killed_after_publish_before_marking_applies_once(api, dbs, redis_client, user):
+    before = snapshot(api, user)
+    arm(redis_client, "order", "relay_after_publish", "kill")
+    # The relay shares its process with web workers: the kill may take the response too.
+    response = api.order(order_body(user))
+    assert response.status_code in (202, 503), response.text
+    order = wait_until(
+        lambda: dbs["order"].fetch_one("SELECT order_id FROM orders WHERE user_id = :u", u=user),
+        what="the order row",
+    )
+    assert api.settled(order["order_id"], timeout_s=60)["status"] == "confirmed"
+    assert_applied_once(api, user, before)
+    wait_until(
+        lambda: (
+            dbs["order"].fetch_one("SELECT count(*) AS n FROM outbox WHERE sent_at IS NULL")
+            == {"n": 0}
+        ),
+        what="the outbox to drain",
+    )
+
+
+def test_broker_restarted_mid_flow_loses_nothing(api, dbs, user, another_user):
+    before = {u: snapshot(api, u) for u in (user, another_user)}
+    first = [accepted(api, order_body(u)) for u in (user, another_user)]
+    subprocess.run(["rabbitmqctl", "stop_app"], check=True, capture_output=True, timeout=60)
+    try:
+        # Accepted while the broker is down: the outbox keeps the events.
+        while_down = accepted(api, {**order_body(user), "coupon_id": None})
+    finally:
+        subprocess.run(["rabbitmqctl", "start_app"], check=True, capture_output=True, timeout=120)
+    for order in [*first, while_down]:
+        assert api.settled(order["order_id"], timeout_s=90)["status"] == "confirmed"
+    after = snapshot(api, user)
+    assert after["stock"] == before[user]["stock"] - 2 * 3
+    assert after["wallet"]["balance_cents"] == before[user]["wallet"]["balance_cents"] - 300
+    assert snapshot(api, another_user)["wallet"]["balance_cents"] == (
+        before[another_user]["wallet"]["balance_cents"] - 150
+    )
+
+
+def test_poison_message_is_dead_lettered_and_the_rest_flows(api, user, settings):
+    connection = connect(settings.amqp_url)
+    try:
+        channel = connection.channel()
+        channel.confirm_delivery()
+        channel.basic_publish(
+            settings.mq_namespace,
+            "order.placed",
+            b"{not json",
+            pika.BasicProperties(message_id=str(uuid.uuid4()), delivery_mode=2),
+            mandatory=True,
+        )
+
+        def dead_letter() -> Any:
+            method, props, body = channel.basic_get(
+                f"{settings.mq_namespace}.inventory.orders.dead", auto_ack=True
+            )
+            return (props, body) if method else None
+
+        props, body = wait_until(dead_letter, what="the poison message in the dead-letter queue")
+        assert body == b"{not json"
+        assert "not JSON" in props.headers["x-death-reason"]
+    finally:
+        connection.close()
+    order = accepted(api, order_body(user))
+    assert api.settled(order["order_id"])["status"] == "confirmed"
+
+
+def newest_msg_txn(dbs, since: str) -> dict[str, Any] | None:
+    return dbs["coordinator"].fetch_one(
+        "SELECT gtid, status FROM global_txns WHERE mode = 'msg' AND created_at > :t "
+        "ORDER BY created_at DESC LIMIT 1",
+        t=since,
+    )
+
+
+def db_now(dbs) -> str:
+    return str(dbs["coordinator"].fetch_one("SELECT now()::text AS t")["t"])
+
+
+def test_check_back_aborts_a_message_whose_initiator_died_before_committing(
+    api, dbs, redis_client, user
+):
+    before, since = snapshot(api, user), db_now(dbs)
+    arm(redis_client, "order", "msg_before_commit", "kill")
+    response = api.order(order_body(user))
+    assert response.status_code >= 500
+    txn = wait_until(lambda: newest_msg_txn(dbs, since), what="the prepared message")
+    wait_until(
+        lambda: newest_msg_txn(dbs, since)["status"] == "aborted",
+        timeout_s=30,
+        what="the check-back to abort it",
+    )
+    assert dbs["order"].fetch_one(
+        "SELECT count(*) AS n FROM orders WHERE gtid = :g", g=txn["gtid"]
+    ) == {"n": 0}
+    assert snapshot(api, user) == before
+
+
+def test_check_back_submits_a_message_whose_initiator_died_after_committing(
+    api, dbs, redis_client, user
+):
+    before, since = snapshot(api, user), db_now(dbs)
+    arm(redis_client, "order", "msg_before_submit", "kill")
+    response = api.order(order_body(user))
+    assert response.status_code >= 500
+    txn = wait_until(lambda: newest_msg_txn(dbs, since), what="the prepared message")
+    order = dbs["order"].fetch_one("SELECT order_id FROM orders WHERE gtid = :g", g=txn["gtid"])
+    assert order is not None, "the local transaction committed before the crash"
+    assert api.settled(order["order_id"], timeout_s=60)["status"] == "confirmed"
+    events = api.get(f"/admin/transactions/{txn['gtid']}", headers=ADMIN).json()["timeline"]
+    assert ("order", "check_back") not in {(e["branch"], e["op"]) for e in events}
+    assert_applied_once(api, user, before)
+
+
+def test_burst_of_orders_is_accepted_fast_and_all_settle(api, dbs):
+    users = range(600, 800)
+    bodies = [
+        {
+            "user_id": u,
+            "items": [{"sku": f"SKU-{(n % 40) + 1:04d}", "qty": 1}],
+            "red_packet_cents": 1,
+            "mode": "msg",
+        }
+        for n, u in enumerate(list(users) * 10)
+    ]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        responses = list(pool.map(api.order, bodies))
+    assert [r.status_code for r in responses] == [202] * len(bodies)
+    ids = [r.json()["order_id"] for r in responses]
+
+    def unsettled() -> int:
+        row = dbs["order"].fetch_one(
+            "SELECT count(*) AS n FROM orders WHERE order_id = ANY(:ids) AND status = 'pending'",
+            ids=ids,
+        )
+        return int(row["n"]) if row else -1
+
+    wait_until(
+        lambda: unsettled() == 0, timeout_s=240, interval_s=1.0, what="all 2,000 orders to settle"
+    )
+    statuses = dbs["order"].fetch_all(
+        "SELECT status, count(*) AS n FROM orders WHERE order_id = ANY(:ids) GROUP BY status",
+        ids=ids,
+    )
+    assert statuses == [{"status": "confirmed", "n": len(bodies)}]
+    assert api.audit()["ok"]
+
+
+class FlakyReceiver:
+    """A notification receiver that fails its first `failures` calls."""
+
+    def __init__(self, failures: int) -> None:
+        from flask import Flask, request
+
+        self.failures = failures
+        self.received: list[dict[str, Any]] = []
+        self.calls = 0
+        app = Flask("receiver")
+
+        @app.post("/hook")
+        def hook() -> Any:
+            self.calls += 1
+            if self.calls <= self.failures:
+                return {"error": "not now"}, 503
+            self.received.append(json.loads(request.data))
+            return {"ok": True}
+
+        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+
+
+@pytest.mark.parametrize("mode", ["msg", "2pc"])
+def test_notification_receiver_failing_at_first_is_eventually_served(api, dbs, user, mode):
+    receiver = FlakyReceiver(failures=2)
+    try:
+        response = api.order({**order_body(user), "mode": mode, "notify_url": receiver.url})
+        order = response.json()
+        wait_until(lambda: receiver.received, timeout_s=30, what="a delivered notification")
+        assert receiver.received[0]["order_id"] == order["order_id"]
+        assert receiver.received[0]["status"] == "confirmed"
+        attempts = dbs["order"].fetch_all(
+            "SELECT a.attempt, a.status_code FROM notification_attempts a "
+            "JOIN notifications n ON n.id = a.notification_id WHERE n.order_id = :o "
+            "ORDER BY a.attempt",
+            o=order["order_id"],
+        )
+        assert [a["status_code"] for a in attempts] == [503, 503, 200]
+    finally:
+        receiver.server.shutdown()

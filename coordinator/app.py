@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from flask import Blueprint, Flask, current_app, jsonify, request
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from coordinator.audit import Auditor
 from coordinator.branches import Branches
@@ -19,7 +21,8 @@ from paxkit.background import Loop
 from paxkit.config import DATABASES, Settings, load_settings
 from paxkit.db import Database, make_engine
 from paxkit.errors import ApiError, InvalidInput, NotFound
-from paxkit.messaging import REPORTS_QUEUE
+from paxkit.messaging import REPORTS_QUEUE, Topology, queue_depths
+from paxkit.metrics import outbox_probe
 from paxkit.requests_json import json_body
 from paxkit.runtime import start_messaging
 from paxkit.validation import validate_gtid
@@ -148,6 +151,33 @@ def _txn_json(txn: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def backlog_probe(txn_log: TxnLog) -> Callable[[], list[Metric]]:
+    """Unfinished transactions by status: what recovery still has to do."""
+
+    def probe() -> list[Metric]:
+        gauge = GaugeMetricFamily(
+            "paxmart_transactions_unfinished", "Transactions not finished yet", labels=["status"]
+        )
+        for status, count in txn_log.unfinished_counts().items():
+            gauge.add_metric([status], count)
+        return [gauge]
+
+    return probe
+
+
+def queue_probe(settings: Settings) -> Callable[[], list[Metric]]:
+    """Depth of every queue (consumer lag) and of every dead-letter queue."""
+
+    def probe() -> list[Metric]:
+        gauge = GaugeMetricFamily("paxmart_queue_messages", "Messages waiting", labels=["queue"])
+        depths = queue_depths(settings.amqp_url, Topology(settings.mq_namespace))
+        for queue, depth in depths.items():
+            gauge.add_metric([queue], depth)
+        return [gauge]
+
+    return probe
+
+
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or load_settings()
     app = create_base_app("coordinator", settings)
@@ -185,6 +215,11 @@ def create_app(settings: Settings | None = None) -> Flask:
             "paxmart.auditor": Auditor(dbs, settings.recovery_horizon_s),
         }
     )
+    app.extensions["paxmart.gauges"] = [
+        outbox_probe("coordinator", dbs["coordinator"]),
+        backlog_probe(txn_log),
+        queue_probe(settings),
+    ]
     app.register_blueprint(bp)
     if settings.background_enabled:
         msg = drivers["msg"]

@@ -35,6 +35,7 @@ from coordinator.states import (
 )
 from paxkit.faults import Faults
 from paxkit.metrics import BRANCH_CALLS, TRANSACTIONS
+from paxkit.tracing import in_current_context
 
 log = logging.getLogger(__name__)
 
@@ -138,14 +139,12 @@ class Driver:
     def _parallel(
         self, op: str, txn: dict[str, Any], reason: str | None = None
     ) -> list[BranchResult]:
-        return list(
-            self.pool.map(
-                lambda b: self.branches.call(
-                    self.mode, op, b["name"], txn["gtid"], b["payload"], reason
-                ),
-                txn["branches"],
+        call = in_current_context(
+            lambda b: self.branches.call(
+                self.mode, op, b["name"], txn["gtid"], b["payload"], reason
             )
         )
+        return list(self.pool.map(call, txn["branches"]))
 
 
 class TwoPhaseCommit(Driver):

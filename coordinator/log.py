@@ -190,3 +190,11 @@ class TxnLog:
             status=status,
             limit=limit,
         )
+
+    def unfinished_counts(self) -> dict[str, int]:
+        rows = self.db.fetch_all(
+            "SELECT status, count(*) AS n FROM global_txns WHERE status = ANY(:unfinished) "
+            "GROUP BY status",
+            unfinished=list(UNFINISHED),
+        )
+        return {r["status"]: int(r["n"]) for r in rows}

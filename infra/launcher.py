@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -48,6 +49,11 @@ BACKOFF_BASE_S = 0.5
 BACKOFF_MAX_S = 30.0
 STABLE_AFTER_S = 60.0
 TICK_S = 0.2
+# Idle keep-alive of every component. The inter-component clients (paxkit/http.py) keep
+# pooled connections without an idle limit of their own: with a short server keep-alive,
+# a request sent just as the server closes its idle connection fails (a POST is not
+# retried, so the caller answers 504). A long one makes that race rare.
+KEEP_ALIVE_S = 75
 START_MARK = "=== "
 ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit)\b.*$", re.MULTILINE)
 
@@ -122,6 +128,19 @@ def _gunicorn_extra_args() -> list[str]:
     except (PackageNotFoundError, ValueError):
         return []
     return ["--no-control-socket"] if (major, minor) >= (25, 1) else []
+
+
+def threads_for(name: str, workers: int, threads: int) -> int:
+    """Gunicorn threads per worker of one component.
+
+    The order service calls back into itself: a placement holds one of its threads while
+    the coordinator asks the same service to prepare the order's 2PC branch. Were every
+    thread of an order worker holding a placement, that prepare would queue behind them
+    until the branch timeout and the order would abort (a self-deadlock under load). The
+    gateway admits at most `workers * threads` requests at once, so each order worker gets
+    that many threads for placements plus `threads` for branch calls and reads.
+    """
+    return workers * threads + threads if name == "order" else threads
 
 
 def _component_port(component: Component, env: Mapping[str, str]) -> int:
@@ -299,8 +318,10 @@ class Stack:
         return [
             *(self._python, "-m", "gunicorn", "--bind", f"{HOST}:{proc.port}"),
             *("--worker-class", "gthread", "--workers", str(self._workers)),
-            *("--threads", str(self._threads), "--timeout", "30"),
-            *("--graceful-timeout", "5", "--keep-alive", "5", "--name", f"paxmart-{proc.name}"),
+            *("--threads", str(threads_for(proc.name, self._workers, self._threads))),
+            *("--timeout", "30"),
+            *("--graceful-timeout", "5", "--keep-alive", str(KEEP_ALIVE_S)),
+            *("--name", f"paxmart-{proc.name}"),
             *_gunicorn_extra_args(),
             proc.component.wsgi,
         ]
@@ -309,7 +330,13 @@ class Stack:
         """Start the component's gunicorn in a new session; caller holds the lock."""
         if proc.popen is not None:
             _signal_group(proc.popen.pid, signal.SIGKILL)
-        env = {**os.environ, **self._env, "PYTHONUNBUFFERED": "1"}
+        metrics_dir = self._fresh_metrics_dir(proc.name)
+        env = {
+            **os.environ,
+            **self._env,
+            "PYTHONUNBUFFERED": "1",
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        }
         stamp = datetime.now().isoformat(timespec="seconds")
         with proc.log_file.open("ab") as out:
             out.write(
@@ -328,6 +355,14 @@ class Stack:
         proc.wanted = True
         proc.started_at = time.monotonic()
         proc.restart_at = None
+
+    def _fresh_metrics_dir(self, name: str) -> Path:
+        """Each gunicorn worker writes its metrics here; /metrics adds them all up. Emptied at
+        every start so a restarted component doesn't count its dead workers' samples."""
+        folder = self._log_dir / "metrics" / name
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        return folder
 
     def _ready(self, proc: _Proc) -> bool:
         with self._lock:

@@ -12,6 +12,7 @@ from paxkit.errors import register_error_handlers
 from paxkit.faults import Faults
 from paxkit.logs import configure_logging
 from paxkit.metrics import install_metrics
+from paxkit.tracing import install_tracing
 
 
 def create_base_app(component: str, settings: Settings) -> Flask:
@@ -23,6 +24,7 @@ def create_base_app(component: str, settings: Settings) -> Flask:
     app.extensions["paxmart.settings"] = settings
     register_error_handlers(app)
     install_metrics(app, component)
+    install_tracing(app)
 
     @app.get("/healthz")
     def healthz() -> Any:

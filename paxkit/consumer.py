@@ -28,6 +28,7 @@ from sqlalchemy import Connection, text
 from paxkit.db import Database
 from paxkit.faults import Faults
 from paxkit.messaging import RETRY_TIERS_MS, QueueSpec, Topology, connect, properties
+from paxkit.tracing import parse, trace
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,7 @@ class Consumer:
         attempts = int(dict(props.headers or {}).get("x-attempts", 0)) + 1
         props.headers = {**(props.headers or {}), "x-routing-key": routing_key}
         try:
-            self._handle(props.message_id, body, routing_key)
+            self._handle(props.message_id, body, routing_key, props.headers.get("traceparent"))
         except PoisonMessage as poison:
             reason = str(poison)
             self._later(
@@ -174,7 +175,9 @@ class Consumer:
         self.faults.hit("consumer_after_commit")
         self._later(connection, lambda: channel.basic_ack(tag))
 
-    def _handle(self, message_id: str | None, body: bytes, routing_key: str) -> None:
+    def _handle(
+        self, message_id: str | None, body: bytes, routing_key: str, trace_header: str | None = None
+    ) -> None:
         try:
             uuid.UUID(str(message_id))
         except ValueError as err:
@@ -185,9 +188,12 @@ class Consumer:
             raise PoisonMessage(f"body is not JSON: {err}") from err
         if not isinstance(payload, dict):
             raise PoisonMessage("body is not a JSON object")
-        with self.db.transaction() as conn:
+        with trace(parse(trace_header)), self.db.transaction() as conn:
             if claim_in_inbox(conn, str(message_id), self.name):
                 self.handler(conn, payload, routing_key)
+                log.info("handled %s %s", routing_key, message_id)
+            else:
+                log.info("duplicate %s %s: already handled", routing_key, message_id)
 
     @staticmethod
     def _later(connection: pika.BlockingConnection, work: Callable[[], object]) -> None:

@@ -22,7 +22,13 @@ class ApiError(Exception):
     code = "bad_request"
 
     def __init__(
-        self, message: str, code: str | None = None, status: int | None = None, **extra: Any
+        self,
+        message: str,
+        code: str | None = None,
+        status: int | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -30,6 +36,7 @@ class ApiError(Exception):
             self.code = code
         if status is not None:
             self.status = status
+        self.headers = headers or {}
         self.extra = extra
 
     def body(self) -> dict[str, Any]:
@@ -61,6 +68,10 @@ class UpstreamUnavailable(ApiError):
     code = "upstream_unavailable"
 
 
+class UpstreamNotReached(UpstreamUnavailable):
+    """The request certainly never reached the upstream (refused or timed out connecting)."""
+
+
 class UpstreamTimeout(ApiError):
     status = 504
     code = "upstream_timeout"
@@ -88,6 +99,7 @@ def register_error_handlers(app: Flask) -> None:
     def _api_error(err: ApiError) -> Response:
         response = jsonify(err.body())
         response.status_code = err.status
+        response.headers.update(err.headers)
         return response
 
     @app.errorhandler(HTTPException)

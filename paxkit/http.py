@@ -15,8 +15,10 @@ from tenacity import (
     stop_after_attempt,
     wait_exponential_jitter,
 )
+from urllib3.exceptions import MaxRetryError, NewConnectionError
 
-from paxkit.errors import UpstreamTimeout, UpstreamUnavailable
+from paxkit.errors import UpstreamNotReached, UpstreamTimeout, UpstreamUnavailable
+from paxkit.tracing import outgoing_headers
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,10 @@ class Reply:
 
 class _Retryable(Exception):
     """A transport failure worth another attempt."""
+
+    def __init__(self, message: str, reached: bool) -> None:
+        super().__init__(message)
+        self.reached = reached
 
 
 class ServiceClient:
@@ -100,9 +106,8 @@ class ServiceClient:
                 with attempt:
                     return self._once(method, path, json, params, timeout, headers)
         except _Retryable as err:
-            raise UpstreamUnavailable(
-                f"{self.name} is unavailable: {err}", upstream=self.name
-            ) from err
+            error = UpstreamUnavailable if err.reached else UpstreamNotReached
+            raise error(f"{self.name} is unavailable: {err}", upstream=self.name) from err
         raise AssertionError("unreachable")
 
     def _once(
@@ -122,20 +127,26 @@ class ServiceClient:
                 json=json,
                 params=params,
                 timeout=(min(timeout, 2.0), timeout),
-                headers=headers,
+                headers={**outgoing_headers(), **(headers or {})},
             )
         except requests.ConnectTimeout as err:
-            raise _Retryable(str(err)) from err
+            raise _Retryable(str(err), reached=False) from err
         except requests.ReadTimeout as err:
             raise UpstreamTimeout(
                 f"{self.name} did not answer within {timeout:.1f}s", upstream=self.name
             ) from err
         except requests.ConnectionError as err:
-            raise _Retryable(str(err)) from err
+            raise _Retryable(str(err), reached=not _refused(err)) from err
         return Reply(response.status_code, _decode(response), dict(response.headers))
 
     def close(self) -> None:
         self.session.close()
+
+
+def _refused(err: requests.ConnectionError) -> bool:
+    """True when the connection was never established, so the request was never sent."""
+    cause = err.args[0] if err.args else None
+    return isinstance(cause, MaxRetryError) and isinstance(cause.reason, NewConnectionError)
 
 
 def _decode(response: requests.Response) -> Any:

@@ -7,6 +7,8 @@ import logging
 import sys
 import time
 
+from paxkit.tracing import current_trace_id
+
 
 class JsonFormatter(logging.Formatter):
     def __init__(self, component: str) -> None:
@@ -22,7 +24,10 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        for key in ("gtid", "order_id", "branch", "request_id"):
+        trace_id = current_trace_id()
+        if trace_id:
+            entry["trace_id"] = trace_id
+        for key in ("gtid", "order_id", "branch"):
             value = getattr(record, key, None)
             if value is not None:
                 entry[key] = value

@@ -151,3 +151,18 @@ ALL_QUEUES = (
     REPORTS_QUEUE,
     SETTLEMENTS_QUEUE,
 )
+
+
+def queue_depths(amqp_url: str, topology: Topology) -> dict[str, int]:
+    """Messages waiting in every queue and dead-letter queue (consumer lag, poison count)."""
+    connection = connect(amqp_url)
+    try:
+        channel = connection.channel()
+        depths = {}
+        for spec in ALL_QUEUES:
+            queue = topology.queue(spec)
+            for name in (queue.name, queue.dead_queue):
+                depths[name] = channel.queue_declare(name, passive=True).method.message_count
+        return depths
+    finally:
+        connection.close()

@@ -6,8 +6,10 @@ launcher sets it) `/metrics` aggregates all workers of the component.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from flask import Flask, Response, g, request
@@ -19,6 +21,13 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client import multiprocess as prom_multiprocess
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from paxkit.db import Database
+
+log = logging.getLogger(__name__)
+access = logging.getLogger("paxmart.access")  # one line per request, with its trace id
 
 REQUESTS = Counter(
     "paxmart_http_requests_total", "HTTP requests served", ["component", "route", "status"]
@@ -62,12 +71,60 @@ def install_metrics(app: Flask, component: str) -> None:
         started = getattr(g, "paxmart_started", None)
         if started is not None:
             route = request.url_rule.rule if request.url_rule else "unmatched"
-            LATENCY.labels(component, route).observe(time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            LATENCY.labels(component, route).observe(elapsed)
             REQUESTS.labels(component, route, str(response.status_code)).inc()
+            access.info(
+                "%s %s %s %.1fms",
+                request.method,
+                request.path,
+                response.status_code,
+                elapsed * 1000,
+            )
         return response
 
     @app.get("/metrics")
     def metrics() -> Any:
         registry = _registry()
         payload = generate_latest(registry) if registry else generate_latest()
-        return Response(payload, mimetype=CONTENT_TYPE_LATEST)
+        gauges = CollectorRegistry(auto_describe=False)
+        gauges.register(_ScrapeTime(app.extensions.get("paxmart.gauges", [])))
+        return Response(payload + generate_latest(gauges), content_type=CONTENT_TYPE_LATEST)
+
+
+Probe = Callable[[], Iterable[Metric]]
+
+
+class _ScrapeTime(Collector):
+    """Gauges computed when scraped (backlogs, lags, queue depths), from a component's probes."""
+
+    def __init__(self, probes: list[Probe]) -> None:
+        self.probes = probes
+
+    def collect(self) -> Iterable[Metric]:
+        for probe in self.probes:
+            try:
+                yield from probe()
+            except Exception as err:  # a broken probe must not break the scrape
+                log.warning("metrics probe %s failed: %r", getattr(probe, "__name__", probe), err)
+
+
+def outbox_probe(component: str, db: Database) -> Probe:
+    """Unsent events and the age of the oldest: the outbox relay's lag."""
+
+    def probe() -> Iterable[Metric]:
+        row = db.fetch_one(
+            "SELECT count(*) AS n, COALESCE(extract(epoch FROM now() - min(created_at)), 0) AS lag "
+            "FROM outbox WHERE sent_at IS NULL"
+        ) or {"n": 0, "lag": 0}
+        unsent = GaugeMetricFamily(
+            "paxmart_outbox_unsent", "Events not relayed yet", labels=["component"]
+        )
+        unsent.add_metric([component], float(row["n"]))
+        lag = GaugeMetricFamily(
+            "paxmart_outbox_lag_seconds", "Age of the oldest unsent event", labels=["component"]
+        )
+        lag.add_metric([component], float(row["lag"]))
+        return [unsent, lag]
+
+    return probe

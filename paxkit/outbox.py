@@ -22,6 +22,7 @@ from sqlalchemy import Connection, text
 
 from paxkit.faults import Faults
 from paxkit.messaging import Publisher, Topology
+from paxkit.tracing import traceparent
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,11 @@ RECONNECT_CAP_S = 10.0
 def enqueue(conn: Connection, routing_key: str, payload: dict[str, Any]) -> None:
     """Add an event to the outbox inside the caller's transaction; wakes the relay at commit."""
     conn.execute(
-        text("INSERT INTO outbox (routing_key, payload) VALUES (:key, CAST(:payload AS jsonb))"),
-        {"key": routing_key, "payload": json.dumps(payload)},
+        text(
+            "INSERT INTO outbox (routing_key, payload, traceparent) "
+            "VALUES (:key, CAST(:payload AS jsonb), :trace)"
+        ),
+        {"key": routing_key, "payload": json.dumps(payload), "trace": traceparent()},
     )
     conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
 
@@ -97,13 +101,15 @@ class OutboxRelay:
         """Publish one batch of unsent events and mark them sent; returns how many."""
         with conn, conn.cursor() as cur:
             cur.execute(
-                "SELECT id, message_id, routing_key, payload FROM outbox WHERE sent_at IS NULL "
+                "SELECT id, message_id, routing_key, payload, traceparent FROM outbox "
+                "WHERE sent_at IS NULL "
                 "ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
                 (BATCH,),
             )
             rows = cur.fetchall()
-            for _, message_id, routing_key, payload in rows:
-                publisher.publish(routing_key, payload, message_id=str(message_id))
+            for _, message_id, routing_key, payload, trace in rows:
+                headers = {"traceparent": trace} if trace else None
+                publisher.publish(routing_key, payload, message_id=str(message_id), headers=headers)
             if rows:
                 self.faults.hit("relay_after_publish")
                 cur.execute(

@@ -14,6 +14,7 @@ from paxkit.config import Settings
 from paxkit.consumer import Handler
 from paxkit.db import Database, make_engine
 from paxkit.messaging import PLACED, REPORTED, participant_queue
+from paxkit.metrics import outbox_probe
 from paxkit.outbox import enqueue
 from paxkit.runtime import start_messaging
 from paxkit.xa import AbortHook, Action, XaBranch, xa_blueprint
@@ -40,6 +41,7 @@ def create_participant_app(
     branch = XaBranch(
         spec.name, db, spec.xa_action, faults, settings.lock_timeout_ms, on_abort=spec.on_abort
     )
+    app.extensions["paxmart.gauges"] = [outbox_probe(spec.name, db)]
     app.extensions["paxmart.db"] = db
     app.extensions["paxmart.xa"] = branch
     app.register_blueprint(xa_blueprint(branch))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,39 @@ class ParticipantSpec:
     on_abort: AbortHook | None = None
     tcc: TccActions | None = None
     saga: SagaActions | None = None
+
+
+Take = Callable[[Connection, dict[str, Any], str], None]  # (conn, payload, into state)
+Move = Callable[[Connection, str, str, str], None]  # (conn, gtid, from state, to state)
+
+
+@dataclass(frozen=True)
+class Holding:
+    """A participant whose effect is putting something on hold for an order (stock, a coupon,
+    money). It declares how to take it into a state and how to move it between states; every
+    protocol's actions follow from that."""
+
+    take: Take
+    move: Move
+    held: str  # where a TCC Try leaves it
+    final: str  # where a committed order leaves it
+    released: str  # where a cancel or a compensation returns it
+
+    def spec(self, name: str, reads: Blueprint) -> ParticipantSpec:
+        return ParticipantSpec(
+            name=name,
+            xa_action=lambda conn, p: self.take(conn, p, self.final),
+            reads=reads,
+            tcc=TccActions(
+                try_=lambda conn, p: self.take(conn, p, self.held),
+                confirm=lambda conn, p: self.move(conn, p["gtid"], self.held, self.final),
+                cancel=lambda conn, p: self.move(conn, p["gtid"], self.held, self.released),
+            ),
+            saga=SagaActions(
+                action=lambda conn, p: self.take(conn, p, self.final),
+                compensate=lambda conn, p: self.move(conn, p["gtid"], self.final, self.released),
+            ),
+        )
 
 
 def create_participant_app(

@@ -7,10 +7,9 @@ from typing import Any
 from flask import Blueprint, Flask, current_app, jsonify
 from sqlalchemy import Connection, text
 
-from paxkit.barrier import SagaActions, TccActions
 from paxkit.config import Settings, load_settings
 from paxkit.errors import NotFound
-from paxkit.participant import ParticipantSpec, create_participant_app, db_of
+from paxkit.participant import Holding, create_participant_app, db_of
 from paxkit.validation import validate_user_id
 from paxkit.xa import Rejected
 
@@ -52,22 +51,6 @@ def move_coupon(conn: Connection, gtid: str, from_status: str, to_status: str) -
     )
 
 
-def use_coupon(conn: Connection, payload: dict[str, Any]) -> None:
-    """XA action: the coupon goes from available to used by this order, or the order fails."""
-    claim_coupon(conn, payload, "used")
-
-
-TCC = TccActions(
-    try_=lambda conn, p: claim_coupon(conn, p, "reserved"),
-    confirm=lambda conn, p: move_coupon(conn, p["gtid"], "reserved", "used"),
-    cancel=lambda conn, p: move_coupon(conn, p["gtid"], "reserved", "available"),
-)
-SAGA = SagaActions(
-    action=use_coupon,
-    compensate=lambda conn, p: move_coupon(conn, p["gtid"], "used", "available"),
-)
-
-
 reads = Blueprint("coupon_reads", __name__)
 
 
@@ -91,7 +74,9 @@ def get_coupon(coupon_id: str) -> Any:
     return jsonify(row)
 
 
-SPEC = ParticipantSpec(name="coupon", xa_action=use_coupon, reads=reads, tcc=TCC, saga=SAGA)
+SPEC = Holding(
+    take=claim_coupon, move=move_coupon, held="reserved", final="used", released="available"
+).spec("coupon", reads)
 
 
 def create_app(settings: Settings | None = None) -> Flask:

@@ -7,10 +7,9 @@ from typing import Any
 from flask import Blueprint, Flask, current_app, jsonify, request
 from sqlalchemy import Connection, text
 
-from paxkit.barrier import SagaActions, TccActions
 from paxkit.config import Settings, load_settings
 from paxkit.errors import InvalidInput, NotFound
-from paxkit.participant import ParticipantSpec, create_participant_app, db_of
+from paxkit.participant import Holding, create_participant_app, db_of
 from paxkit.validation import validate_sku
 from paxkit.xa import Rejected
 
@@ -72,22 +71,6 @@ def move_stock(conn: Connection, gtid: str, from_state: str, to_state: str) -> N
         )
 
 
-def deduct_stock(conn: Connection, payload: dict[str, Any]) -> None:
-    """XA action: move each item's qty from available to sold, or reject the order."""
-    take_stock(conn, payload, "sold")
-
-
-TCC = TccActions(
-    try_=lambda conn, p: take_stock(conn, p, "frozen"),
-    confirm=lambda conn, p: move_stock(conn, p["gtid"], "frozen", "sold"),
-    cancel=lambda conn, p: move_stock(conn, p["gtid"], "frozen", "released"),
-)
-SAGA = SagaActions(
-    action=deduct_stock,
-    compensate=lambda conn, p: move_stock(conn, p["gtid"], "sold", "released"),
-)
-
-
 def _shortage_reason(conn: Connection, sku: str) -> str:
     exists = conn.execute(text("SELECT 1 FROM products WHERE sku = :sku"), {"sku": sku}).scalar()
     return "out_of_stock" if exists else "unknown_sku"
@@ -134,7 +117,9 @@ def get_product(sku: str) -> Any:
     return jsonify(row)
 
 
-SPEC = ParticipantSpec(name="inventory", xa_action=deduct_stock, reads=reads, tcc=TCC, saga=SAGA)
+SPEC = Holding(
+    take=take_stock, move=move_stock, held="frozen", final="sold", released="released"
+).spec("inventory", reads)
 
 
 def create_app(settings: Settings | None = None) -> Flask:

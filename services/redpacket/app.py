@@ -7,10 +7,9 @@ from typing import Any
 from flask import Blueprint, Flask, current_app, jsonify
 from sqlalchemy import Connection, text
 
-from paxkit.barrier import SagaActions, TccActions
 from paxkit.config import Settings, load_settings
 from paxkit.errors import NotFound
-from paxkit.participant import ParticipantSpec, create_participant_app, db_of
+from paxkit.participant import Holding, create_participant_app, db_of
 from paxkit.validation import validate_user_id
 from paxkit.xa import Rejected
 
@@ -67,22 +66,6 @@ def move_money(conn: Connection, gtid: str, from_state: str, to_state: str) -> N
         )
 
 
-def debit_wallet(conn: Connection, payload: dict[str, Any]) -> None:
-    """XA action: spend the red packet from the wallet, or reject when it can't cover it."""
-    hold_money(conn, payload, "spent")
-
-
-TCC = TccActions(
-    try_=lambda conn, p: hold_money(conn, p, "frozen"),
-    confirm=lambda conn, p: move_money(conn, p["gtid"], "frozen", "spent"),
-    cancel=lambda conn, p: move_money(conn, p["gtid"], "frozen", "refunded"),
-)
-SAGA = SagaActions(
-    action=debit_wallet,
-    compensate=lambda conn, p: move_money(conn, p["gtid"], "spent", "refunded"),
-)
-
-
 reads = Blueprint("redpacket_reads", __name__)
 
 
@@ -97,7 +80,9 @@ def get_wallet(user_id: str) -> Any:
     return jsonify(row)
 
 
-SPEC = ParticipantSpec(name="redpacket", xa_action=debit_wallet, reads=reads, tcc=TCC, saga=SAGA)
+SPEC = Holding(
+    take=hold_money, move=move_money, held="frozen", final="spent", released="refunded"
+).spec("redpacket", reads)
 
 
 def create_app(settings: Settings | None = None) -> Flask:

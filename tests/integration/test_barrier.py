@@ -14,7 +14,7 @@ import pytest
 from paxkit.barrier import BarrierBranch
 from paxkit.db import Database
 from paxkit.faults import Faults
-from services.redpacket.app import SAGA, TCC
+from services.redpacket.app import SPEC
 
 USER = 5
 _ids = itertools.count(1)
@@ -27,7 +27,9 @@ def wallets(scratch_db) -> Database:
 
 @pytest.fixture
 def branch(wallets: Database) -> BarrierBranch:
-    return BarrierBranch("redpacket", wallets, Faults("redpacket", None), 500, tcc=TCC, saga=SAGA)
+    return BarrierBranch(
+        "redpacket", wallets, Faults("redpacket", None), 500, tcc=SPEC.tcc, saga=SPEC.saga
+    )
 
 
 def payload(gtid: str, amount: int = 300) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import pytest
 from paxkit.db import Database
 from paxkit.faults import Faults
 from paxkit.xa import BranchConflict, XaBranch
-from services.inventory.app import deduct_stock
+from services.inventory.app import SPEC
 
 SKU = "SKU-0042"
 _ids = itertools.count(1)
@@ -25,7 +25,11 @@ def scratch_inventory(scratch_db) -> Database:
 @pytest.fixture
 def branch(scratch_inventory: Database) -> XaBranch:
     return XaBranch(
-        "inventory", scratch_inventory, deduct_stock, Faults("inventory", None), lock_timeout_ms=500
+        "inventory",
+        scratch_inventory,
+        SPEC.xa_action,
+        Faults("inventory", None),
+        lock_timeout_ms=500,
     )
 
 

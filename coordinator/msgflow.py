@@ -91,6 +91,7 @@ class MessageFlow(Driver):
             self.submit(txn["gtid"])
             return "submitted_by_check_back"
         self.log.decide(txn, ABORTED, "timeout", lease_s)
+        TRANSACTIONS.labels("msg", ABORTED).inc()
         self.log.record(txn["gtid"], [Event("order", "check_back", "aborted")])
         return "aborted_by_check_back"
 

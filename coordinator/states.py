@@ -8,6 +8,9 @@
                    |                     |
                    +----abort----> aborting (compensate) --done--> aborted
 
+    (msg also moves preparing -> aborted when the check-back finds nothing committed, and
+    preparing -> committed/aborting when the reports overtake the initiator's submit.)
+
 `preparing` is the forward phase of every mode: 2PC's prepares, TCC's Tries, a saga's
 actions. `committing`/`aborting` are decided and being carried out (2PC commit/rollback,
 TCC confirm/cancel, saga compensation).

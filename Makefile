@@ -5,30 +5,50 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
 PYTEST_ARGS ?=
+# `make load` / `make load-ui`: locust against a running stack (loopback only).
+HOST ?= http://127.0.0.1:8000
+USERS ?= 50
+RATE ?= 10
+DURATION ?= 60s
+LOCUST := $(VENV)/bin/locust -f infra/locust/locustfile.py --host $(HOST)
+LOAD_DIR := bench-results/locust
+# Benchmark modules run by `make bench`, each `python -m <module>`; add yours here.
+BENCHMARKS ?= infra.bench.gateway infra.bench.raw infra.bench.orders
 
-.PHONY: help install up reset test lint down
+.PHONY: help install install-run up reset test lint bench load load-ui down
 
 help:
 	@echo "make up      start Postgres/Redis/RabbitMQ if needed, migrate, run every component (Ctrl-C stops)"
 	@echo "make reset   drop, migrate and seed every database"
 	@echo "make test    run the test suite (PYTEST_ARGS=... passes options to pytest)"
 	@echo "make lint    ruff check, ruff format --check, mypy"
+	@echo "make bench   run the benchmarks ($(BENCHMARKS)); results in bench-results/"
+	@echo "make load    locust headless against HOST=$(HOST) (USERS, RATE, DURATION), then the audit"
+	@echo "make load-ui locust web UI on http://127.0.0.1:8089 against HOST=$(HOST)"
 	@echo "make down    stop the project's Postgres cluster"
 
 $(PY):
 	python3 -m venv $(VENV)
 
+# Running the stack needs only the runtime dependencies; tests, lint and benchmarks add dev.
+$(RUN_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e .
+	touch $(RUN_STAMP)
+
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install -e '.[dev]'
-	touch $(STAMP)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP) $(RUN_STAMP)
 
 install: $(STAMP)
 
-up: install
+install-run: $(RUN_STAMP)
+
+up: install-run
 	$(PY) -m infra.launcher up
 
-reset: install
+reset: install-run
 	$(PY) -m infra.launcher reset
 
 test: install
@@ -41,5 +61,26 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy paxkit gateway coordinator services infra
 
-down: install
+# wrk is the load generator (Debian package); without it the benchmarks fall back to a
+# slower Python generator.
+bench: install
+	$(PY) -m infra.pgcluster start
+	$(PY) -m infra.deps
+	@command -v wrk >/dev/null || [ "$$(id -u)" != 0 ] || \
+		{ apt-get update -qq && apt-get install -y -qq wrk; } || \
+		echo "wrk not installed: using the Python load generator"
+	@status=0; start=$$(date +%s); for module in $(BENCHMARKS); do $(PY) -m $$module || status=1; done; \
+		$(PY) -m infra.bench.report --since $$start || status=1; exit $$status
+
+# The stack must be running (make up) and PAXMART_ADMIN_TOKEN exported for the audit.
+load: install
+	@mkdir -p $(LOAD_DIR)
+	@status=0; $(LOCUST) --headless -u $(USERS) -r $(RATE) -t $(DURATION) \
+		--html $(LOAD_DIR)/report.html --csv $(LOAD_DIR)/paxmart || status=1; \
+		$(PY) -m infra.locust.audit --host $(HOST) || status=1; exit $$status
+
+load-ui: install
+	$(LOCUST) --web-host 127.0.0.1 --web-port 8089
+
+down: install-run
 	$(PY) -m infra.pgcluster stop

@@ -297,23 +297,38 @@ def test_notification_receiver_failing_at_first_is_eventually_served(api, dbs, u
 
 def test_order_async_switch_sends_sync_modes_through_the_queue(api, dbs, user):
     """同步变异步: with `order_async` on, a 2pc order is accepted (202) and settles later."""
-    assert api.http.put(api.base_url + "/admin/switches/order_async", json={"on": True},
-                        headers=ADMIN, timeout=10).status_code == 200
+    assert (
+        api.http.put(
+            api.base_url + "/admin/switches/order_async",
+            json={"on": True},
+            headers=ADMIN,
+            timeout=10,
+        ).status_code
+        == 200
+    )
     try:
+
         def placed_async() -> Any:
-            response = api.order({"user_id": user, "items": [{"sku": SKU, "qty": 1}],
-                                  "mode": "2pc"})
+            response = api.order(
+                {"user_id": user, "items": [{"sku": SKU, "qty": 1}], "mode": "2pc"}
+            )
             assert response.status_code in (201, 202), response.text
             return response if response.status_code == 202 else None
 
-        response = wait_until(placed_async, timeout_s=10, interval_s=0.2,
-                              what="the switch to reach the gateway")
+        response = wait_until(
+            placed_async, timeout_s=10, interval_s=0.2, what="the switch to reach the gateway"
+        )
     finally:
-        api.http.put(api.base_url + "/admin/switches/order_async", json={"on": False},
-                     headers=ADMIN, timeout=10)
+        api.http.put(
+            api.base_url + "/admin/switches/order_async",
+            json={"on": False},
+            headers=ADMIN,
+            timeout=10,
+        )
     order = response.json()
     assert (order["mode"], order["status"]) == ("2pc", "pending")
     assert api.settled(order["order_id"])["status"] == "confirmed"
-    row = dbs["order"].fetch_one("SELECT txn_mode FROM orders WHERE order_id = :o",
-                                 o=order["order_id"])
+    row = dbs["order"].fetch_one(
+        "SELECT txn_mode FROM orders WHERE order_id = :o", o=order["order_id"]
+    )
     assert row == {"txn_mode": "msg"}

@@ -1,0 +1,289 @@
+"""Order throughput and latency of every transaction mode, on a fresh stack per mode.
+
+For each mode: fresh databases and a fresh stack (ports 38000+, `paxmart_bench_orders_*`,
+Redis db 13, background loops on, faults off); a short warm-up; orders/s at saturation
+(wrk, closed loop); p50/p95/p99 latency at half that rate (open loop, from the scheduled
+send time); the audit, which must be clean, and the error count, which must be zero.
+During the saturation run it samples the whole stack's RSS and accounts the machine's
+CPU per component, Postgres, RabbitMQ, Redis and the load generator.
+
+`msg` answers 202 and settles later: its rate is accepted/s during the burst, and
+settled/s is the orders settled over the time from the first accept until the last one
+settled, read from the order database. A mode the API refuses with 400
+`unsupported_mode` is reported as not available. Writes bench-results/orders.json.
+
+    python -m infra.bench.orders [--modes 2pc tcc saga msg] [--seconds 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from datetime import datetime
+from typing import Any
+
+import pika
+import psycopg2
+import redis
+import requests
+
+from infra.bench import load
+from infra.bench.common import (
+    BENCH_ENV,
+    CONNECTIONS,
+    TOKEN,
+    durability,
+    prepare_servers,
+    write_result,
+)
+from infra.bench.procs import CpuAccount, RssSampler
+from infra.launcher import Stack
+from infra.util import setup_logging
+from paxkit.config import Settings
+from paxkit.messaging import ALL_QUEUES, RETRY_TIERS_MS, Topology
+from paxkit.migrate import drop_database, migrate_all
+
+log = logging.getLogger(__name__)
+
+MODES = ("2pc", "tcc", "saga", "msg")
+ASYNC_MODES = ("msg",)
+WARMUP_S = 3.0
+SETTLE_DEADLINE_S = 300.0
+AUDIT_DEADLINE_S = 60.0
+ADMIN = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def available(gateway: str, mode: str) -> tuple[bool, str]:
+    """Place one order in `mode`; (False, why) when the API does not accept the mode."""
+    body = {"user_id": 1, "items": [{"sku": "SKU-0001", "qty": 1}], "mode": mode}
+    reply = requests.post(f"{gateway}/api/orders", json=body, timeout=30)
+    if reply.status_code == 400:
+        error = reply.json().get("error", {})
+        return False, f"{error.get('code')}: {error.get('message')}"
+    if reply.status_code not in (201, 202):
+        raise RuntimeError(f"probe order in {mode} answered {reply.status_code}: {reply.text}")
+    return True, ""
+
+
+class OrderDb:
+    """Direct reads of the order database: settlement progress and outcomes."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def _one(self, sql: str, params: tuple[Any, ...] = ()) -> tuple[Any, ...]:
+        conn = psycopg2.connect(self.url, connect_timeout=5)
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute(sql, params)
+                row = cur.fetchone()
+                assert row is not None
+                return tuple(row)
+        finally:
+            conn.close()
+
+    def now(self) -> datetime:
+        value: datetime = self._one("SELECT now()")[0]
+        return value
+
+    def pending(self) -> int:
+        return int(self._one("SELECT count(*) FROM orders WHERE status = 'pending'")[0])
+
+    def settled_since(self, since: datetime) -> tuple[int, float]:
+        """(orders created since `since` and settled, seconds from first created to last
+        settled)."""
+        count, span = self._one(
+            "SELECT count(*), extract(epoch FROM max(updated_at) - min(created_at)) "
+            "FROM orders WHERE created_at >= %s AND status <> 'pending'",
+            (since,),
+        )
+        return int(count), float(span or 0.0)
+
+    def outcomes(self) -> dict[str, int]:
+        conn = psycopg2.connect(self.url, connect_timeout=5)
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute(
+                    "SELECT status || coalesce(':' || reason, ''), count(*) FROM orders "
+                    "GROUP BY 1 ORDER BY 1"
+                )
+                return {str(k): int(n) for k, n in cur.fetchall()}
+        finally:
+            conn.close()
+
+    def settle_latency(self, since: datetime) -> dict[str, float]:
+        """Percentiles of created -> settled of the orders created since `since`."""
+        values = self._one(
+            "SELECT percentile_cont(ARRAY[0.5, 0.95, 0.99, 1.0]) WITHIN GROUP "
+            "(ORDER BY extract(epoch FROM updated_at - created_at)) "
+            "FROM orders WHERE created_at >= %s AND status <> 'pending'",
+            (since,),
+        )[0] or [0, 0, 0, 0]
+        names = ("p50", "p95", "p99", "max")
+        return {k: round(float(v) * 1000, 1) for k, v in zip(names, values, strict=True)}
+
+    def wait_settled(self, deadline_s: float) -> float:
+        """Poll until no order is pending; the seconds waited (SystemExit past the deadline)."""
+        started = time.monotonic()
+        while (left := self.pending()) > 0:
+            if time.monotonic() - started > deadline_s:
+                raise SystemExit(f"{left} orders still pending after {deadline_s:.0f}s")
+            time.sleep(0.2)
+        return time.monotonic() - started
+
+
+def audit(gateway: str) -> dict[str, Any]:
+    """The gateway's audit, polled until clean or the deadline (in-flight work may settle)."""
+    deadline = time.monotonic() + AUDIT_DEADLINE_S
+    while True:
+        body: dict[str, Any] = requests.get(
+            f"{gateway}/admin/audit", headers=ADMIN, timeout=120
+        ).json()
+        if body.get("ok") or time.monotonic() > deadline:
+            return {
+                "ok": bool(body.get("ok")),
+                "violations": body.get("violations", [])[:20],
+                "checked": body.get("checked", {}),
+            }
+        time.sleep(1.0)
+
+
+def error_lines(stack: Stack) -> dict[str, int]:
+    """ERROR-level JSON log lines per component since the stack started."""
+    counts = {}
+    for name in stack.names:
+        text = stack.log_file(name).read_text(errors="replace")
+        counts[name] = text.count('"level": "ERROR"')
+    return {k: v for k, v in counts.items() if v}
+
+
+def saturate(stack: Stack, mode: str, seconds: float, connections: int) -> dict[str, Any]:
+    """The closed-loop burst, with the stack's RSS sampled and the CPU accounted."""
+    groups = {stack.pid(n) or -1: n for n in stack.names}
+    cpu = CpuAccount(lambda: groups, {})
+    members = {n: stack.process_group(n) for n in stack.names}
+    with RssSampler(lambda: members) as rss:
+        cpu.start()
+        started = time.monotonic()
+        run = load.burst(stack.url("gateway"), seconds, connections, mode)
+        usage = cpu.stop(time.monotonic() - started)
+    cpu_s: dict[str, float] = usage["cpu_s"]  # type: ignore[assignment]
+    cpu_s["load generator (wrk)"] = round(run.generator_cpu_s, 2)
+    done = max(1, run.counts.ok + run.counts.rejected)
+    usage["cpu_ms_per_order"] = {k: round(v * 1000 / done, 2) for k, v in cpu_s.items()}
+    return {"run": run, "rss": rss.as_json(), "cpu": usage}
+
+
+def bench_mode(
+    stack: Stack, orders: OrderDb, mode: str, seconds: float, connections: int
+) -> dict[str, Any]:
+    gateway = stack.url("gateway")
+    warm = load.burst(gateway, WARMUP_S, connections, mode)
+    orders.wait_settled(SETTLE_DEADLINE_S)
+    mark = orders.now()
+    sat = saturate(stack, mode, seconds, connections)
+    run: load.Run = sat["run"]
+    result: dict[str, Any] = {"available": True, "saturation": run.as_json()}
+    rate = run.rps
+    if mode in ASYNC_MODES:
+        orders.wait_settled(SETTLE_DEADLINE_S)
+        settled, span = orders.settled_since(mark)
+        rate = run.status_rate("202")
+        result["accepted_per_s"] = round(rate, 1)
+        result["settled_per_s"] = round(settled / span, 1) if span else 0.0
+        result["settle_latency_ms"] = orders.settle_latency(mark)
+    log.info("%s saturation: %.1f/s, errors %d", mode, rate, run.counts.errors)
+    half = load.paced(gateway, max(1.0, rate / 2), seconds, mode)
+    orders.wait_settled(SETTLE_DEADLINE_S)
+    latency = half.latency_ms
+    result.update(
+        orders_per_s=round(rate, 1),
+        half_load=half.as_json(),
+        latency_ms=latency,
+        p99_over_p50=round(latency["p99"] / latency["p50"], 2) if latency["p50"] else None,
+        errors=warm.counts.errors + run.counts.errors + half.counts.errors,
+        rejected_409=warm.counts.rejected + run.counts.rejected + half.counts.rejected,
+        rss=sat["rss"],
+        cpu=sat["cpu"],
+        generator_cpu_share=round(run.generator_cpu_share, 4),
+        outcomes=orders.outcomes(),
+        audit=audit(gateway),
+        error_log_lines=error_lines(stack),
+    )
+    return result
+
+
+def remove_broker_state(settings: Settings) -> None:
+    """Delete the bench namespace's queues (with retry tiers and dead letters) and exchange."""
+    topology = Topology(settings.mq_namespace)
+    connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
+    try:
+        channel = connection.channel()
+        for spec in ALL_QUEUES:
+            queue = topology.queue(spec)
+            retries = [queue.retry_queue(tier) for tier in range(len(RETRY_TIERS_MS))]
+            for name in (queue.name, queue.dead_queue, *retries):
+                channel.queue_delete(name)
+        channel.exchange_delete(topology.exchange)
+    finally:
+        connection.close()
+
+
+def clean_up(settings: Settings) -> None:
+    """Leave nothing behind: the bench databases, its Redis db, its broker namespace."""
+    for url in settings.db_urls.values():
+        drop_database(url)
+    redis.Redis.from_url(settings.redis_url, socket_timeout=2).flushdb()
+    remove_broker_state(settings)
+
+
+def fresh_state(settings: Settings) -> None:
+    migrate_all(settings, reset=True)
+    redis.Redis.from_url(settings.redis_url, socket_timeout=2).flushdb()
+
+
+def run_mode(settings: Settings, mode: str, seconds: float, connections: int) -> dict[str, Any]:
+    fresh_state(settings)
+    logs = settings.state_dir / "bench-logs" / "orders" / mode
+    for old in logs.glob("*.log"):
+        old.unlink()
+    with Stack(BENCH_ENV, logs) as stack:
+        ok, why = available(stack.url("gateway"), mode)
+        if not ok:
+            log.warning("mode %s not available: %s", mode, why)
+            return {"available": False, "why": why}
+        return bench_mode(stack, OrderDb(settings.db_urls["order"]), mode, seconds, connections)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--connections", type=int, default=CONNECTIONS)
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the databases, Redis db and queues afterwards"
+    )
+    args = parser.parse_args(argv)
+    setup_logging()
+    settings, _ = prepare_servers()
+    results: dict[str, Any] = {
+        "connections": args.connections,
+        "seconds": args.seconds,
+        "durability": durability(settings),
+        "modes": {},
+    }
+    try:
+        for mode in args.modes:
+            results["modes"][mode] = run_mode(settings, mode, args.seconds, args.connections)
+            write_result("orders", results)
+    finally:
+        if not args.keep:
+            clean_up(settings)
+    write_result("orders", results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,341 @@
+"""One table, one JSON and one chart from every benchmark of this run.
+
+Reads bench-results/raw.json (infra.bench.raw), orders.json (infra.bench.orders) and,
+when present, gateway.json (infra.bench.gateway); prints a single table of each figure
+beside the raw limit of the same machine measured in the same run, the ratio and its
+target; writes bench-results/bench.json and bench-results/bench.png. Exits 1 when an
+audit is not clean, an error was counted, or a target is missed.
+
+    python -m infra.bench.report [--since EPOCH]   # make bench passes its start time
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from infra.bench.common import RESULTS_DIR, read_result, write_result
+
+RSS_LIMIT_MIB = 1536.0
+P99_OVER_P50_MAX = 4.0
+# More CPU than this used by processes outside the benchmark makes its figures unreliable.
+BUSY_MACHINE_CORES = 0.25
+# mode -> (figure, raw limit key, raw limit label, minimum ratio)
+MODE_TARGETS = {
+    "2pc": ("orders_per_s", "4db_xa", "4-DB XA", 0.25),
+    "tcc": ("orders_per_s", "4db_plain", "4-DB plain", 0.25),
+    "saga": ("orders_per_s", "4db_plain", "4-DB plain", 0.25),
+}
+MSG_TARGETS = {
+    "order msg accepted": ("accepted_per_s", "trivial_flask", "trivial Flask", 0.5),
+    "order msg settled": ("settled_per_s", "4db_plain", "4-DB plain", 0.25),
+}
+
+
+@dataclass
+class Row:
+    """One line of the table; empty cells stay None."""
+
+    what: str
+    rate: float | None = None
+    limit_name: str = ""
+    limit: float | None = None
+    target: float | None = None
+    latency: dict[str, float] = field(default_factory=dict)
+    errors: int | None = None
+    audit: bool | None = None
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        if self.rate is None or not self.limit:
+            return None
+        return self.rate / self.limit
+
+    @property
+    def tail(self) -> float | None:
+        p50 = self.latency.get("p50")
+        return self.latency["p99"] / p50 if p50 else None
+
+    def failures(self) -> list[str]:
+        """What this row misses: a target, the tail bound, errors, the audit."""
+        missed = []
+        if self.what.startswith("raw") and self.rate is None:
+            missed.append(f"{self.what}: not measured ({self.note})")
+        if self.target is not None and not self.limit:
+            missed.append(f"{self.what}: no raw limit ({self.limit_name}) to compare with")
+        elif self.target is not None and (self.ratio is None or self.ratio < self.target):
+            missed.append(f"{self.what}: ratio below {self.target}")
+        if self.tail is not None and self.tail > P99_OVER_P50_MAX:
+            missed.append(f"{self.what}: p99/p50 {self.tail:.1f} > {P99_OVER_P50_MAX:g}")
+        if self.errors:
+            missed.append(f"{self.what}: {self.errors} errors")
+        if self.audit is False:
+            missed.append(f"{self.what}: audit not clean")
+        return missed
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            **asdict(self),
+            "ratio": None if self.ratio is None else round(self.ratio, 3),
+            "p99_over_p50": None if self.tail is None else round(self.tail, 2),
+            "pass": not self.failures(),
+        }
+
+
+def raw_rate(raw: dict[str, Any], key: str) -> float | None:
+    """The raw limit's rate; None when it was not measured (its entry says why)."""
+    entry = raw.get(key, {})
+    for name in ("rounds_per_s", "tps", "msgs_per_s", "rps"):
+        if name in entry:
+            return float(entry[name])
+    return None
+
+
+def raw_rows(raw: dict[str, Any]) -> list[Row]:
+    labels = {
+        "pgbench": "raw pgbench -N (tps)",
+        "4db_plain": "raw 4-DB plain commits",
+        "4db_xa": "raw 4-DB PREPARE/COMMIT PREPARED",
+        "rabbitmq": "raw RabbitMQ persistent+confirm",
+        "trivial_flask": "raw trivial Flask POST",
+    }
+    return [
+        Row(label, rate=raw_rate(raw, key), note=raw[key].get("error", ""))
+        for key, label in labels.items()
+        if key in raw
+    ]
+
+
+def _target_row(
+    raw: dict[str, Any], result: dict[str, Any], what: str, spec: tuple[str, str, str, float]
+) -> Row:
+    figure, key, label, target = spec
+    return Row(what, result[figure], label, raw_rate(raw, key), target)
+
+
+def mode_rows(raw: dict[str, Any], orders: dict[str, Any]) -> list[Row]:
+    """One row per mode (two for msg: accepted and settled); latency, errors and audit go
+    on the mode's first row."""
+    rows = []
+    for mode, result in orders.get("modes", {}).items():
+        if not result.get("available"):
+            rows.append(Row(f"order {mode}", note=f"not available ({result.get('why')})"))
+            continue
+        if mode in MODE_TARGETS:
+            mine = [_target_row(raw, result, f"order {mode}", MODE_TARGETS[mode])]
+        else:
+            mine = [_target_row(raw, result, w, spec) for w, spec in MSG_TARGETS.items()]
+        first = mine[0]
+        first.latency = result["latency_ms"]
+        first.errors = result["errors"]
+        first.audit = result["audit"]["ok"]
+        rows += mine
+    return rows
+
+
+def gateway_rows(gateway: dict[str, Any] | None) -> list[Row]:
+    if gateway is None:
+        return []
+    median = gateway["rps_median"]
+    targets = gateway["targets"]
+    cached = Row(
+        "gateway cached GET",
+        median["cached"],
+        "trivial GET",
+        median["trivial"],
+        targets["cached_vs_trivial_min"],
+    )
+    limited = Row(
+        "gateway GET + rate limit",
+        median["limited"],
+        "cached GET",
+        median["cached"],
+        1 - targets["limiter_cost_max"],
+    )
+    return [cached, limited]
+
+
+def stack_facts(orders: dict[str, Any]) -> dict[str, Any]:
+    modes = [m for m in orders.get("modes", {}).values() if m.get("available")]
+    rss = max((m["rss"]["max_total_mib"] for m in modes), default=0.0)
+    shares = [m["generator_cpu_share"] for m in modes]
+    shares += [m["half_load"]["generator_cpu_share"] for m in modes]
+    share = max(shares, default=0.0)
+    other = max(
+        (m["cpu"]["cpu_s"].get("other", 0.0) / m["cpu"]["wall_s"] for m in modes), default=0
+    )
+    return {
+        "rss_max_mib": rss,
+        "rss_limit_mib": RSS_LIMIT_MIB,
+        "load_generator_cpu_share_max": share,
+        "other_processes_cores_max": round(other, 2),
+    }
+
+
+def cpu_table(orders: dict[str, Any]) -> str:
+    """CPU ms per order by component during each mode's saturation run: where time goes."""
+    modes = {m: r for m, r in orders.get("modes", {}).items() if r.get("available")}
+    if not modes:
+        return ""
+    groups: list[str] = []
+    for result in modes.values():
+        for name in result["cpu"]["cpu_ms_per_order"]:
+            if name not in groups:
+                groups.append(name)
+    lines = ["CPU ms per order during saturation ('other' = processes outside this benchmark)"]
+    lines.append(f"{'':<24}" + "".join(f"{m:>9}" for m in modes))
+    for name in groups:
+        cells = "".join(
+            f"{r['cpu']['cpu_ms_per_order'].get(name, 0.0):>9.1f}" for r in modes.values()
+        )
+        lines.append(f"  {name:<22}{cells}")
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None, spec: str = ".1f") -> str:
+    return "" if value is None else format(value, spec)
+
+
+def table(rows: list[Row], facts: dict[str, Any], durability: dict[str, str]) -> str:
+    head = (
+        f"{'what':<34} {'rate/s':>8}  {'raw limit':<22} {'ratio':>6} {'target':>7} "
+        f"{'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'p99/p50':>7} {'errors':>6} {'audit':>5}  ok"
+    )
+    lines = [head, "-" * len(head)]
+    for row in rows:
+        limit = f"{row.limit_name} {_fmt(row.limit) or '?'}" if row.limit_name else ""
+        audit = "" if row.audit is None else ("clean" if row.audit else "DIRTY")
+        missed = row.failures()
+        verdict = "NO" if missed else ("n/a" if row.rate is None else "yes")
+        target = f">={row.target:.2f}" if row.target is not None else ""
+        lines.append(
+            f"{row.what:<34} {_fmt(row.rate):>8}  {limit:<22} {_fmt(row.ratio, '.2f'):>6} "
+            f"{target:>7} {_fmt(row.latency.get('p50')):>8} "
+            f"{_fmt(row.latency.get('p95')):>8} {_fmt(row.latency.get('p99')):>8} "
+            f"{_fmt(row.tail, '.1f'):>7} {_fmt(row.errors, 'd'):>6} {audit:>5}  {verdict}"
+            + (f"  {row.note}" if row.note else "")
+        )
+    rss_ok = facts["rss_max_mib"] < facts["rss_limit_mib"]
+    lines += [
+        "-" * len(head),
+        f"stack RSS at saturation (max)      {facts['rss_max_mib']:.0f} MiB "
+        f"(limit {facts['rss_limit_mib']:.0f} MiB)  {'yes' if rss_ok else 'NO'}",
+        f"load generator CPU (max share)     {facts['load_generator_cpu_share_max']:.1%} "
+        "of the machine",
+        f"other processes on the machine     up to {facts['other_processes_cores_max']:.2f} "
+        "cores during a saturation run",
+        "postgres durability                "
+        + ", ".join(f"{k}={v}" for k, v in durability.items()),
+    ]
+    if facts["other_processes_cores_max"] > BUSY_MACHINE_CORES:
+        lines.append(
+            "WARNING: other work used the machine during the runs; rates and tails are low "
+            "and noisy (the CPU ms per order below are the steadier figure)"
+        )
+    return "\n".join(lines)
+
+
+def chart(rows: list[Row], facts: dict[str, Any], path: str) -> None:
+    """Rates beside their raw limits (and the target share of it); latency at half load."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rated = [r for r in rows if r.rate is not None and r.limit is not None]
+    timed = [r for r in rows if r.latency]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 6))
+    names = [r.what for r in rated]
+    ys = range(len(rated))
+    left.barh([y + 0.2 for y in ys], [r.limit or 0 for r in rated], 0.4, label="raw limit")
+    left.barh([y - 0.2 for y in ys], [r.rate or 0 for r in rated], 0.4, label="paxmart")
+    for y, r in zip(ys, rated, strict=True):
+        if r.target is not None and r.limit:
+            left.plot([r.target * r.limit] * 2, [y - 0.45, y + 0.05], "k--", linewidth=1)
+    for y, r in zip(ys, rated, strict=True):
+        left.text(r.rate or 0, y - 0.2, f" {r.rate:.0f}", va="center", fontsize=8)
+        left.text(r.limit or 0, y + 0.2, f" {r.limit:.0f}", va="center", fontsize=8)
+    left.set_yticks(list(ys), names)
+    left.invert_yaxis()
+    left.set_xlabel("per second (dashed: target)")
+    left.legend(loc="lower right")
+    left.set_title("throughput vs the machine's raw limits")
+    width = 0.25
+    xs = range(len(timed))
+    for n, pct in enumerate(("p50", "p95", "p99")):
+        right.bar(
+            [x + (n - 1) * width for x in xs], [r.latency[pct] for r in timed], width, label=pct
+        )
+    right.set_xticks(list(xs), [r.what for r in timed], rotation=20)
+    right.set_ylabel("ms (open loop at half the saturation rate)")
+    right.set_title("latency at half load")
+    right.legend()
+    fig.suptitle(
+        f"paxmart bench on {os.cpu_count()} cores: stack RSS max {facts['rss_max_mib']:.0f} MiB, "
+        f"load generator {facts['load_generator_cpu_share_max']:.1%} CPU"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def fresh_results(since: float) -> tuple[dict[str, dict[str, Any] | None], list[str]]:
+    """Each benchmark's results, None for one missing or written before `since` (a module
+    that failed in this run must not lend the table an older figure)."""
+    results: dict[str, dict[str, Any] | None] = {}
+    stale = []
+    for name in ("raw", "orders", "gateway"):
+        path = RESULTS_DIR / f"{name}.json"
+        if path.exists() and path.stat().st_mtime < since:
+            stale.append(f"{name}: no results from this run (an older {path.name} is ignored)")
+            results[name] = None
+        else:
+            results[name] = read_result(name)
+    return results, stale
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument(
+        "--since", type=float, default=0.0, help="ignore results written before this epoch"
+    )
+    args = parser.parse_args(argv)
+    results, failures = fresh_results(args.since)
+    raw, orders, gateway = results["raw"], results["orders"], results["gateway"]
+    if raw is None or orders is None:
+        print("no results of infra.bench.raw and infra.bench.orders from this run", file=sys.stderr)
+        return 2
+    rows = raw_rows(raw) + mode_rows(raw, orders) + gateway_rows(gateway)
+    facts = stack_facts(orders)
+    failures += [f for row in rows for f in row.failures()]
+    if facts["rss_max_mib"] >= RSS_LIMIT_MIB:
+        failures.append(f"stack RSS {facts['rss_max_mib']:.0f} MiB >= {RSS_LIMIT_MIB:.0f} MiB")
+    print("\n" + table(rows, facts, raw.get("durability", {})))
+    print("\n" + cpu_table(orders))
+    png = RESULTS_DIR / "bench.png"
+    chart(rows, facts, str(png))
+    path = write_result(
+        "bench",
+        {
+            "cores": os.cpu_count(),
+            "rows": [r.as_json() for r in rows],
+            "facts": facts,
+            "failures": failures,
+            "pass": not failures,
+            "raw": raw,
+            "orders": orders,
+            "gateway": gateway,
+        },
+    )
+    print(f"\nwritten: {path}, {png}")
+    for failure in failures:
+        print(f"  missed: {failure}")
+    return 0 if not failures else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

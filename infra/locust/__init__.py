@@ -1,0 +1,1 @@
+"""Locust load tests against a running stack (`make load`, `make load-ui`)."""

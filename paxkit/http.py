@@ -53,6 +53,7 @@ class ServiceClient:
         self.timeout_s = timeout_s
         self.retries = retries
         self.session = requests.Session()
+        self.session.trust_env = False  # internal loopback calls: no proxy or netrc lookups
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)

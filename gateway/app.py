@@ -1,29 +1,27 @@
-"""The gateway: the only public entry point."""
+"""The gateway: the only public entry point, and where the protections live.
+
+Rate limiting (gateway/ratelimit.py), the product read cache (cache.py), degradation
+switches and levels (switches.py, control.py), circuit breakers (breaker.py) and
+idempotency keys (idempotency.py) are built per process here; nothing runs at import.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-import redis
-from flask import Flask, current_app, jsonify
+from flask import Flask, jsonify
 
+from gateway import guards
 from gateway.admin import admin
+from gateway.core import Gateway, GatewayOptions, current_gateway
 from gateway.routes import api
-from gateway.upstreams import make_upstreams
 from paxkit.app import create_base_app
 from paxkit.config import Settings, load_settings
-from paxkit.errors import ApiError
 
 
 def readyz() -> Any:
     """200 when every dependency answers, else 503 naming the ones that don't."""
-    down = [
-        name
-        for name, client in current_app.extensions["paxmart.upstreams"].items()
-        if not _answers(lambda c=client: c.get("/healthz", timeout_s=1.0).ok)
-    ]
-    if not _answers(lambda: bool(current_app.extensions["paxmart.redis"].ping())):
-        down.append("redis")
+    down = current_gateway().ready()
     if down:
         body = {
             "error": {
@@ -36,21 +34,15 @@ def readyz() -> Any:
     return jsonify({"status": "ready"})
 
 
-def _answers(probe: Any) -> bool:
-    try:
-        return bool(probe())
-    except (ApiError, redis.RedisError):
-        return False
-
-
-def create_app(settings: Settings | None = None) -> Flask:
+def create_app(settings: Settings | None = None, options: GatewayOptions | None = None) -> Flask:
     settings = settings or load_settings()
+    options = options or GatewayOptions.from_settings(settings)
     app = create_base_app("gateway", settings)
-    app.extensions["paxmart.upstreams"] = make_upstreams(settings)
-    app.extensions["paxmart.redis"] = redis.Redis.from_url(
-        settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5
-    )
+    gateway = Gateway(settings, options)
+    app.extensions["paxmart.gateway"] = gateway
     app.add_url_rule("/readyz", "readyz", readyz)
+    guards.install(app)
     app.register_blueprint(api)
     app.register_blueprint(admin)
+    gateway.start(background=settings.background_enabled)
     return app

@@ -1,27 +1,40 @@
-"""Public API routes: each one forwards to the service that owns the data."""
+"""Public API routes: each one forwards to the service that owns the data.
+
+Product reads go through the read cache; order placement through the degradation
+switches, idempotency keys and the order service's breaker.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, g, request
 
-from gateway.upstreams import segment
-from paxkit.errors import ApiError
-from paxkit.http import Reply, ServiceClient
+from gateway.breaker import CircuitOpen
+from gateway.cache import Entry, Served
+from gateway.clients import client_id
+from gateway.core import PRODUCTS, Gateway, current_gateway, product_name
+from gateway.idempotency import HEADER, Claim, Stored, validate_key
+from gateway.switches import SwitchState
+from gateway.upstreams import Upstream, segment
+from paxkit.errors import ApiError, UpstreamNotReached
+from paxkit.http import Reply
 from paxkit.requests_json import json_body
+from paxkit.validation import SKU_PATTERN
 
 api = Blueprint("api", __name__, url_prefix="/api")
 
 PASSED_HEADERS = ("Location", "Retry-After")
 # Static fallback for the non-core hot list when it can't be computed (服务降级).
 FALLBACK_RECOMMENDATIONS = [f"SKU-{n:04d}" for n in range(1, 11)]
+MAX_ORDER_SKUS = 100
+STALE_WARNING = '110 - "Response is Stale"'
 
 
-def upstream(name: str) -> ServiceClient:
-    client: ServiceClient = current_app.extensions["paxmart.upstreams"][name]
-    return client
+def upstream(name: str) -> Upstream:
+    return current_gateway().upstreams[name]
 
 
 def relay(reply: Reply) -> Response:
@@ -33,14 +46,50 @@ def relay(reply: Reply) -> Response:
     return response
 
 
+def entry_of(reply: Reply) -> Entry:
+    return Entry(reply.status, json.dumps(reply.body).encode())
+
+
+def inventory_loader(path: str) -> Callable[[], Entry]:
+    """Loads one inventory read, for the cache to call on a miss."""
+    return lambda: entry_of(upstream("inventory").get(path))
+
+
+def serve(served: Served) -> Response:
+    response = Response(served.entry.body, status=served.entry.status, mimetype="application/json")
+    response.headers["X-Cache"] = served.outcome.upper()
+    if served.outcome == "stale":
+        response.headers["Warning"] = STALE_WARNING
+    return response
+
+
+def cache_name(template: str | None, args: dict[str, Any] | None) -> str | None:
+    """The cache entry a request reads, if its route is cached (no key for non-SKUs)."""
+    if template == "/api/products":
+        return PRODUCTS
+    if template == "/api/products/<sku>" and args and SKU_PATTERN.match(args["sku"]):
+        return product_name(args["sku"])
+    return None
+
+
+def cached_read(path: str) -> Response:
+    """Serve the request's cache entry; the limiter may have looked it up already (g)."""
+    load = inventory_loader(path)
+    cache = current_gateway().cache
+    name = cache_name(request.url_rule.rule if request.url_rule else None, request.view_args)
+    if name is None:
+        return serve(cache.read_direct(load))
+    return serve(cache.read(name, load, client_id(), g.get("cache_lookup")))
+
+
 @api.get("/products")
 def list_products() -> Response:
-    return relay(upstream("inventory").get("/products"))
+    return cached_read("/products")
 
 
 @api.get("/products/<sku>")
 def get_product(sku: str) -> Response:
-    return relay(upstream("inventory").get(f"/products/{segment(sku)}"))
+    return cached_read(f"/products/{segment(sku)}")
 
 
 @api.get("/users/<user_id>/wallet")
@@ -67,20 +116,88 @@ def get_order(order_id: str) -> Response:
 
 @api.post("/orders")
 def place_order() -> Response:
+    gateway = current_gateway()
+    waiting = gateway.switch("waiting_room")
+    if waiting.on:
+        raise waiting_room(gateway, waiting)
     body = json_body()
-    settings = current_app.extensions["paxmart.settings"]
-    return relay(
-        upstream("order").post("/orders", json=body, timeout_s=settings.txn_timeout_s + 5.0)
+    key = validate_key(request.headers.get(HEADER))
+    claim = gateway.idempotency.begin(key, body) if key else None
+    if isinstance(claim, Stored):
+        return replay(claim)
+    names, client = order_cache_names(body), client_id()
+    own_reads_s = gateway.options.cache.own_reads_s
+    gateway.cache.around_order(names, client, gateway.order_timeout_s + own_reads_s)
+    try:
+        reply = forward_order(gateway, body, key, force=waiting.manual)
+    except (CircuitOpen, UpstreamNotReached):
+        if claim:
+            gateway.idempotency.release(claim)
+        raise
+    except ApiError as err:  # it reached the order service: the outcome is unknown
+        settle(gateway, claim, Stored(err.status, err.body(), None))
+        raise
+    finally:
+        gateway.cache.around_order(names, client, own_reads_s)
+    settle(gateway, claim, Stored(reply.status, reply.body, reply.headers.get("Location")))
+    return relay(reply)
+
+
+def forward_order(gateway: Gateway, body: dict[str, Any], key: str | None, force: bool) -> Reply:
+    headers = {HEADER: key} if key else {}
+    if gateway.switch("order_async").on:
+        headers["Prefer"] = "respond-async"
+    return gateway.upstreams["order"].post(
+        "/orders", json=body, timeout_s=gateway.order_timeout_s, headers=headers, force=force
     )
+
+
+def waiting_room(gateway: Gateway, state: SwitchState) -> ApiError:
+    if state.source == "breaker":
+        return CircuitOpen("order", gateway.upstreams["order"].breaker.retry_after_s())
+    return ApiError(
+        "Too many shoppers right now; please try again shortly.",
+        code="waiting_room",
+        status=503,
+        headers={"Retry-After": str(gateway.options.degraded_retry_after_s)},
+    )
+
+
+def settle(gateway: Gateway, claim: Claim | None, stored: Stored) -> None:
+    if claim is not None:
+        gateway.idempotency.finish(claim, stored)
+
+
+def replay(stored: Stored) -> Response:
+    response = Response(json.dumps(stored.body), status=stored.status, mimetype="application/json")
+    if stored.location:
+        response.headers["Location"] = stored.location
+    response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+def order_cache_names(body: dict[str, Any]) -> list[str]:
+    """The cache entries an order may change: its products and the product list."""
+    items = body.get("items")
+    skus = {
+        item["sku"]
+        for item in (items if isinstance(items, list) else [])[:MAX_ORDER_SKUS]
+        if isinstance(item, dict) and isinstance(item.get("sku"), str)
+    }
+    return [PRODUCTS, *(product_name(s) for s in sorted(skus) if SKU_PATTERN.match(s))]
 
 
 @api.get("/recommendations")
 def recommendations() -> Any:
-    """The best sellers; a static list (marked degraded) when inventory can't answer."""
-    try:
-        reply = upstream("inventory").get("/products/top", params={"limit": 10}, timeout_s=1.0)
-        if reply.ok:
-            return {"items": reply.body["items"], "degraded": False}
-    except ApiError:
-        pass
+    """The best sellers; a static list (marked degraded) when switched or failing."""
+    state = current_gateway().switch("recommendations")
+    if not state.on:
+        try:
+            reply = upstream("inventory").get(
+                "/products/top", params={"limit": 10}, timeout_s=1.0, force=state.manual
+            )
+            if reply.ok:
+                return {"items": reply.body["items"], "degraded": False}
+        except ApiError:
+            pass
     return {"items": [{"sku": sku} for sku in FALLBACK_RECOMMENDATIONS], "degraded": True}

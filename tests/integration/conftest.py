@@ -9,6 +9,15 @@ import pytest
 from paxkit.config import Settings
 from paxkit.db import Database, make_engine
 from paxkit.migrate import apply_migrations, drop_database, ensure_database, migration_dirs
+from tests.integration.gateway_kit import (
+    FakeUpstream,
+    RunningGateway,
+    gateway_settings,
+    isolated_options,
+    reset_control,
+    running_gateway,
+    serving,
+)
 
 
 @pytest.fixture(scope="module")
@@ -29,3 +38,36 @@ def scratch_db(fresh_databases: Settings) -> Iterator[Callable[[str], Database]]
     for url, db in made:
         db.dispose()
         drop_database(url)
+
+
+# ---------------------------------------------------------------- gateway (gateway_kit.py)
+
+
+@pytest.fixture(scope="module")
+def gateway_db(scratch_db: Callable[[str], Database]) -> Database:
+    """A gateway control database of the module's own (the e2e stack keeps the shared one)."""
+    return scratch_db("gateway")
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeUpstream]:
+    """The stand-in for every service behind the gateway, served on loopback."""
+    upstream = FakeUpstream()
+    with serving(upstream.app) as url:
+        upstream.url = url
+        yield upstream
+
+
+@pytest.fixture
+def gw_settings(settings: Settings, gateway_db: Database, fake: FakeUpstream) -> Settings:
+    """Settings of a gateway in front of the fake, on a clean control plane."""
+    reset_control(gateway_db)
+    url = gateway_db.engine.url.render_as_string(hide_password=False)
+    return gateway_settings(settings, fake.url, db_urls={**settings.db_urls, "gateway": url})
+
+
+@pytest.fixture
+def gw(gw_settings: Settings) -> Iterator[RunningGateway]:
+    """A gateway with default options (its own Redis namespace, no warm-up)."""
+    with running_gateway(gw_settings, isolated_options()) as running:
+        yield running

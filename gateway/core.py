@@ -1,0 +1,187 @@
+"""The gateway's protections, built once per process by the app factory."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import redis
+from flask import current_app
+from sqlalchemy.exc import SQLAlchemyError
+
+from gateway import metrics
+from gateway.breaker import BreakerPolicy, CircuitBreaker
+from gateway.cache import CachePolicy, Entry, ReadCache
+from gateway.control import ControlPlane, ControlStore
+from gateway.idempotency import Idempotency
+from gateway.ratelimit import RateLimiter
+from gateway.redisguard import RedisGuard, RedisUnavailable, fast_client
+from gateway.switches import SWITCHES, Snapshot, SwitchState
+from gateway.upstreams import Upstream, make_clients
+from paxkit.config import Settings
+from paxkit.db import Database, make_engine
+from paxkit.errors import ApiError
+from paxkit.http import ServiceClient
+
+log = logging.getLogger(__name__)
+
+PRODUCTS = "products"
+# Extra time an idempotency claim outlives the longest order call it guards.
+CLAIM_MARGIN_S = 10.0
+
+
+@dataclass(frozen=True)
+class GatewayOptions:
+    """Tuning of the protections; the environment sets the first two (paxkit.config)."""
+
+    redis_timeout_s: float = 0.1
+    ratelimit_failure_mode: str = "open"
+    namespace: str = "paxmart:gw"
+    redis_retry_after_s: float = 1.0
+    control_poll_s: float = 0.5
+    cache: CachePolicy = field(default_factory=CachePolicy)
+    breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
+    idempotency_ttl_s: float = 24 * 3600.0
+    idempotency_wait_s: float = 10.0
+    degraded_retry_after_s: int = 5
+    warmup: bool = True
+    warmup_deadline_s: float = 60.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> GatewayOptions:
+        return cls(
+            redis_timeout_s=settings.gateway_redis_timeout_s,
+            ratelimit_failure_mode=settings.ratelimit_failure_mode,
+        )
+
+
+def product_name(sku: str) -> str:
+    return f"product:{sku}"
+
+
+class Gateway:
+    """Every mechanism of one gateway process and the stores they share."""
+
+    def __init__(self, settings: Settings, options: GatewayOptions) -> None:
+        self.settings = settings
+        self.options = options
+        ns = options.namespace
+        self.redis = RedisGuard(
+            fast_client(settings.redis_url, options.redis_timeout_s), options.redis_retry_after_s
+        )
+        self.db = Database(make_engine(settings.db_urls["gateway"], pool_size=2))
+        self.upstreams = {
+            name: Upstream(client, CircuitBreaker(name, self._breaker_policy(name)))
+            for name, client in make_clients(settings).items()
+        }
+        self.limiter = RateLimiter(self.redis, ns, options.ratelimit_failure_mode)
+        self.cache = ReadCache(self.redis, ns, options.cache)
+        self.idempotency = Idempotency(
+            self.redis,
+            ns,
+            ttl_s=options.idempotency_ttl_s,
+            pending_s=self.order_timeout_s + CLAIM_MARGIN_S,
+            wait_s=options.idempotency_wait_s,
+        )
+        self.control = ControlPlane(
+            ControlStore(self.db), self.redis, f"{ns}:control", options.control_poll_s, _export
+        )
+        self._stop = threading.Event()
+
+    @property
+    def order_timeout_s(self) -> float:
+        """How long an order placement may take end to end, as the order call's timeout."""
+        return self.settings.txn_timeout_s + 5.0
+
+    def _breaker_policy(self, upstream: str) -> BreakerPolicy:
+        policy = self.options.breaker
+        if upstream == "order":  # a placement legitimately takes up to the txn timeout
+            return replace(policy, slow_call_s=max(policy.slow_call_s, self.order_timeout_s))
+        return policy
+
+    def switch(self, name: str) -> SwitchState:
+        return self.control.snapshot.state(name, self.breaker_open)
+
+    def breaker_open(self, upstream: str) -> bool:
+        return self.upstreams[upstream].breaker.is_open()
+
+    def breakers(self) -> dict[str, dict[str, object]]:
+        return {name: up.breaker.status() for name, up in self.upstreams.items()}
+
+    def start(self, background: bool) -> None:
+        """Load the control state now; with background work, keep it fresh and warm the cache."""
+        self.control.load()
+        if not background:
+            return
+        self.control.start()
+        if self.options.warmup:
+            threading.Thread(target=self.warm_up, name="gateway-warmup", daemon=True).start()
+
+    def warm_up(self) -> bool:
+        """Load the catalogue into the cache (数据预热), retrying until inventory answers."""
+        delay, deadline = 0.5, self.options.warmup_deadline_s
+        waited = 0.0
+        while waited <= deadline:
+            try:
+                reply = self.upstreams["inventory"].get("/products")
+                if reply.ok:
+                    warmed = self.cache.warm(catalogue_entries(reply.body))
+                    log.info("cache warm-up %s", "done" if warmed else "done by another process")
+                    return True
+            except (ApiError, RedisUnavailable) as err:
+                log.info("cache warm-up waits for its dependencies: %s", err)
+            if self._stop.wait(delay):
+                return False
+            waited += delay
+            delay = min(delay * 2, 5.0)
+        log.warning("cache warm-up gave up after %.0fs", deadline)
+        return False
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.control.stop()
+        for up in self.upstreams.values():
+            up.close()
+        self.redis.close()
+        self.db.dispose()
+
+    def ready(self) -> list[str]:
+        """The dependencies that do not answer."""
+        down = [name for name, up in self.upstreams.items() if not _healthy(up.client)]
+        if not _answers(lambda: bool(self.redis.client.ping())):
+            down.append("redis")
+        if not _answers(lambda: self.db.fetch_one("SELECT 1 AS ok") is not None):
+            down.append("gateway-db")
+        return down
+
+
+def catalogue_entries(body: dict[str, list[dict[str, object]]]) -> dict[str, Entry]:
+    """Cache entries for the product list and for each product in it."""
+    entries = {PRODUCTS: Entry(200, json.dumps(body).encode())}
+    for item in body["items"]:
+        entries[product_name(str(item["sku"]))] = Entry(200, json.dumps(item).encode())
+    return entries
+
+
+def current_gateway() -> Gateway:
+    gateway: Gateway = current_app.extensions["paxmart.gateway"]
+    return gateway
+
+
+def _export(snapshot: Snapshot) -> None:
+    for name in SWITCHES:
+        metrics.SWITCH_ON.labels(name).set(1 if snapshot.planned(name) else 0)
+
+
+def _healthy(client: ServiceClient) -> bool:
+    return _answers(lambda: client.get("/healthz", timeout_s=1.0).ok)
+
+
+def _answers(probe: Callable[[], object]) -> bool:
+    try:
+        return bool(probe())
+    except (ApiError, redis.RedisError, SQLAlchemyError, OSError):
+        return False

@@ -1,0 +1,257 @@
+"""Rate limiting (限流): atomic token buckets in Redis, with an in-process fallback.
+
+A rule gives a route `rate_per_s` tokens per second up to `burst`, per client (scope
+`client`: the `X-Api-Key` header, else the peer address) or shared by everyone (scope
+`global`). A request takes one token from the bucket of every rule matching it, all or
+nothing, in one Lua script; the script reads the clock with Redis `TIME`, so every
+gateway process agrees on time. A bucket's key expires once it would be full again.
+
+Answers: every request on a limited route carries `RateLimit-Limit` (the burst),
+`RateLimit-Remaining` (whole tokens left) and `RateLimit-Reset` (seconds until the
+bucket is full again) of its most constrained rule; a refused one is a 429 with
+`Retry-After` (seconds until a token is available).
+
+Failure policy, PAXMART_RATELIMIT_FAILURE_MODE, for while Redis is down or hung (each
+Redis call is bounded by a short timeout and then skipped for a second, see redisguard):
+- `open` (default): each gateway process limits with its own in-process token buckets
+  under the same rules. Requests keep flowing; during the outage the overall rate can
+  reach the rule times the number of gateway processes.
+- `closed`: requests on limited routes are refused with 503 `rate_limiter_unavailable`
+  and `Retry-After: 1` until Redis answers; routes without rules are not affected.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gateway import metrics
+from gateway.redisguard import RedisGuard, RedisUnavailable
+from paxkit.errors import ApiError
+
+FAILURE_MODES = ("open", "closed")
+SCOPES = ("client", "global")
+MAX_LOCAL_BUCKETS = 10_000
+
+# KEYS: the n buckets (ARGV[1] = n), then keys to read along; ARGV[2..]: rate_1, burst_1,
+# rate_2, burst_2, ... Takes one token from every bucket only if each has one. Returns
+# allowed, then per bucket: whole tokens left, ms until full, ms until one token is
+# available; then the values of the read-along keys (saving the caller a round trip).
+TOKEN_BUCKET_LUA = """
+local n = tonumber(ARGV[1])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + tonumber(clock[2]) / 1000
+local levels = {}
+local allowed = 1
+for i = 1, n do
+  local per_ms = tonumber(ARGV[2 * i]) / 1000
+  local burst = tonumber(ARGV[2 * i + 1])
+  local state = redis.call('HMGET', KEYS[i], 'tokens', 'ts')
+  local tokens = tonumber(state[1]) or burst
+  local ts = tonumber(state[2]) or now
+  tokens = math.min(burst, tokens + math.max(0, now - ts) * per_ms)
+  levels[i] = tokens
+  if tokens < 1 then allowed = 0 end
+end
+local out = {allowed}
+for i = 1, n do
+  local per_ms = tonumber(ARGV[2 * i]) / 1000
+  local burst = tonumber(ARGV[2 * i + 1])
+  local tokens = levels[i]
+  if allowed == 1 then tokens = tokens - 1 end
+  local to_full = math.ceil((burst - tokens) / per_ms)
+  redis.call('HSET', KEYS[i], 'tokens', tostring(tokens), 'ts', tostring(now))
+  redis.call('PEXPIRE', KEYS[i], to_full + 1000)
+  out[#out + 1] = math.floor(tokens)
+  out[#out + 1] = to_full
+  out[#out + 1] = math.ceil(math.max(0, 1 - tokens) / per_ms)
+end
+for i = n + 1, #KEYS do
+  out[#out + 1] = redis.call('GET', KEYS[i])
+end
+return out
+"""
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    route: str
+    rate_per_s: float
+    burst: int
+    scope: str
+
+    def matches_prefix(self, path: str) -> bool:
+        return self.route.endswith("*") and path.startswith(self.route[:-1])
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "rule": self.name,
+            "route": self.route,
+            "rate_per_s": self.rate_per_s,
+            "burst": self.burst,
+            "scope": self.scope,
+        }
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One bucket's answer."""
+
+    rule: Rule
+    allowed: bool
+    remaining: int
+    reset_s: float
+    retry_after_s: float
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The answer for a request: its most constrained bucket decides the headers."""
+
+    allowed: bool
+    verdict: Verdict
+    source: str
+
+    def headers(self) -> dict[str, str]:
+        v = self.verdict
+        return {
+            "RateLimit-Limit": str(v.rule.burst),
+            "RateLimit-Remaining": str(max(0, v.remaining)),
+            "RateLimit-Reset": str(math.ceil(v.reset_s)),
+        }
+
+
+class RateLimited(ApiError):
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, decision: Decision) -> None:
+        retry = max(1, math.ceil(decision.verdict.retry_after_s))
+        super().__init__(
+            "Too many requests; slow down.",
+            headers={**decision.headers(), "Retry-After": str(retry)},
+            rule=decision.verdict.rule.name,
+            retry_after_s=retry,
+        )
+
+
+class LimiterUnavailable(ApiError):
+    status = 503
+    code = "rate_limiter_unavailable"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The rate limiter cannot reach its store; try again shortly.",
+            headers={"Retry-After": "1"},
+        )
+
+
+def decide(verdicts: Sequence[Verdict], source: str) -> Decision:
+    """Allowed only if every bucket allowed; report the most constrained bucket."""
+    refused = [v for v in verdicts if not v.allowed]
+    if refused:
+        return Decision(False, max(refused, key=lambda v: v.retry_after_s), source)
+    return Decision(True, min(verdicts, key=lambda v: v.remaining / v.rule.burst), source)
+
+
+class LocalBuckets:
+    """The same token buckets in process memory, for while Redis is unavailable."""
+
+    def __init__(self, capacity: int = MAX_LOCAL_BUCKETS) -> None:
+        self.capacity = capacity
+        self._lock = threading.Lock()
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def take(self, keys: Sequence[str], rules: Sequence[Rule]) -> list[Verdict]:
+        now = time.monotonic()
+        with self._lock:
+            levels = [self._level(key, rule, now) for key, rule in zip(keys, rules, strict=True)]
+            allowed = all(level >= 1 for level in levels)
+            verdicts = []
+            for key, rule, level in zip(keys, rules, levels, strict=True):
+                tokens = level - 1 if allowed else level
+                self._store(key, tokens, now)
+                verdicts.append(_verdict(rule, allowed, tokens))
+            return verdicts
+
+    def _level(self, key: str, rule: Rule, now: float) -> float:
+        tokens, ts = self._buckets.get(key, (float(rule.burst), now))
+        return min(rule.burst, tokens + max(0.0, now - ts) * rule.rate_per_s)
+
+    def _store(self, key: str, tokens: float, now: float) -> None:
+        self._buckets[key] = (tokens, now)
+        self._buckets.move_to_end(key)
+        while len(self._buckets) > self.capacity:
+            self._buckets.popitem(last=False)
+
+
+def _from_script(raw: list[int], rules: Sequence[Rule]) -> list[Verdict]:
+    """Verdicts from the script's reply: allowed, then (tokens, ms to full, ms to one) each."""
+    allowed = bool(raw[0])
+    return [
+        Verdict(rule, allowed, raw[1 + 3 * i], raw[2 + 3 * i] / 1000, raw[3 + 3 * i] / 1000)
+        for i, rule in enumerate(rules)
+    ]
+
+
+def _verdict(rule: Rule, allowed: bool, tokens: float) -> Verdict:
+    return Verdict(
+        rule,
+        allowed,
+        math.floor(tokens),
+        (rule.burst - tokens) / rule.rate_per_s,
+        max(0.0, 1 - tokens) / rule.rate_per_s,
+    )
+
+
+class RateLimiter:
+    """Decides whether a request may pass the rules that match it."""
+
+    def __init__(self, guard: RedisGuard, namespace: str, failure_mode: str) -> None:
+        if failure_mode not in FAILURE_MODES:
+            raise ValueError(f"rate limit failure mode must be one of {FAILURE_MODES}")
+        self.guard = guard
+        self.namespace = namespace
+        self.failure_mode = failure_mode
+        self.local = LocalBuckets()
+        self._script = guard.client.register_script(TOKEN_BUCKET_LUA)
+
+    def check(
+        self, rules: Sequence[Rule], client: str, read_along: Sequence[str] = ()
+    ) -> tuple[Decision, list[bytes | None] | None]:
+        """Take a token for `client` from every rule's bucket (raises when Redis is down and
+        the policy is closed). The values of `read_along` keys come back from the same
+        script (None when Redis was not reached), so a cached read costs one trip, not two."""
+        keys = [self._key(rule, client) for rule in rules]
+        values = None
+        try:
+            verdicts, values = self._take_in_redis(keys, rules, read_along)
+            decision = decide(verdicts, "redis")
+        except RedisUnavailable:
+            if self.failure_mode == "closed":
+                metrics.RATELIMIT.labels(rules[0].name, "refused", "none").inc()
+                raise LimiterUnavailable() from None
+            decision = decide(self.local.take(keys, rules), "local")
+        outcome = "allowed" if decision.allowed else "limited"
+        metrics.RATELIMIT.labels(decision.verdict.rule.name, outcome, decision.source).inc()
+        return decision, values
+
+    def _take_in_redis(
+        self, keys: list[str], rules: Sequence[Rule], read_along: Sequence[str]
+    ) -> tuple[list[Verdict], list[bytes | None] | None]:
+        args: list[float] = [len(keys)]
+        for rule in rules:
+            args += [rule.rate_per_s, rule.burst]
+        raw = self.guard.run(lambda r: self._script(keys=[*keys, *read_along], args=args, client=r))
+        values = [v or None for v in raw[1 + 3 * len(rules) :]]
+        return _from_script(raw, rules), (values if read_along else None)
+
+    def _key(self, rule: Rule, client: str) -> str:
+        who = "*" if rule.scope == "global" else client
+        return f"{self.namespace}:rl:{rule.name}:{who}"

@@ -1,0 +1,141 @@
+"""The rate limiter against real Redis: exact limits under concurrency, per client and global."""
+
+from __future__ import annotations
+
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.helpers import wait_until
+
+pytestmark = pytest.mark.integration
+
+PRODUCT = "/api/products/SKU-0001"
+
+
+def put_rule(gw, name: str, **rule) -> None:
+    body = {"route": "/api/products/<sku>", "scope": "client", **rule}
+    response = gw.admin("PUT", f"/admin/ratelimits/{name}", json=body)
+    assert response.status_code in (200, 201), response.text
+
+
+def burst_of(gw, requests_by_client: dict[str, int]) -> dict[str, Counter[int]]:
+    """Fire every client's requests at once; the status codes each client got."""
+    jobs = [key for key, n in requests_by_client.items() for _ in range(n)]
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        answers = list(
+            pool.map(lambda key: (key, gw.get(PRODUCT, headers={"X-Api-Key": key})), jobs)
+        )
+    statuses: dict[str, Counter[int]] = {key: Counter() for key in requests_by_client}
+    for key, response in answers:
+        statuses[key][response.status_code] += 1
+        if response.status_code == 429:
+            assert int(response.headers["Retry-After"]) >= 1
+            assert response.json()["error"]["code"] == "rate_limited"
+        assert "RateLimit-Remaining" in response.headers
+    return statuses
+
+
+def test_client_scope_holds_exactly_per_client_under_concurrency(gw):
+    put_rule(gw, "per-client", rate_per_s=0.001, burst=10)
+    statuses = burst_of(gw, {"alice": 40, "bob": 40, "carol": 25})
+    assert statuses == {
+        "alice": Counter({200: 10, 429: 30}),
+        "bob": Counter({200: 10, 429: 30}),
+        "carol": Counter({200: 10, 429: 15}),
+    }
+
+
+def test_global_scope_is_shared_by_every_client(gw):
+    put_rule(gw, "everyone", rate_per_s=0.001, burst=15, scope="global")
+    statuses = burst_of(gw, {"a": 12, "b": 12, "c": 12})
+    assert sum(s[200] for s in statuses.values()) == 15
+    assert sum(s[429] for s in statuses.values()) == 21
+
+
+def test_headers_count_down_and_tokens_come_back_at_the_rate(gw):
+    put_rule(gw, "slow", rate_per_s=5, burst=3)
+    first = gw.get(PRODUCT, headers={"X-Api-Key": "k"})
+    assert first.status_code == 200
+    assert (first.headers["RateLimit-Limit"], first.headers["RateLimit-Remaining"]) == ("3", "2")
+    assert int(first.headers["RateLimit-Reset"]) >= 1
+    for _ in range(2):
+        assert gw.get(PRODUCT, headers={"X-Api-Key": "k"}).status_code == 200
+    limited = gw.get(PRODUCT, headers={"X-Api-Key": "k"})
+    assert limited.status_code == 429
+    assert (limited.headers["RateLimit-Remaining"], limited.headers["Retry-After"]) == ("0", "1")
+    # At 5 tokens/s the next one is due within 0.2 s.
+    wait_until(
+        lambda: gw.get(PRODUCT, headers={"X-Api-Key": "k"}).status_code == 200,
+        timeout_s=2,
+        interval_s=0.05,
+        what="a token to come back",
+    )
+
+
+def test_clients_without_a_key_are_told_apart_by_address(gw):
+    put_rule(gw, "by-address", rate_per_s=0.001, burst=2)
+    statuses = [gw.get(PRODUCT).status_code for _ in range(3)]
+    assert statuses == [200, 200, 429]
+    assert gw.get(PRODUCT, headers={"X-Api-Key": "someone"}).status_code == 200
+
+
+def test_all_matching_rules_apply_and_the_tightest_one_answers(gw):
+    put_rule(gw, "wide", route="/api/*", rate_per_s=0.001, burst=100)
+    put_rule(gw, "narrow", rate_per_s=0.001, burst=2)
+    ok = gw.get(PRODUCT, headers={"X-Api-Key": "z"})
+    assert ok.headers["RateLimit-Limit"] == "2"
+    gw.get(PRODUCT, headers={"X-Api-Key": "z"})
+    refused = gw.get(PRODUCT, headers={"X-Api-Key": "z"})
+    assert (refused.status_code, refused.json()["error"]["rule"]) == (429, "narrow")
+    # A refused request takes no token from the other rule's bucket.
+    other = gw.get("/api/users/1/wallet", headers={"X-Api-Key": "z"})
+    assert (other.status_code, other.headers["RateLimit-Remaining"]) == (200, "97")
+
+
+def test_rules_are_changed_and_removed_at_runtime_and_persisted(gw, gateway_db):
+    put_rule(gw, "tight", rate_per_s=0.001, burst=1)
+    assert gw.get(PRODUCT, headers={"X-Api-Key": "r"}).status_code == 200
+    assert gw.get(PRODUCT, headers={"X-Api-Key": "r"}).status_code == 429
+
+    put_rule(gw, "tight", rate_per_s=1000, burst=50)
+    loosened = gw.get(PRODUCT, headers={"X-Api-Key": "r"})
+    assert (loosened.status_code, loosened.headers["RateLimit-Limit"]) == (200, "50")
+    row = gateway_db.fetch_one(
+        "SELECT burst, rate_per_s FROM rate_limit_rules WHERE name = 'tight'"
+    )
+    assert row == {"burst": 50, "rate_per_s": 1000.0}
+    listed = gw.admin("GET", "/admin/ratelimits").json()
+    assert [r["rule"] for r in listed["items"]] == ["tight"]
+    assert listed["failure_mode"] == "open"
+
+    assert gw.admin("DELETE", "/admin/ratelimits/tight").status_code == 204
+    free = gw.get(PRODUCT, headers={"X-Api-Key": "r"})
+    assert free.status_code == 200 and "RateLimit-Limit" not in free.headers
+    assert gw.admin("DELETE", "/admin/ratelimits/tight").status_code == 404
+    assert gateway_db.fetch_one("SELECT 1 AS x FROM rate_limit_rules") is None
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "field"),
+    [
+        ("bad name!", {"route": "/api/orders", "rate_per_s": 1, "burst": 1}, "rule"),
+        ("r", {"route": "api/orders", "rate_per_s": 1, "burst": 1}, "route"),
+        ("r", {"route": "/api/*/x", "rate_per_s": 1, "burst": 1}, "route"),
+        ("r", {"route": "/api/orders", "rate_per_s": 0, "burst": 1}, "rate_per_s"),
+        ("r", {"route": "/api/orders", "rate_per_s": "5", "burst": 1}, "rate_per_s"),
+        ("r", {"route": "/api/orders", "rate_per_s": 1, "burst": 0}, "burst"),
+        ("r", {"route": "/api/orders", "rate_per_s": 1, "burst": 1.5}, "burst"),
+        ("r", {"route": "/api/orders", "rate_per_s": 1, "burst": 1, "scope": "user"}, "scope"),
+    ],
+)
+def test_bad_rules_are_400_naming_the_field(gw, name, body, field):
+    response = gw.admin("PUT", f"/admin/ratelimits/{name}", json=body)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["field"] == field
+
+
+def test_admin_needs_the_token(gw):
+    response = gw.get("/admin/ratelimits")
+    assert (response.status_code, response.json()["error"]["code"]) == (401, "unauthorized")

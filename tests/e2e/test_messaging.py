@@ -318,13 +318,8 @@ def test_order_async_switch_sends_sync_modes_through_the_queue(api, dbs, user):
         response = wait_until(
             placed_async, timeout_s=10, interval_s=0.2, what="the switch to reach the gateway"
         )
-    finally:
-        api.http.put(
-            api.base_url + "/admin/switches/order_async",
-            json={"on": False},
-            headers=ADMIN,
-            timeout=10,
-        )
+    finally:  # back to the level's preset, not a manual "off"
+        api.http.delete(api.base_url + "/admin/switches/order_async", headers=ADMIN, timeout=10)
     order = response.json()
     assert (order["mode"], order["status"]) == ("2pc", "pending")
     assert api.settled(order["order_id"])["status"] == "confirmed"

@@ -7,20 +7,24 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy import URL, Connection, Engine, create_engine, text
 
 _GID = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
 
 
-def make_engine(url: str, pool_size: int = 16) -> Engine:
+def make_engine(url: str | URL, pool_size: int = 16, autocommit: bool = False) -> Engine:
     """A pooled engine; statement_timeout bounds every query a component sends."""
+    if isinstance(url, str):
+        url = url.replace("postgresql://", "postgresql+psycopg2://", 1)
+    options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
     return create_engine(
-        url.replace("postgresql://", "postgresql+psycopg2://", 1),
+        url,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_timeout=5,
         pool_recycle=1800,
         connect_args={"connect_timeout": 5, "options": "-c statement_timeout=15000"},
+        **options,
     )
 
 
@@ -29,6 +33,10 @@ class Database:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # Connections that stay in autocommit: single-statement reads need no BEGIN/ROLLBACK,
+        # and XA branches issue their own BEGIN ... PREPARE TRANSACTION. A separate pool, so
+        # no connection switches mode (two SETs) on every checkout.
+        self.autocommit_engine = make_engine(engine.url, engine.pool.size(), autocommit=True)  # type: ignore[attr-defined]
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
@@ -37,7 +45,8 @@ class Database:
             yield conn
 
     def fetch_all(self, sql: str, **params: Any) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
+        """One read statement, on its own (no explicit transaction around it)."""
+        with self.autocommit_engine.connect() as conn:
             return [dict(row._mapping) for row in conn.execute(text(sql), params)]
 
     def fetch_one(self, sql: str, **params: Any) -> dict[str, Any] | None:
@@ -47,12 +56,12 @@ class Database:
     @contextmanager
     def autocommit(self) -> Iterator[Connection]:
         """A connection without an implicit transaction (for explicit BEGIN/PREPARE)."""
-        with self.engine.connect() as conn:
-            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        with self.autocommit_engine.connect() as conn:
             yield conn
 
     def dispose(self) -> None:
         self.engine.dispose()
+        self.autocommit_engine.dispose()
 
 
 def quote_gid(gid: str) -> str:

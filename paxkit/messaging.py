@@ -166,3 +166,21 @@ def queue_depths(amqp_url: str, topology: Topology) -> dict[str, int]:
         return depths
     finally:
         connection.close()
+
+
+def delete_topology(amqp_url: str, topology: Topology) -> None:
+    """Drop every queue of a deployment (tests and `make reset` start from an empty broker)."""
+    connection = connect(amqp_url)
+    try:
+        channel = connection.channel()
+        for spec in ALL_QUEUES:
+            queue = topology.queue(spec)
+            names = [
+                queue.name,
+                queue.dead_queue,
+                *map(queue.retry_queue, range(len(RETRY_TIERS_MS))),
+            ]
+            for name in names:
+                channel.queue_delete(name)
+    finally:
+        connection.close()

@@ -14,6 +14,7 @@ import redis
 
 from paxkit.config import DATABASES, Settings, load_settings
 from paxkit.db import Database, make_engine
+from paxkit.messaging import Topology, delete_topology
 
 TEST_ENV = {
     "PAXMART_DB_PREFIX": "paxmart_test_",
@@ -74,6 +75,8 @@ def fresh_databases(settings: Settings) -> Settings:
 
     ensure_cluster(settings)
     migrate_all(settings, reset=True)
+    # Messages left by an interrupted run would name orders these databases never had.
+    delete_topology(settings.amqp_url, Topology(settings.mq_namespace))
     return settings
 
 

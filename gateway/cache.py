@@ -19,13 +19,23 @@
   `X-Cache: STALE` and `Warning: 110 - "Response is Stale"`.
 - Redis down: reads go straight to the upstream (`X-Cache: BYPASS`); the breaker still
   protects it.
+- In-process copies (two-level cache, 本地缓存 + Redis): a hit is also kept in the
+  process for `local_ttl_s` (1 s), so a hot product costs no Redis round trip at all.
+  Every invalidation (the SKUs of an order, the client's read-around window) is also
+  published to every gateway process (gateway/notices.py), which drops those copies and
+  notes the window. The copies are used only while this process hears every notice: they
+  are dropped when the subscription fails and skipped while Redis is known to be down. A
+  copy can outlive a change made behind the gateway's back (a key deleted by hand, stock
+  changed by recovery) by at most `local_ttl_s`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -34,6 +44,7 @@ from typing import Any, TypeVar
 import redis
 
 from gateway import metrics
+from gateway.notices import Notices
 from gateway.redisguard import RedisGuard, RedisUnavailable
 from paxkit.errors import ApiError
 
@@ -56,6 +67,8 @@ class CachePolicy:
     own_reads_s: float = 5.0
     flight_s: float = 3.0
     poll_s: float = 0.01
+    local_ttl_s: float = 1.0
+    local_capacity: int = 10_000
 
 
 @dataclass(frozen=True)
@@ -75,21 +88,84 @@ class Entry:
         return cls(int(status), body)
 
 
+OUTCOMES = ("hit", "miss", "stale", "bypass")
+
+
 @dataclass(frozen=True)
 class Served:
     entry: Entry
-    outcome: str  # hit | miss | stale | bypass
+    outcome: str  # one of OUTCOMES
 
 
 Loader = Callable[[], Entry]
 
 
+class LocalCopies:
+    """This process's copies of cache entries, and the clients reading around the cache.
+
+    `generation` moves on every drop: a copy read from Redis before a drop is not kept."""
+
+    def __init__(self, ttl_s: float, capacity: int) -> None:
+        self.ttl_s = ttl_s
+        self.capacity = capacity
+        self.generation = 0
+        self._entries: dict[str, tuple[Entry, float]] = {}
+        self._around: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> Entry | None:
+        item = self._entries.get(name)
+        if item is None or item[1] < time.monotonic():
+            return None
+        return item[0]
+
+    def put(self, name: str, entry: Entry, generation: int) -> None:
+        if self.ttl_s <= 0:
+            return
+        with self._lock:
+            if generation != self.generation:
+                return
+            if len(self._entries) >= self.capacity:
+                self._entries.clear()
+            self._entries[name] = (entry, time.monotonic() + self.ttl_s)
+
+    def drop(self, names: Iterable[str]) -> None:
+        with self._lock:
+            self.generation += 1
+            for name in names:
+                self._entries.pop(name, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self.generation += 1
+            self._entries.clear()
+
+    def read_around(self, client: str, window_s: float) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if len(self._around) >= self.capacity:
+                self._around = {c: t for c, t in self._around.items() if t > now}
+            self._around[client] = now + window_s
+
+    def reading_around(self, client: str) -> bool:
+        until = self._around.get(client)
+        return until is not None and until > time.monotonic()
+
+
 class ReadCache:
-    def __init__(self, guard: RedisGuard, namespace: str, policy: CachePolicy) -> None:
+    def __init__(
+        self, guard: RedisGuard, namespace: str, policy: CachePolicy, notices: Notices
+    ) -> None:
         self.guard = guard
         self.ns = namespace
         self.policy = policy
+        self.notices = notices
+        self.local = LocalCopies(policy.local_ttl_s, policy.local_capacity)
+        self.channel = f"{namespace}:cache:invalidate"
         self._release = guard.client.register_script(_RELEASE_LUA)
+        notices.on(self.channel, self._invalidated)
+        notices.on_connect(self.local.clear)
+        notices.on_lost(self.local.clear)
 
     def lookup_keys(self, name: str, client: str) -> list[str]:
         """What a read of `name` by `client` looks at first (see `read`'s looked_up)."""
@@ -104,7 +180,12 @@ class ReadCache:
     ) -> Served:
         """The entry for `name`, from the cache when possible. `looked_up`: the values of
         lookup_keys() if the caller already fetched them (one round trip with the limiter)."""
+        generation = None
         if looked_up is None:
+            local = self._local_copy(name, client)
+            if local is not None:
+                return _count(Served(local, "hit"))
+            generation = self.local.generation
             try:
                 looked_up = self.guard.run(lambda r: r.mget(self.lookup_keys(name, client)))
             except RedisUnavailable:
@@ -113,8 +194,20 @@ class ReadCache:
         if own is not None:  # read around the cache: neither from it nor into it
             return _count(self._fetch(name, load, "bypass", store=False))
         if cached is not None:
-            return _count(Served(Entry.decode(cached), "hit"))
+            entry = Entry.decode(cached)
+            if generation is not None:
+                self.local.put(name, entry, generation)
+            return _count(Served(entry, "hit"))
         return _count(self._single_flight(name, load))
+
+    def _local_copy(self, name: str, client: str) -> Entry | None:
+        """This process's copy, if it can be trusted: every notice heard, Redis up, and the
+        client not reading around the cache."""
+        if not (self.notices.connected and self.guard.available):
+            return None
+        if self.local.reading_around(client):
+            return None
+        return self.local.get(name)
 
     def read_direct(self, load: Loader) -> Served:
         """An uncacheable read, counted as a bypass."""
@@ -123,20 +216,33 @@ class ReadCache:
     def around_order(self, names: Iterable[str], client: str, window_s: float) -> None:
         """Drop the fresh copies an order may change and let the client read around the
         cache for `window_s`: called before the order is forwarded (its reads while it
-        runs, or while recovery finishes it, are fresh) and after (for `own_reads_s`)."""
+        runs, or while recovery finishes it, are fresh) and after (for `own_reads_s`).
+        Every gateway process hears of it and drops its own copies too."""
+        names = list(names)
         keys = [self._fresh(name) for name in names]
+        self._apply(names, client, window_s)
+        notice = json.dumps({"names": names, "client": client, "window_s": window_s})
 
         def run(r: redis.Redis) -> None:
             pipe = r.pipeline(transaction=False)
             if keys:
                 pipe.delete(*keys)
             pipe.set(self._own(client), b"1", px=_ms(window_s))
+            pipe.publish(self.channel, notice)
             pipe.execute()
 
         try:
             self.guard.run(run)
         except RedisUnavailable:
             log.warning("cache not invalidated for %s (Redis down); TTL bounds staleness", keys)
+
+    def _invalidated(self, data: bytes) -> None:
+        notice = json.loads(data)
+        self._apply(notice["names"], notice["client"], float(notice["window_s"]))
+
+    def _apply(self, names: Iterable[str], client: str, window_s: float) -> None:
+        self.local.drop(names)
+        self.local.read_around(client, window_s)
 
     def warm(self, entries: dict[str, Entry]) -> bool:
         """Store many entries at once; False when another process warmed up recently."""
@@ -243,8 +349,11 @@ class ReadCache:
         return f"{self.ns}:own:{client}"
 
 
+_COUNTERS = {outcome: metrics.CACHE.labels(outcome) for outcome in OUTCOMES}
+
+
 def _count(served: Served) -> Served:
-    metrics.CACHE.labels(served.outcome).inc()
+    _COUNTERS[served.outcome].inc()
     return served
 
 

@@ -11,9 +11,10 @@ MAX_PLAIN = 64
 
 def client_id() -> str:
     """The caller's id, bounded in length so it can be part of a Redis key."""
-    if "client_id" not in g:
-        g.client_id = _identify()
-    return str(g.client_id)
+    known: str | None = g.get("client_id")
+    if known is None:
+        known = g.client_id = _identify()
+    return known
 
 
 def _identify() -> str:

@@ -4,9 +4,9 @@ The gateway's own Postgres database holds the state (Redis keeps nothing on disk
 admin change runs in one transaction that bumps `control_state.version` (the row lock
 also serialises concurrent admins) and appends to `control_changes` (who, when, what,
 before and after). Every gateway process keeps a `Snapshot` in memory for the request
-path and reloads it when the version moves: a Redis pub/sub notice makes that
-immediate, and a poll of the version every `poll_s` (0.5 s) makes it certain, Redis or
-not, so a change is in force everywhere within a second.
+path and reloads it when the version moves: a Redis pub/sub notice (gateway/notices.py)
+makes that immediate, and a poll of the version every `poll_s` (0.5 s) makes it
+certain, Redis or not, so a change is in force everywhere within a second.
 """
 
 from __future__ import annotations
@@ -18,12 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import redis
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from gateway.notices import Notices
 from gateway.ratelimit import Rule
-from gateway.redisguard import UNREACHABLE, RedisGuard, RedisUnavailable
 from gateway.switches import Override, Snapshot
 from paxkit.db import Database
 
@@ -228,21 +227,18 @@ class ControlPlane:
     def __init__(
         self,
         store: ControlStore,
-        guard: RedisGuard,
+        notices: Notices,
         channel: str,
-        poll_s: float,
         on_change: Callable[[Snapshot], None] | None = None,
     ) -> None:
         self.store = store
-        self.guard = guard
+        self.notices = notices
         self.channel = channel
-        self.poll_s = poll_s
         self.on_change = on_change
         self.snapshot = Snapshot()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._sub: redis.client.PubSub | None = None
         self._reload = threading.Lock()
+        notices.on(channel, lambda _: self.refresh())
+        notices.every_poll(self.refresh)
 
     def load(self) -> bool:
         """Reload everything from the store; False (and the old snapshot kept) on failure.
@@ -261,69 +257,14 @@ class ControlPlane:
 
     def refresh(self) -> None:
         """Reload when the store's version differs from ours."""
-        if self.store.version() != self.snapshot.version:
-            self.load()
+        try:
+            if self.store.version() != self.snapshot.version:
+                self.load()
+        except SQLAlchemyError as err:
+            log.warning("control state poll failed: %s", err)
 
     def announce(self, version: int) -> None:
         """After a change here: tell the other processes, and load it ourselves."""
-        try:
-            self.guard.run(lambda r: r.publish(self.channel, str(version)))
-        except RedisUnavailable:
+        if not self.notices.publish(self.channel, str(version)):
             log.warning("change %d not published (Redis down); others see it by polling", version)
         self.load()
-
-    def start(self) -> ControlPlane:
-        self._thread = threading.Thread(target=self._run, name="gateway-control", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(self.poll_s + 2.0)
-        self._drop_subscription()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.refresh()
-            except SQLAlchemyError as err:
-                log.warning("control state poll failed: %s", err)
-            self._await_notice()
-
-    def _await_notice(self) -> None:
-        """Wait up to poll_s, returning early when a change notice arrives."""
-        sub = self._subscription()
-        if sub is None:
-            self._stop.wait(self.poll_s)
-            return
-        try:
-            sub.get_message(timeout=self.poll_s)
-        except (*UNREACHABLE, OSError):
-            self._drop_subscription()
-            self._stop.wait(self.poll_s)
-
-    def _subscription(self) -> redis.client.PubSub | None:
-        if self._sub is None and self.guard.available:
-            try:
-                self._sub = self.guard.run(self._subscribe)
-            except RedisUnavailable:
-                return None
-        return self._sub
-
-    def _subscribe(self, client: redis.Redis) -> redis.client.PubSub:
-        sub = client.pubsub(ignore_subscribe_messages=True)
-        try:
-            sub.subscribe(self.channel)
-        except UNREACHABLE:
-            sub.close()
-            raise
-        return sub
-
-    def _drop_subscription(self) -> None:
-        sub, self._sub = self._sub, None
-        if sub is not None:
-            try:
-                sub.close()
-            except (*UNREACHABLE, OSError):
-                log.debug("closing a broken subscription failed")

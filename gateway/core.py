@@ -17,6 +17,7 @@ from gateway.breaker import BreakerPolicy, CircuitBreaker
 from gateway.cache import CachePolicy, Entry, ReadCache
 from gateway.control import ControlPlane, ControlStore
 from gateway.idempotency import Idempotency
+from gateway.notices import Notices
 from gateway.ratelimit import RateLimiter
 from gateway.redisguard import RedisGuard, RedisUnavailable, fast_client
 from gateway.switches import SWITCHES, Snapshot, SwitchState
@@ -77,8 +78,9 @@ class Gateway:
             name: Upstream(client, CircuitBreaker(name, self._breaker_policy(name)))
             for name, client in make_clients(settings).items()
         }
+        self.notices = Notices(self.redis, options.control_poll_s)
         self.limiter = RateLimiter(self.redis, ns, options.ratelimit_failure_mode)
-        self.cache = ReadCache(self.redis, ns, options.cache)
+        self.cache = ReadCache(self.redis, ns, options.cache, self.notices)
         self.idempotency = Idempotency(
             self.redis,
             ns,
@@ -86,9 +88,7 @@ class Gateway:
             pending_s=self.order_timeout_s + CLAIM_MARGIN_S,
             wait_s=options.idempotency_wait_s,
         )
-        self.control = ControlPlane(
-            ControlStore(self.db), self.redis, f"{ns}:control", options.control_poll_s, _export
-        )
+        self.control = ControlPlane(ControlStore(self.db), self.notices, f"{ns}:control", _export)
         self._stop = threading.Event()
 
     @property
@@ -116,7 +116,7 @@ class Gateway:
         self.control.load()
         if not background:
             return
-        self.control.start()
+        self.notices.start()
         if self.options.warmup:
             threading.Thread(target=self.warm_up, name="gateway-warmup", daemon=True).start()
 
@@ -142,7 +142,7 @@ class Gateway:
 
     def stop(self) -> None:
         self._stop.set()
-        self.control.stop()
+        self.notices.stop()
         for up in self.upstreams.values():
             up.close()
         self.redis.close()

@@ -11,7 +11,8 @@ CACHE = Counter(
 )
 RATELIMIT = Counter(
     "paxmart_gateway_ratelimit_total",
-    "Rate limiter decisions by rule, decision and where the bucket lives (redis, local)",
+    "Rate limiter decisions by rule, decision and where the token came from "
+    "(redis, lease: taken from Redis earlier, local: Redis down)",
     ["rule", "decision", "source"],
 )
 BREAKER_STATE = Gauge(

@@ -321,6 +321,7 @@ class Stack:
             *("--threads", str(threads_for(proc.name, self._workers, self._threads))),
             *("--timeout", "30"),
             *("--graceful-timeout", "5", "--keep-alive", str(KEEP_ALIVE_S)),
+            "--reuse-port",  # a socket per worker: the kernel spreads connections evenly
             *("--name", f"paxmart-{proc.name}"),
             *_gunicorn_extra_args(),
             proc.component.wsgi,

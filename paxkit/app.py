@@ -15,10 +15,16 @@ from paxkit.metrics import install_metrics
 from paxkit.tracing import install_tracing
 
 
+class ServiceApp(Flask):
+    def ensure_sync(self, func: Any) -> Any:
+        """No view or hook here is async: skip Flask's coroutine check on every call."""
+        return func
+
+
 def create_base_app(component: str, settings: Settings) -> Flask:
     """A Flask app with the contract's error shape, JSON logs, body limit, health, metrics."""
     configure_logging(component, settings.log_level)
-    app = Flask(component)
+    app = ServiceApp(component)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["paxmart.settings"] = settings

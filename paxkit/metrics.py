@@ -25,9 +25,9 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from paxkit.db import Database
+from paxkit.logs import access_line
 
 log = logging.getLogger(__name__)
-access = logging.getLogger("paxmart.access")  # one line per request, with its trace id
 
 REQUESTS = Counter(
     "paxmart_http_requests_total", "HTTP requests served", ["component", "route", "status"]
@@ -61,6 +61,8 @@ def _registry() -> CollectorRegistry | None:
 
 def install_metrics(app: Flask, component: str) -> None:
     """Time every request and expose `/metrics`."""
+    latency: dict[str, Any] = {}
+    counts: dict[tuple[str, int], Any] = {}
 
     @app.before_request
     def _start_timer() -> None:
@@ -69,18 +71,19 @@ def install_metrics(app: Flask, component: str) -> None:
     @app.after_request
     def _record(response: Response) -> Response:
         started = getattr(g, "paxmart_started", None)
-        if started is not None:
-            route = request.url_rule.rule if request.url_rule else "unmatched"
-            elapsed = time.perf_counter() - started
-            LATENCY.labels(component, route).observe(elapsed)
-            REQUESTS.labels(component, route, str(response.status_code)).inc()
-            access.info(
-                "%s %s %s %.1fms",
-                request.method,
-                request.path,
-                response.status_code,
-                elapsed * 1000,
-            )
+        if started is None:
+            return response
+        req = request._get_current_object()  # type: ignore[attr-defined]
+        route = req.url_rule.rule if req.url_rule else "unmatched"
+        status = response.status_code
+        elapsed = time.perf_counter() - started
+        if route not in latency:  # labelled children, looked up once per route
+            latency[route] = LATENCY.labels(component, route)
+        if (route, status) not in counts:
+            counts[(route, status)] = REQUESTS.labels(component, route, str(status))
+        latency[route].observe(elapsed)
+        counts[(route, status)].inc()
+        access_line(req.method, req.path, status, elapsed * 1000)
         return response
 
     @app.get("/metrics")

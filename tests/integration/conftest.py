@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +13,7 @@ from paxkit.db import Database, make_engine
 from paxkit.migrate import apply_migrations, drop_database, ensure_database, migration_dirs
 from tests.integration.gateway_kit import (
     FakeUpstream,
+    OwnRedis,
     RunningGateway,
     gateway_settings,
     isolated_options,
@@ -71,3 +74,16 @@ def gw(gw_settings: Settings) -> Iterator[RunningGateway]:
     """A gateway with default options (its own Redis namespace, no warm-up)."""
     with running_gateway(gw_settings, isolated_options()) as running:
         yield running
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    """A redis-server of the test's own, to stop or pause."""
+    server = OwnRedis(tmp_path).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def on_own_redis(gw_settings: Settings, own_redis: OwnRedis) -> Settings:
+    return replace(gw_settings, redis_url=own_redis.url)

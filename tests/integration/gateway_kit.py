@@ -172,6 +172,17 @@ def running_gateway(settings: Settings, options: GatewayOptions) -> Iterator[Run
         app.extensions["paxmart.gateway"].stop()
 
 
+@contextlib.contextmanager
+def two_gateways(
+    settings: Settings, options: GatewayOptions | None = None, **settings_changes: Any
+) -> Iterator[tuple[RunningGateway, RunningGateway]]:
+    """Two gateway instances on one Redis namespace and one control database."""
+    options = options or isolated_options()
+    settings = replace(settings, **settings_changes)
+    with running_gateway(settings, options) as a, running_gateway(settings, options) as b:
+        yield a, b
+
+
 def reset_control(db: Database) -> None:
     """Back to level normal, no manual switches, no rules (and a new version to reload)."""
     with db.transaction() as conn:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from gateway.ratelimit import Rule
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.integration
@@ -139,3 +142,20 @@ def test_bad_rules_are_400_naming_the_field(gw, name, body, field):
 def test_admin_needs_the_token(gw):
     response = gw.get("/admin/ratelimits")
     assert (response.status_code, response.json()["error"]["code"]) == (401, "unauthorized")
+
+
+def test_a_fast_rule_takes_tokens_in_leases_and_spends_them_locally(gw, redis_client):
+    put_rule(gw, "fast", rate_per_s=1000, burst=1000)  # a lease: 50 ms of rate = 50 tokens
+    answers = [gw.get(PRODUCT, headers={"X-Api-Key": "k"}) for _ in range(10)]
+    assert [a.status_code for a in answers] == [200] * 10
+    bucket = f"{gw.gateway.options.namespace}:rl:fast:key:k"
+    assert float(redis_client.hget(bucket, "tokens")) == 950, "one lease, Redis not asked since"
+    assert [int(a.headers["RateLimit-Remaining"]) for a in answers[::3]] == [999, 996, 993, 990]
+
+
+def test_leases_never_let_more_through_than_the_bucket_gave(gw):
+    rule = Rule("leased", PRODUCT, rate_per_s=100, burst=100, scope="client")  # leases of 5
+    started = time.monotonic()
+    allowed = sum(gw.gateway.limiter.check([rule], "key:k")[0].allowed for _ in range(130))
+    refilled = math.ceil(100 * (time.monotonic() - started))
+    assert 100 <= allowed <= 100 + refilled

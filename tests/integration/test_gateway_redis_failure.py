@@ -4,15 +4,13 @@ recovery once Redis is back. Each test runs its own redis-server."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 
 import pytest
 
 from gateway.metrics import RATELIMIT
 from tests.helpers import wait_until
-from tests.integration.gateway_kit import OwnRedis, isolated_options, running_gateway, timed
+from tests.integration.gateway_kit import isolated_options, running_gateway, timed
 
 pytestmark = pytest.mark.integration
 
@@ -24,18 +22,6 @@ BOUND_S = 0.5
 # request indefinitely (redis-py's default socket timeout is none).
 HUNG_MARGIN_S = 1.0
 RULE = {"route": "/api/products/<sku>", "rate_per_s": 0.001, "burst": 3, "scope": "client"}
-
-
-@pytest.fixture
-def own_redis(tmp_path) -> Iterator[OwnRedis]:
-    server = OwnRedis(tmp_path).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def on_own_redis(gw_settings, own_redis):
-    return replace(gw_settings, redis_url=own_redis.url)
 
 
 def limited_by(decision: str, source: str) -> float:

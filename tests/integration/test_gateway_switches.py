@@ -3,16 +3,19 @@ logged, and in force on every gateway instance within a second (Redis or not).""
 
 from __future__ import annotations
 
-import contextlib
 import time
-from dataclasses import replace
 
 import pytest
 import requests
 
 from gateway.switches import LEVELS, PRESETS, SWITCHES
 from tests.helpers import wait_until
-from tests.integration.gateway_kit import free_port, isolated_options, running_gateway
+from tests.integration.gateway_kit import (
+    free_port,
+    isolated_options,
+    running_gateway,
+    two_gateways,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -29,15 +32,6 @@ def switch(gw, name: str, on: bool, **headers: str) -> None:
 
 def error_of(response) -> tuple[int, str]:
     return response.status_code, response.json()["error"]["code"]
-
-
-@contextlib.contextmanager
-def two_gateways(gw_settings, **settings_changes):
-    """Two gateway instances on one Redis namespace and one control database."""
-    options = isolated_options()
-    settings = replace(gw_settings, **settings_changes)
-    with running_gateway(settings, options) as a, running_gateway(settings, options) as b:
-        yield a, b
 
 
 def seen_within(probe, limit_s: float) -> float:

@@ -72,7 +72,8 @@ def test_kill_without_restart_stays_down_until_restart(stack: Stack) -> None:
 def test_stop_leaves_no_process_of_the_group(stack: Stack) -> None:
     pgid = stack.pid("fixture")
     assert pgid is not None
-    assert len(group_members(pgid)) == 3  # the gunicorn master and its two workers
+    # The gunicorn master and its two workers (spawned a moment apart).
+    assert wait_until(lambda: len(group_members(pgid)) == 3, 10)
 
     stack.stop()
 

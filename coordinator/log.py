@@ -26,14 +26,45 @@ class Event:
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
-def _relaxed(conn: Connection) -> None:
-    """Presumed abort: losing this write in a crash is safe, so don't wait for the fsync."""
-    conn.execute(text("SET LOCAL synchronous_commit = off"))
+# Prefixed to a write sent on an autocommit connection: the statements of one query string
+# run as one implicit transaction, so SET LOCAL covers exactly that write.
+RELAXED = "SET LOCAL synchronous_commit = off; "
+EVENTS_FROM_JSON = (
+    "INSERT INTO branch_events (gtid, branch, op, outcome, detail, at) "
+    "SELECT :gtid, e.branch, e.op, e.outcome, e.detail, e.at "
+    "FROM jsonb_to_recordset(CAST(:events AS jsonb)) "
+    "AS e(branch text, op text, outcome text, detail text, at timestamptz)"
+)
+
+
+def _events_json(events: list[Event]) -> str:
+    return json.dumps(
+        [
+            {
+                "branch": e.branch,
+                "op": e.op,
+                "outcome": e.outcome,
+                "detail": e.detail,
+                "at": e.at.isoformat(),
+            }
+            for e in events
+        ]
+    )
 
 
 class TxnLog:
+    """Every write is one statement in one round trip. Presumed abort: only the commit
+    decision waits for its fsync; losing any other write in a crash is safe, so those are
+    sent with synchronous_commit off (RELAXED)."""
+
     def __init__(self, db: Database) -> None:
         self.db = db
+
+    def _write(self, sql: str, params: dict[str, Any], durable: bool = False) -> Any:
+        """One write, on its own: the first row it returns, if any."""
+        with self.db.autocommit() as conn:
+            result = conn.execute(text(sql if durable else RELAXED + sql), params)
+            return result.first() if result.returns_rows else None
 
     def begin(
         self, gtid: str, mode: str, branches: list[dict[str, Any]], lease_s: float, durable: bool
@@ -42,18 +73,14 @@ class TxnLog:
 
         Only 2PC may begin without waiting for the fsync (presumed abort, and its prepared
         branches can be listed); TCC and saga must know every branch they touched."""
-        with self.db.transaction() as conn:
-            if not durable:
-                _relaxed(conn)
-            row = conn.execute(
-                text(
-                    "INSERT INTO global_txns (gtid, mode, status, branches, lease_until) "
-                    "VALUES (:gtid, :mode, 'preparing', CAST(:branches AS jsonb), "
-                    "now() + make_interval(secs => :lease)) ON CONFLICT (gtid) DO NOTHING "
-                    f"RETURNING {TXN_COLUMNS}"
-                ),
-                {"gtid": gtid, "mode": mode, "branches": json.dumps(branches), "lease": lease_s},
-            ).first()
+        row = self._write(
+            "INSERT INTO global_txns (gtid, mode, status, branches, lease_until) "
+            "VALUES (:gtid, :mode, 'preparing', CAST(:branches AS jsonb), "
+            "now() + make_interval(secs => :lease)) ON CONFLICT (gtid) DO NOTHING "
+            f"RETURNING {TXN_COLUMNS}",
+            {"gtid": gtid, "mode": mode, "branches": json.dumps(branches), "lease": lease_s},
+            durable,
+        )
         return dict(row._mapping) if row else None
 
     def decide(self, txn: dict[str, Any], decision: str, reason: str | None, lease_s: float) -> str:
@@ -62,20 +89,16 @@ class TxnLog:
         A commit decision is written with synchronous commit: it is the one write that
         must survive any crash before phase 2 starts. A transaction missing from the log
         (its relaxed begin was lost in a crash) is aborted: presumed abort."""
-        with self.db.transaction() as conn:
-            if decision != COMMITTING:
-                _relaxed(conn)
-            status = conn.execute(
-                text(
-                    "UPDATE global_txns SET status = :status, reason = :reason, "
-                    "lease_until = now() + make_interval(secs => :lease), updated_at = now() "
-                    "WHERE gtid = :gtid AND status = 'preparing' RETURNING status"
-                ),
-                {"gtid": txn["gtid"], "status": decision, "reason": reason, "lease": lease_s},
-            ).scalar()
-        return (
-            str(status) if status is not None else self.resolve(txn["gtid"], txn["mode"])["status"]
+        row = self._write(
+            "UPDATE global_txns SET status = :status, reason = :reason, "
+            "lease_until = now() + make_interval(secs => :lease), updated_at = now() "
+            "WHERE gtid = :gtid AND status = 'preparing' RETURNING status",
+            {"gtid": txn["gtid"], "status": decision, "reason": reason, "lease": lease_s},
+            durable=decision == COMMITTING,
         )
+        if row is not None:
+            return str(row.status)
+        return str(self.resolve(txn["gtid"], txn["mode"])["status"])
 
     def resolve(self, gtid: str, mode: str) -> dict[str, Any]:
         """The status of a transaction; one the log never heard of is recorded aborted first,
@@ -95,56 +118,29 @@ class TxnLog:
         return dict(row._mapping)
 
     def finish(self, gtid: str, from_status: str, to_status: str, events: list[Event]) -> None:
-        with self.db.transaction() as conn:
-            _relaxed(conn)
-            conn.execute(
-                text(
-                    "UPDATE global_txns SET status = :to, updated_at = now() "
-                    "WHERE gtid = :gtid AND status = :from"
-                ),
-                {"gtid": gtid, "from": from_status, "to": to_status},
-            )
-            self.write_events(conn, gtid, events)
+        self._write(
+            "WITH moved AS (UPDATE global_txns SET status = :to, updated_at = now() "
+            "WHERE gtid = :gtid AND status = :from) " + EVENTS_FROM_JSON,
+            {"gtid": gtid, "from": from_status, "to": to_status, "events": _events_json(events)},
+        )
 
     def postpone(self, gtid: str, delay_s: float, events: list[Event]) -> None:
         """Phase 2 did not complete: recovery takes it up again after `delay_s`."""
-        with self.db.transaction() as conn:
-            _relaxed(conn)
-            conn.execute(
-                text(
-                    "UPDATE global_txns SET lease_until = now() + make_interval(secs => :d), "
-                    "updated_at = now() WHERE gtid = :gtid"
-                ),
-                {"gtid": gtid, "d": delay_s},
-            )
-            self.write_events(conn, gtid, events)
+        self._write(
+            "WITH moved AS (UPDATE global_txns SET lease_until = now() + "
+            "make_interval(secs => :d), updated_at = now() WHERE gtid = :gtid) " + EVENTS_FROM_JSON,
+            {"gtid": gtid, "d": delay_s, "events": _events_json(events)},
+        )
 
     def record(self, gtid: str, events: list[Event]) -> None:
-        with self.db.transaction() as conn:
-            _relaxed(conn)
-            self.write_events(conn, gtid, events)
+        if events:
+            self._write(EVENTS_FROM_JSON, {"gtid": gtid, "events": _events_json(events)})
 
     @staticmethod
     def write_events(conn: Connection, gtid: str, events: list[Event]) -> None:
-        if not events:
-            return
-        conn.execute(
-            text(
-                "INSERT INTO branch_events (gtid, branch, op, outcome, detail, at) "
-                "VALUES (:gtid, :branch, :op, :outcome, :detail, :at)"
-            ),
-            [
-                {
-                    "gtid": gtid,
-                    "branch": e.branch,
-                    "op": e.op,
-                    "outcome": e.outcome,
-                    "detail": e.detail,
-                    "at": e.at,
-                }
-                for e in events
-            ],
-        )
+        """Events inside the caller's transaction (a message consumer's, say)."""
+        if events:
+            conn.execute(text(EVENTS_FROM_JSON), {"gtid": gtid, "events": _events_json(events)})
 
     def claim_expired(self, limit: int, lease_s: float) -> list[dict[str, Any]]:
         """Unfinished transactions whose lease ran out, leased to this caller.

@@ -94,11 +94,7 @@ class BarrierBranch:
         """Run `op` for `gtid` at most once, in one local transaction with its barrier."""
         self.faults.hit(f"before_{op}")
         try:
-            with self.db.transaction() as conn:
-                conn.execute(
-                    text("SELECT set_config('lock_timeout', :v, true)"),
-                    {"v": f"{self.lock_timeout_ms}ms"},
-                )
+            with self.db.bounded_transaction(self.lock_timeout_ms) as conn:
                 outcome = self._guarded(conn, op, gtid, payload)
         except Rejected as rejection:
             return Outcome(False, "rejected", rejection.reason)

@@ -54,6 +54,19 @@ class Database:
         return rows[0] if rows else None
 
     @contextmanager
+    def bounded_transaction(self, lock_timeout_ms: int) -> Iterator[Connection]:
+        """A local transaction whose lock waits give up after `lock_timeout_ms`; BEGIN and
+        the timeout go in one round trip (on an autocommit connection, ended by hand)."""
+        with self.autocommit_engine.connect() as conn:
+            conn.exec_driver_sql(f"BEGIN; SET LOCAL lock_timeout = {int(lock_timeout_ms)}")
+            try:
+                yield conn
+            except BaseException:
+                conn.exec_driver_sql("ROLLBACK")
+                raise
+            conn.exec_driver_sql("COMMIT")
+
+    @contextmanager
     def autocommit(self) -> Iterator[Connection]:
         """A connection without an implicit transaction (for explicit BEGIN/PREPARE)."""
         with self.autocommit_engine.connect() as conn:

@@ -3,7 +3,8 @@
 A service declares one business action per branch; this module runs it inside a local
 transaction, votes by preparing (or not), and makes phase 2 idempotent:
 
-- prepare: `BEGIN; INSERT xa_branch_log 'prepared'; <action>; PREPARE TRANSACTION gid`.
+- prepare: `BEGIN; INSERT xa_branch_log 'prepared'; <action>; PREPARE TRANSACTION gid`,
+  the first three statements in one round trip.
   A business rule raises `Rejected(reason)` and the branch votes no.
 - commit: `COMMIT PREPARED gid`; if it no longer exists and its log row says 'prepared',
   it was committed before (the log row only becomes visible by committing).
@@ -37,6 +38,14 @@ Action = Callable[[Connection, dict[str, Any]], None]
 AbortHook = Callable[[Connection, str, str], None]
 
 ROLLBACK_DEADLINE_S = 10.0
+# A prepare's first round trip: open the branch's transaction, bound its lock waits, and
+# log it, unless a retried prepare finds the branch prepared already (no row returned;
+# the check comes first, so the insert never waits on the prepared row's lock).
+BEGIN_AND_LOG = (
+    "BEGIN; SELECT set_config('lock_timeout', :lock_timeout, true); "
+    "INSERT INTO xa_branch_log (gid, gtid, state) SELECT :gid, :gtid, 'prepared' "
+    "WHERE NOT EXISTS (SELECT 1 FROM pg_prepared_xacts WHERE gid = :gid) RETURNING gid"
+)
 
 
 class Rejected(Exception):
@@ -97,18 +106,14 @@ class XaBranch:
     def prepare(self, gtid: str, payload: dict[str, Any]) -> Vote:
         gid = self.gid(gtid)
         with self.db.autocommit() as conn:
-            if self._is_prepared(conn, gid):
-                return Vote(True)  # a retried prepare: the first one already voted yes
-            conn.exec_driver_sql("BEGIN")
             try:
-                self._set_lock_timeout(conn, self.lock_timeout_ms)
-                conn.execute(
-                    text(
-                        "INSERT INTO xa_branch_log (gid, gtid, state) "
-                        "VALUES (:gid, :gtid, 'prepared')"
-                    ),
-                    {"gid": gid, "gtid": gtid},
-                )
+                logged = conn.execute(
+                    text(BEGIN_AND_LOG),
+                    {"gid": gid, "gtid": gtid, "lock_timeout": f"{self.lock_timeout_ms}ms"},
+                ).first()
+                if logged is None:
+                    conn.exec_driver_sql("ROLLBACK")
+                    return Vote(True)  # a retried prepare: the first one already voted yes
                 self.action(conn, payload)
                 self.faults.hit("before_prepare")
                 conn.exec_driver_sql(f"PREPARE TRANSACTION {quote_gid(gid)}")
@@ -128,13 +133,6 @@ class XaBranch:
                 raise
         self.faults.hit("after_prepare")
         return Vote(True)
-
-    @staticmethod
-    def _is_prepared(conn: Connection, gid: str) -> bool:
-        found = conn.execute(
-            text("SELECT 1 FROM pg_prepared_xacts WHERE gid = :gid"), {"gid": gid}
-        ).scalar()
-        return found is not None
 
     def _vote_again(self, conn: Connection, gid: str) -> Vote:
         """A second prepare of the same branch: repeat the first vote, or no after a rollback."""
@@ -185,8 +183,7 @@ class XaBranch:
 
     def _bury(self, gid: str, gtid: str, reason: str) -> str:
         """Write the tombstone (and run the abort hook) once; refuse if the branch committed."""
-        with self.db.transaction() as conn:
-            self._set_lock_timeout(conn, 500)
+        with self.db.bounded_transaction(500) as conn:
             inserted = conn.execute(
                 text(
                     "INSERT INTO xa_branch_log (gid, gtid, state) "
@@ -221,10 +218,6 @@ class XaBranch:
             {"gid": r["gid"], "gtid": r["gid"][: -len(suffix)], "age_s": float(r["age_s"])}
             for r in rows
         ]
-
-    @staticmethod
-    def _set_lock_timeout(conn: Connection, millis: int) -> None:
-        conn.execute(text("SELECT set_config('lock_timeout', :v, true)"), {"v": f"{millis}ms"})
 
 
 def xa_blueprint(branch: XaBranch) -> Blueprint:

@@ -52,7 +52,10 @@ class OrderRepository:
         self.db = db
 
     def insert(self, order: dict[str, Any]) -> dict[str, Any]:
-        with self.db.transaction() as conn:
+        """One statement, committed on its own, unless an order settled up front also queues
+        its notification: then both go in one transaction."""
+        notifies = order["status"] != "pending" and order["notify_url"]
+        with self.db.transaction() if notifies else self.db.autocommit() as conn:
             return insert_order(conn, order)
 
     def get(self, order_id: str) -> dict[str, Any] | None:
@@ -77,11 +80,11 @@ class OrderRepository:
         )
 
     def confirm_pending(self, gtid: str) -> bool:
-        with self.db.transaction() as conn:
+        with self.db.autocommit() as conn:  # one statement: its own transaction
             return confirm_pending_order(conn, {"gtid": gtid})
 
     def fail_pending(self, gtid: str, reason: str) -> bool:
-        with self.db.transaction() as conn:
+        with self.db.autocommit() as conn:
             return fail_pending_order(conn, gtid, reason)
 
 

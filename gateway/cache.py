@@ -228,7 +228,7 @@ class ReadCache:
             if keys:
                 pipe.delete(*keys)
             pipe.set(self._own(client), b"1", px=_ms(window_s))
-            pipe.publish(self.channel, notice)
+            pipe.publish(self.notices.scoped(self.channel), notice)
             pipe.execute()
 
         try:

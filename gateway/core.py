@@ -78,7 +78,7 @@ class Gateway:
             name: Upstream(client, CircuitBreaker(name, self._breaker_policy(name)))
             for name, client in make_clients(settings).items()
         }
-        self.notices = Notices(self.redis, options.control_poll_s)
+        self.notices = Notices(self.redis, options.control_poll_s, settings.mq_namespace)
         self.limiter = RateLimiter(self.redis, ns, options.ratelimit_failure_mode)
         self.cache = ReadCache(self.redis, ns, options.cache, self.notices)
         self.idempotency = Idempotency(

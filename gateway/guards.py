@@ -52,7 +52,10 @@ def limit(gateway: Gateway, rules: tuple[Rule, ...], template: str | None) -> No
     """Take the request's tokens; a cached read's lookup rides along in the same round trip."""
     client = client_id()
     name = cache_name(template, request.view_args)
-    along = gateway.cache.lookup_keys(name, client) if name else []
+
+    def along() -> list[str]:
+        return gateway.cache.lookup_keys(name, client) if name else []
+
     decision, values = gateway.limiter.check(rules, client, read_along=along)
     g.ratelimit = decision
     if not decision.allowed:
@@ -63,8 +66,8 @@ def limit(gateway: Gateway, rules: tuple[Rule, ...], template: str | None) -> No
 
 def ratelimit_headers(response: Response) -> Response:
     decision = g.get("ratelimit")
-    if decision is not None:
-        response.headers.update(decision.headers())
+    if decision is not None and "RateLimit-Limit" not in response.headers:  # 429s carry them
+        response.headers.extend(decision.headers())
     return response
 
 

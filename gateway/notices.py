@@ -6,6 +6,10 @@ dispatches. `connected` is true only once the server has confirmed every subscri
 and false from the moment the connection fails: whoever relies on hearing every notice
 (the in-process cache copies) asks it first, and is told through `on_connect` and
 `on_lost` when that changes.
+
+Redis pub/sub channels are server-wide, not per database, so every channel is prefixed with
+the deployment's scope (the one that also names its message queues): a test stack, a
+benchmark and `make up` sharing one Redis server never hear each other.
 """
 
 from __future__ import annotations
@@ -26,9 +30,10 @@ Hook = Callable[[], None]
 
 
 class Notices:
-    def __init__(self, guard: RedisGuard, poll_s: float) -> None:
+    def __init__(self, guard: RedisGuard, poll_s: float, scope: str) -> None:
         self.guard = guard
         self.poll_s = poll_s
+        self.scope = scope
         self._handlers: dict[str, Handler] = {}
         self._ticks: list[Hook] = []
         self._on_connect: list[Hook] = []
@@ -39,7 +44,11 @@ class Notices:
         self._thread: threading.Thread | None = None
 
     def on(self, channel: str, handler: Handler) -> None:
-        self._handlers[channel] = handler
+        self._handlers[self.scoped(channel)] = handler
+
+    def scoped(self, channel: str) -> str:
+        """The server-wide name of one of this deployment's channels."""
+        return f"{self.scope}:{channel}"
 
     def every_poll(self, tick: Hook) -> None:
         self._ticks.append(tick)
@@ -57,7 +66,7 @@ class Notices:
     def publish(self, channel: str, data: str) -> bool:
         """Send a notice to every process (this one included); False when Redis is down."""
         try:
-            self.guard.run(lambda r: r.publish(channel, data))
+            self.guard.run(lambda r: r.publish(self.scoped(channel), data))
         except RedisUnavailable:
             return False
         return True

@@ -224,10 +224,15 @@ class Lease:
 
 
 class Leases:
+    """This process's unspent tokens per bucket. One thread at a time renews a bucket's
+    lease; the others meanwhile take single tokens, so a busy moment never makes every
+    thread take a lease at once and drain the bucket between them."""
+
     def __init__(self, capacity: int = MAX_LOCAL_BUCKETS) -> None:
         self.capacity = capacity
         self._lock = threading.Lock()
         self._leases: dict[tuple[str, Rule], Lease] = {}
+        self._renewing: set[tuple[str, Rule]] = set()
 
     def spend(self, keys: Sequence[str], rules: Sequence[Rule]) -> list[Verdict] | None:
         """One token from this process's lease of every bucket, or None (ask Redis)."""
@@ -246,15 +251,48 @@ class Leases:
                 )
             return verdicts
 
-    def keep(self, keys: Sequence[str], verdicts: Sequence[Verdict], taken: Sequence[int]) -> None:
-        """Keep what was taken beyond this request's own token."""
+    def wanted(self, keys: Sequence[str], rules: Sequence[Rule]) -> list[int]:
+        """Tokens to ask each bucket for: a lease, unless another thread is renewing it."""
+        with self._lock:
+            sizes = []
+            for key, rule in zip(keys, rules, strict=True):
+                size = lease_size(rule)
+                if size > 1 and (key, rule) not in self._renewing:
+                    self._renewing.add((key, rule))
+                    sizes.append(size)
+                else:
+                    sizes.append(1)
+            return sizes
+
+    def keep(
+        self,
+        keys: Sequence[str],
+        rules: Sequence[Rule],
+        wanted: Sequence[int],
+        taken: Sequence[tuple[Verdict, int]] | None,
+    ) -> None:
+        """End the renewals this thread began and keep, per bucket, what was taken beyond
+        this request's own token (`taken`: (verdict, tokens taken); None if Redis failed)."""
         expires = time.monotonic() + LEASE_TTL_S
         with self._lock:
+            for key, rule, want in zip(keys, rules, wanted, strict=True):
+                if want > 1:
+                    self._renewing.discard((key, rule))
+            if taken is None:
+                return
             if len(self._leases) >= self.capacity:
                 self._leases.clear()
-            for key, verdict, count in zip(keys, verdicts, taken, strict=True):
+            for key, (verdict, count) in zip(keys, taken, strict=True):
                 if count > 1:
-                    self._leases[(key, verdict.rule)] = Lease(count - 1, expires, verdict)
+                    self._add(key, verdict, count - 1, expires)
+
+    def _add(self, key: str, verdict: Verdict, tokens: int, expires: float) -> None:
+        lease = self._leases.get((key, verdict.rule))
+        if lease is not None and lease.expires > time.monotonic():
+            lease.tokens += tokens
+            lease.expires, lease.verdict = expires, verdict
+        else:
+            self._leases[(key, verdict.rule)] = Lease(tokens, expires, verdict)
 
 
 def _from_script(raw: list[int], rules: Sequence[Rule]) -> tuple[list[Verdict], list[int]]:
@@ -329,15 +367,21 @@ class RateLimiter:
     def _take_in_redis(
         self, keys: list[str], rules: Sequence[Rule], read_along: Sequence[str]
     ) -> tuple[list[Verdict], list[bytes | None] | None]:
+        wanted = self.leases.wanted(keys, rules)
         args: list[float] = [len(keys)]
-        for rule in rules:
-            args += [rule.rate_per_s, rule.burst, lease_size(rule)]
-        raw = self.guard.run(lambda r: self._script(keys=[*keys, *read_along], args=args, client=r))
+        for rule, want in zip(rules, wanted, strict=True):
+            args += [rule.rate_per_s, rule.burst, want]
+        taken: list[tuple[Verdict, int]] | None = None
+        try:
+            raw = self.guard.run(
+                lambda r: self._script(keys=[*keys, *read_along], args=args, client=r)
+            )
+            verdicts, counts = _from_script(raw, rules)
+            taken = list(zip(verdicts, counts, strict=True))
+        finally:
+            self.leases.keep(keys, rules, wanted, taken)
         values = [v or None for v in raw[1 + 4 * len(rules) :]]
-        verdicts, taken = _from_script(raw, rules)
-        self.leases.keep(keys, verdicts, taken)
-        pairs = zip(verdicts, taken, strict=True)
-        held = [replace(v, remaining=v.remaining + max(0, n - 1)) for v, n in pairs]
+        held = [replace(v, remaining=v.remaining + max(0, n - 1)) for v, n in taken]
         return held, (values if read_along else None)
 
     def _key(self, rule: Rule, client: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -159,3 +160,20 @@ def test_leases_never_let_more_through_than_the_bucket_gave(gw):
     allowed = sum(gw.gateway.limiter.check([rule], "key:k")[0].allowed for _ in range(130))
     refilled = math.ceil(100 * (time.monotonic() - started))
     assert 100 <= allowed <= 100 + refilled
+
+
+def test_threads_short_of_tokens_at_once_do_not_all_take_a_lease(gw, redis_client):
+    """One thread renews a bucket's lease while the rest take single tokens: 32 threads at
+    once would otherwise take 32 leases of 5 % each and empty a bucket nobody exceeded."""
+    rule = Rule("herd", PRODUCT, rate_per_s=10_000, burst=10_000, scope="client")  # leases of 500
+    start = threading.Barrier(32)
+
+    def requests_of_one_thread(_: int) -> list[bool]:
+        start.wait()
+        return [gw.gateway.limiter.check([rule], "key:herd")[0].allowed for _ in range(50)]
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        allowed = [ok for oks in pool.map(requests_of_one_thread, range(32)) for ok in oks]
+    assert allowed == [True] * 1600
+    left = float(redis_client.hget(f"{gw.gateway.options.namespace}:rl:herd:key:herd", "tokens"))
+    assert left >= 10_000 - 1600 - 500, "at most one lease outstanding besides the requests"

@@ -3,9 +3,10 @@
 For each mode: fresh databases and a fresh stack (ports 38000+, `paxmart_bench_orders_*`,
 Redis db 13, background loops on, faults off); a short warm-up; orders/s at saturation
 (wrk, closed loop); p50/p95/p99 latency at half that rate (open loop, from the scheduled
-send time, once the burst has drained and after a warm-up at that rate); the audit, which must be clean, and the error count, which must be zero.
-During the saturation run it samples the whole stack's RSS and accounts the machine's
-CPU per component, Postgres, RabbitMQ, Redis and the load generator.
+send time, once the burst has drained and after a warm-up at that rate); the audit,
+which must be clean, and the error count, which must be zero. During the saturation run
+it samples the whole stack's RSS and accounts the machine's CPU per component, Postgres,
+RabbitMQ, Redis and the load generator.
 
 `msg` answers 202 and settles later: its rate is accepted/s during the burst, and
 settled/s is the orders settled over the time from the first accept until the last one

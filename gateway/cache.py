@@ -105,9 +105,12 @@ class LocalCopies:
 
     `generation` moves on every drop: a copy read from Redis before a drop is not kept."""
 
-    def __init__(self, ttl_s: float, capacity: int) -> None:
+    def __init__(
+        self, ttl_s: float, capacity: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.ttl_s = ttl_s
         self.capacity = capacity
+        self.clock = clock
         self.generation = 0
         self._entries: dict[str, tuple[Entry, float]] = {}
         self._around: dict[str, float] = {}
@@ -115,7 +118,7 @@ class LocalCopies:
 
     def get(self, name: str) -> Entry | None:
         item = self._entries.get(name)
-        if item is None or item[1] < time.monotonic():
+        if item is None or item[1] < self.clock():
             return None
         return item[0]
 
@@ -127,7 +130,7 @@ class LocalCopies:
                 return
             if len(self._entries) >= self.capacity:
                 self._entries.clear()
-            self._entries[name] = (entry, time.monotonic() + self.ttl_s)
+            self._entries[name] = (entry, self.clock() + self.ttl_s)
 
     def drop(self, names: Iterable[str]) -> None:
         with self._lock:
@@ -141,7 +144,7 @@ class LocalCopies:
             self._entries.clear()
 
     def read_around(self, client: str, window_s: float) -> None:
-        now = time.monotonic()
+        now = self.clock()
         with self._lock:
             if len(self._around) >= self.capacity:
                 self._around = {c: t for c, t in self._around.items() if t > now}
@@ -149,7 +152,7 @@ class LocalCopies:
 
     def reading_around(self, client: str) -> bool:
         until = self._around.get(client)
-        return until is not None and until > time.monotonic()
+        return until is not None and until > self.clock()
 
 
 class ReadCache:

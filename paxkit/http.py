@@ -69,7 +69,6 @@ class ServiceClient:
         self.pool = urllib3.connection_from_url(
             self.base_url, maxsize=pool_size, block=False, retries=False
         )
-        assert parts.hostname, f"no host in {base_url!r}"
 
     def get(
         self,
@@ -111,29 +110,21 @@ class ServiceClient:
         url = self.prefix + path + (f"?{urlencode(params, doseq=True)}" if params else "")
         body = None if json is None else jsonlib.dumps(json).encode()
         sent = {**JSON_HEADERS, **outgoing_headers(), **(headers or {})}
-        if not idempotent or self.retries <= 1:
-            return self._once_or_raise(method, url, body, sent, timeout)
-        retrying = Retrying(
-            stop=stop_after_attempt(self.retries),
-            wait=wait_exponential_jitter(multiplier=0.05, max=0.5, jitter=0.05),
-            retry=retry_if_exception_type(_Retryable),
-            reraise=True,
-        )
         try:
-            for attempt in retrying:
+            if not idempotent or self.retries <= 1:  # one attempt: no retry machinery
+                return self._once(method, url, body, sent, timeout)
+            for attempt in Retrying(
+                stop=stop_after_attempt(self.retries),
+                wait=wait_exponential_jitter(multiplier=0.05, max=0.5, jitter=0.05),
+                retry=retry_if_exception_type(_Retryable),
+                reraise=True,
+            ):
                 with attempt:
                     return self._once(method, url, body, sent, timeout)
         except _Retryable as err:
-            raise _unavailable(self.name, err) from err
+            error = UpstreamUnavailable if err.reached else UpstreamNotReached
+            raise error(f"{self.name} is unavailable: {err}", upstream=self.name) from err
         raise AssertionError("unreachable")
-
-    def _once_or_raise(
-        self, method: str, url: str, body: bytes | None, headers: dict[str, str], timeout: float
-    ) -> Reply:
-        try:
-            return self._once(method, url, body, headers, timeout)
-        except _Retryable as err:
-            raise _unavailable(self.name, err) from err
 
     def _once(
         self, method: str, url: str, body: bytes | None, headers: dict[str, str], timeout: float
@@ -160,11 +151,6 @@ class ServiceClient:
 
     def close(self) -> None:
         self.pool.close()
-
-
-def _unavailable(name: str, err: _Retryable) -> Exception:
-    error = UpstreamUnavailable if err.reached else UpstreamNotReached
-    return error(f"{name} is unavailable: {err}", upstream=name)
 
 
 def _decode(data: bytes) -> Any:

@@ -52,21 +52,18 @@ def limit(gateway: Gateway, rules: tuple[Rule, ...], template: str | None) -> No
     """Take the request's tokens; a cached read's lookup rides along in the same round trip."""
     client = client_id()
     name = cache_name(template, request.view_args)
-
-    def along() -> list[str]:
-        return gateway.cache.lookup_keys(name, client) if name else []
-
+    along = gateway.cache.lookup_keys(name, client) if name else []
     decision, values = gateway.limiter.check(rules, client, read_along=along)
-    g.ratelimit = decision
     if not decision.allowed:
-        raise RateLimited(decision)
+        raise RateLimited(decision)  # the 429 carries the RateLimit headers itself
+    g.ratelimit = decision
     if values is not None:
         g.cache_lookup = values
 
 
 def ratelimit_headers(response: Response) -> Response:
     decision = g.get("ratelimit")
-    if decision is not None and "RateLimit-Limit" not in response.headers:  # 429s carry them
+    if decision is not None:
         response.headers.extend(decision.headers())
     return response
 

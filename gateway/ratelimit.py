@@ -34,7 +34,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -331,13 +331,10 @@ class RateLimiter:
         self._script = guard.client.register_script(TOKEN_BUCKET_LUA)
 
     def check(
-        self,
-        rules: Sequence[Rule],
-        client: str,
-        read_along: Callable[[], Sequence[str]] = lambda: (),
+        self, rules: Sequence[Rule], client: str, read_along: Sequence[str] = ()
     ) -> tuple[Decision, list[bytes | None] | None]:
         """Take a token for `client` from every rule's bucket (raises when Redis is down and
-        the policy is closed). The values of the `read_along()` keys come back from the same
+        the policy is closed). The values of `read_along` keys come back from the same
         script (None when Redis was not reached), so a cached read costs one trip, not two."""
         keys = [self._key(rule, client) for rule in rules]
         values = None
@@ -346,7 +343,7 @@ class RateLimiter:
             if leased is not None:
                 decision = decide(leased, "lease")
             else:
-                verdicts, values = self._take_in_redis(keys, rules, read_along())
+                verdicts, values = self._take_in_redis(keys, rules, read_along)
                 decision = decide(verdicts, "redis")
         except RedisUnavailable:
             if self.failure_mode == "closed":

@@ -37,7 +37,7 @@ BENCH_ENV = {
     "PAXMART_INVENTORY_PORT": "26012",
     "PAXMART_COUPON_PORT": "26013",
     "PAXMART_REDPACKET_PORT": "26014",
-    "PAXMART_OKAPP_PORT": "26020",
+    "PAXMART_TRIVIAL_PORT": "26020",
 }
 # Closed-loop concurrency of every saturation run (orders, trivial endpoint, raw 4-DB).
 CONNECTIONS = 32

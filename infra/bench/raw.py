@@ -6,7 +6,7 @@
   TRANSACTION` on all four, then `COMMIT PREPARED` on all four), from as many concurrent
   clients as the order benchmark uses connections, each round in the fewest round trips;
 - RabbitMQ: persistent publishes to a durable queue with publisher confirms;
-- a trivial Flask endpoint (`infra/bench/okapp.py`) under the gunicorn settings of every
+- a trivial Flask endpoint (`infra/bench/trivial.py`) under the gunicorn settings of every
   paxmart component, posted the same order bodies by the same wrk script.
 
 Postgres durability stays at its defaults (fsync, synchronous_commit on); the report
@@ -64,7 +64,7 @@ MESSAGE = json.dumps(
         "red_packet_cents": 50,
     }
 ).encode()
-OKAPP = Component("okapp", "infra.bench.okapp:create_app()", 26020)
+TRIVIAL = Component("trivial", "infra.bench.trivial:create_app()", 26020)
 
 
 def db_url(settings: Settings, name: str) -> str:
@@ -241,8 +241,8 @@ def rabbitmq(settings: Settings, publishers: int, seconds: int) -> dict[str, Any
 def trivial_flask(settings: Settings, connections: int, seconds: int) -> dict[str, Any]:
     """wrk posting order bodies to the trivial endpoint under paxmart's gunicorn settings."""
     logs = settings.state_dir / "bench-logs" / "raw"
-    with Stack({}, logs, (OKAPP,)) as stack:
-        url = stack.url("okapp")
+    with Stack({}, logs, (TRIVIAL,)) as stack:
+        url = stack.url("trivial")
         load.burst(url, 2, connections, path="/ok")
         run = load.burst(url, seconds, connections, path="/ok")
     return {"rps": round(run.rps, 1), "errors": run.counts.errors, "run": run.as_json()}

@@ -21,7 +21,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import redis
 import requests
 from flask import Flask, jsonify, request
 from sqlalchemy import text
@@ -29,6 +28,7 @@ from werkzeug.serving import make_server
 
 from gateway.app import create_app
 from gateway.core import Gateway, GatewayOptions
+from infra.deps import redis_ok
 from paxkit.config import Settings
 from paxkit.db import Database
 from tests.conftest import TEST_ENV
@@ -220,17 +220,8 @@ class OwnRedis:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_until(self._answers, 10, what=f"redis-server on port {self.port}")
+        wait_until(lambda: redis_ok(self.url), 10, what=f"redis-server on port {self.port}")
         return self
-
-    def _answers(self) -> bool:
-        client = redis.Redis.from_url(self.url, socket_timeout=0.5, socket_connect_timeout=0.5)
-        try:
-            return bool(client.ping())
-        except redis.RedisError:
-            return False
-        finally:
-            client.close()
 
     def pause(self) -> None:
         assert self.proc is not None

@@ -147,23 +147,31 @@ class BarrierBranch:
         return Outcome(True, "applied")
 
     def _insert(self, conn: Connection, gtid: str, op: str, written_by: str) -> bool:
-        inserted = conn.execute(
-            text(
-                "INSERT INTO barrier (gtid, branch, op, written_by) "
-                "VALUES (:gtid, :branch, :op, :by) ON CONFLICT DO NOTHING RETURNING op"
-            ),
-            {"gtid": gtid, "branch": self.name, "op": op, "by": written_by},
-        ).scalar()
-        return inserted is not None
+        return insert_barrier(conn, gtid, self.name, op, written_by)
 
     def _written_by(self, conn: Connection, gtid: str, op: str) -> str | None:
-        return conn.execute(
-            text(
-                "SELECT written_by FROM barrier WHERE gtid = :gtid AND branch = :branch "
-                "AND op = :op"
-            ),
-            {"gtid": gtid, "branch": self.name, "op": op},
-        ).scalar()
+        return barrier_writer(conn, gtid, self.name, op)
+
+
+def insert_barrier(conn: Connection, gtid: str, branch: str, op: str, written_by: str) -> bool:
+    """Claim the barrier row of (gtid, branch, op); False if someone wrote it first."""
+    inserted = conn.execute(
+        text(
+            "INSERT INTO barrier (gtid, branch, op, written_by) "
+            "VALUES (:gtid, :branch, :op, :by) ON CONFLICT DO NOTHING RETURNING op"
+        ),
+        {"gtid": gtid, "branch": branch, "op": op, "by": written_by},
+    ).scalar()
+    return inserted is not None
+
+
+def barrier_writer(conn: Connection, gtid: str, branch: str, op: str) -> str | None:
+    """Who wrote the barrier row of (gtid, branch, op), if it exists."""
+    written_by: str | None = conn.execute(
+        text("SELECT written_by FROM barrier WHERE gtid = :gtid AND branch = :branch AND op = :op"),
+        {"gtid": gtid, "branch": branch, "op": op},
+    ).scalar()
+    return written_by
 
 
 def barrier_blueprint(branch: BarrierBranch) -> Blueprint:
@@ -197,14 +205,7 @@ def mark_message_committed(conn: Connection, gtid: str, branch: str) -> None:
     Commits with the business change, so the check-back can tell; if the check-back came
     first (and answered "not committed"), this collides with its row and the local
     transaction is refused."""
-    inserted = conn.execute(
-        text(
-            "INSERT INTO barrier (gtid, branch, op, written_by) "
-            "VALUES (:gtid, :branch, 'action', 'action') ON CONFLICT DO NOTHING RETURNING op"
-        ),
-        {"gtid": gtid, "branch": branch},
-    ).scalar()
-    if inserted is None:
+    if not insert_barrier(conn, gtid, branch, "action", written_by="action"):
         raise MessageAborted(f"transaction {gtid} was already resolved as not committed")
 
 
@@ -214,18 +215,5 @@ def query_prepared(db: Database, gtid: str, branch: str) -> bool:
     If it did not, a row is left that makes it fail should it still try to commit; if it
     is committing right now, the insert waits for it and then sees its row."""
     with db.transaction() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO barrier (gtid, branch, op, written_by) "
-                "VALUES (:gtid, :branch, 'action', 'query') ON CONFLICT DO NOTHING"
-            ),
-            {"gtid": gtid, "branch": branch},
-        )
-        written_by = conn.execute(
-            text(
-                "SELECT written_by FROM barrier WHERE gtid = :gtid AND branch = :branch "
-                "AND op = 'action'"
-            ),
-            {"gtid": gtid, "branch": branch},
-        ).scalar()
-    return written_by == "action"
+        insert_barrier(conn, gtid, branch, "action", written_by="query")
+        return barrier_writer(conn, gtid, branch, "action") == "action"

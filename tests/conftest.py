@@ -16,9 +16,14 @@ from paxkit.config import DATABASES, Settings, load_settings
 from paxkit.db import Database, make_engine
 from paxkit.messaging import Topology, delete_topology
 
+# PAXMART_TEST_SLOT=N runs a second suite beside this one (its own ports, databases,
+# Redis db and broker namespace); set PAXMART_PG_PORT too when it runs from another checkout.
+SLOT = int(os.environ.get("PAXMART_TEST_SLOT", "0"))
+PORT_BASE = 18000 + 100 * SLOT
+
 TEST_ENV = {
-    "PAXMART_DB_PREFIX": "paxmart_test_",
-    "PAXMART_REDIS_URL": "redis://127.0.0.1:6379/15",
+    "PAXMART_DB_PREFIX": f"paxmart_test{SLOT or ''}_",
+    "PAXMART_REDIS_URL": f"redis://127.0.0.1:6379/{15 - SLOT}",
     "PAXMART_ADMIN_TOKEN": "test-admin-token",
     "PAXMART_FAULTS": "1",
     "PAXMART_TXN_TIMEOUT_S": "4",
@@ -28,12 +33,12 @@ TEST_ENV = {
     "PAXMART_RECOVERY_HORIZON_S": "8",
     "PAXMART_NOTIFY_SCHEDULE_S": "0.2,0.4,0.8,1.6",
     "PAXMART_LOCK_TIMEOUT_MS": "1500",
-    "PAXMART_GATEWAY_PORT": "18000",
-    "PAXMART_COORDINATOR_PORT": "18010",
-    "PAXMART_ORDER_PORT": "18011",
-    "PAXMART_INVENTORY_PORT": "18012",
-    "PAXMART_COUPON_PORT": "18013",
-    "PAXMART_REDPACKET_PORT": "18014",
+    "PAXMART_GATEWAY_PORT": str(PORT_BASE),
+    "PAXMART_COORDINATOR_PORT": str(PORT_BASE + 10),
+    "PAXMART_ORDER_PORT": str(PORT_BASE + 11),
+    "PAXMART_INVENTORY_PORT": str(PORT_BASE + 12),
+    "PAXMART_COUPON_PORT": str(PORT_BASE + 13),
+    "PAXMART_REDPACKET_PORT": str(PORT_BASE + 14),
 }
 
 

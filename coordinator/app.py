@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Flask, current_app, jsonify, request
@@ -16,16 +17,20 @@ from coordinator.log import TxnLog
 from coordinator.msgflow import MessageFlow
 from coordinator.recovery import Recovery
 from coordinator.states import STATUSES
-from paxkit.app import create_base_app, make_faults
+from paxkit.app import make_faults
 from paxkit.background import Loop
-from paxkit.config import DATABASES, Settings, load_settings
+from paxkit.component import Background, Component, ComponentSpec
+from paxkit.config import Settings, load_settings
 from paxkit.db import Database, make_engine
 from paxkit.errors import ApiError, InvalidInput, NotFound
+from paxkit.http import ServiceClient
 from paxkit.messaging import REPORTS_QUEUE, Topology, queue_depths
 from paxkit.metrics import outbox_probe
 from paxkit.requests_json import json_body
-from paxkit.runtime import start_messaging
+from paxkit.runtime import messaging_work
+from paxkit.schema import MESSAGING_SQL
 from paxkit.validation import validate_gtid
+from paxkit.web import create_app as web_app
 
 MAX_LIST = 500
 
@@ -170,7 +175,7 @@ def queue_probe(settings: Settings) -> Callable[[], list[Metric]]:
 
     def probe() -> list[Metric]:
         gauge = GaugeMetricFamily("paxmart_queue_messages", "Messages waiting", labels=["queue"])
-        depths = queue_depths(settings.amqp_url, Topology(settings.mq_namespace))
+        depths = queue_depths(settings.amqp_url, Topology.of(settings))
         for queue, depth in depths.items():
             gauge.add_metric([queue], depth)
         return [gauge]
@@ -178,56 +183,85 @@ def queue_probe(settings: Settings) -> Callable[[], list[Metric]]:
     return probe
 
 
-def create_app(settings: Settings | None = None) -> Flask:
-    settings = settings or load_settings()
-    app = create_base_app("coordinator", settings)
-    dbs = {name: Database(make_engine(settings.db_urls[name], pool_size=4)) for name in DATABASES}
-    dbs["coordinator"] = Database(make_engine(settings.db_urls["coordinator"], pool_size=32))
-    txn_log = TxnLog(dbs["coordinator"])
-    branches = Branches(settings)
-    pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="branch")
-    faults = make_faults("coordinator", settings)
-    drivers = {
-        d.mode: d(
-            txn_log,
-            branches,
-            faults,
-            pool,
-            settings.txn_timeout_s,
-            retry_delay_s=settings.recovery_interval_s,
-        )
-        for d in ALL_DRIVERS
-    }
-    recovery = Recovery(
-        txn_log,
-        branches,
-        drivers,
-        settings.recovery_horizon_s,
-        lease_s=settings.txn_timeout_s,
-        base_delay_s=settings.recovery_interval_s,
-    )
-    app.extensions.update(
-        {
-            "paxmart.log": txn_log,
-            "paxmart.branches": branches,
-            "paxmart.drivers": drivers,
-            "paxmart.recovery": recovery,
-            "paxmart.auditor": Auditor(dbs, settings.recovery_horizon_s),
+class CoordinatorComponent(Component):
+    """The coordinator's objects: its log, the branch client, the drivers, recovery."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__("coordinator", settings)
+        self.db = Database(make_engine(settings.db_urls["coordinator"], pool_size=32))
+        self.log = TxnLog(self.db)
+        self.branches = Branches(settings)
+        self.faults = make_faults("coordinator", settings)
+        pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="branch")
+        self.drivers = {
+            d.mode: d(
+                self.log,
+                self.branches,
+                self.faults,
+                pool,
+                settings.txn_timeout_s,
+                retry_delay_s=settings.recovery_interval_s,
+            )
+            for d in ALL_DRIVERS
         }
-    )
-    app.extensions["paxmart.gauges"] = [
-        outbox_probe("coordinator", dbs["coordinator"]),
-        backlog_probe(txn_log),
-        queue_probe(settings),
-    ]
-    app.register_blueprint(bp)
-    if settings.background_enabled:
-        msg = drivers["msg"]
+        self.recovery = Recovery(
+            self.log,
+            self.branches,
+            self.drivers,
+            settings.recovery_horizon_s,
+            lease_s=settings.txn_timeout_s,
+            base_delay_s=settings.recovery_interval_s,
+        )
+        self.auditor = Auditor(
+            self.log,
+            service_clients(settings, settings.participants),
+            service_clients(settings, settings.initiators),
+            settings.recovery_horizon_s,
+        )
+
+    def register(self, app: Flask) -> None:
+        app.extensions.update(
+            {
+                "paxmart.log": self.log,
+                "paxmart.branches": self.branches,
+                "paxmart.drivers": self.drivers,
+                "paxmart.recovery": self.recovery,
+                "paxmart.auditor": self.auditor,
+                "paxmart.gauges": [
+                    outbox_probe("coordinator", self.db),
+                    backlog_probe(self.log),
+                    queue_probe(self.settings),
+                ],
+            }
+        )
+        app.register_blueprint(bp)
+
+    def background(self) -> list[Background]:
+        msg = self.drivers["msg"]
         assert isinstance(msg, MessageFlow)
-        app.extensions["paxmart.loops"] = [
-            Loop("coordinator-recovery", recovery.run_once, settings.recovery_interval_s).start(),
-            *start_messaging(
-                "coordinator", settings, dbs["coordinator"], faults, REPORTS_QUEUE, msg.on_report
+        return [
+            Loop("coordinator-recovery", self.recovery.run_once, self.settings.recovery_interval_s),
+            *messaging_work(
+                "coordinator", self.settings, self.db, self.faults, REPORTS_QUEUE, msg.on_report
             ),
         ]
-    return app
+
+    def close(self) -> None:
+        self.db.dispose()
+
+
+def service_clients(settings: Settings, names: tuple[str, ...]) -> dict[str, ServiceClient]:
+    return {
+        name: ServiceClient(name, settings.urls[name], settings.http_timeout_s) for name in names
+    }
+
+
+COMPONENT = ComponentSpec(
+    "coordinator",
+    CoordinatorComponent,
+    (Path(__file__).resolve().parent / "migrations", MESSAGING_SQL),
+)
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    return web_app(CoordinatorComponent(settings or load_settings()))

@@ -13,8 +13,6 @@ from paxkit.http import ServiceClient
 
 log = logging.getLogger(__name__)
 
-BRANCH_NAMES = ("order", "inventory", "coupon", "redpacket")
-
 
 @dataclass(frozen=True)
 class BranchResult:
@@ -29,10 +27,14 @@ class BranchResult:
 
 
 class Branches:
+    """The stack's participants (and its initiator, which answers the msg check-back)."""
+
     def __init__(self, settings: Settings) -> None:
+        self.initiator = settings.initiators[0]
+        self.names = (*settings.initiators, *settings.participants)
         self.clients = {
             name: ServiceClient(name, settings.urls[name], settings.branch_timeout_s)
-            for name in BRANCH_NAMES
+            for name in self.names
         }
 
     def known(self, name: str) -> bool:
@@ -69,9 +71,9 @@ class Branches:
 
     def query_prepared(self, gtid: str) -> bool:
         """The msg check-back: did the initiator commit the local transaction of `gtid`?"""
-        reply = self.clients["order"].post(f"/msg/{gtid}/query", json={}, idempotent=True)
+        reply = self.clients[self.initiator].post(f"/msg/{gtid}/query", json={}, idempotent=True)
         if not reply.ok:
-            raise ApiError(f"order did not answer the check-back of {gtid}", status=503)
+            raise ApiError(f"{self.initiator} did not answer the check-back of {gtid}", status=503)
         return bool(reply.body["committed"])
 
     def prepared(self, name: str) -> list[dict[str, Any]]:

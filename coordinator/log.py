@@ -194,3 +194,17 @@ class TxnLog:
             unfinished=list(UNFINISHED),
         )
         return {r["status"]: int(r["n"]) for r in rows}
+
+    def stuck(self, older_than_s: float) -> list[dict[str, Any]]:
+        """Unfinished transactions not touched for longer than `older_than_s`."""
+        rows = self.db.fetch_all(
+            "SELECT gtid, status, updated_at FROM global_txns WHERE status = ANY(:unfinished) "
+            "AND updated_at < now() - make_interval(secs => :h)",
+            unfinished=list(UNFINISHED),
+            h=older_than_s,
+        )
+        return [{**r, "updated_at": r["updated_at"].isoformat()} for r in rows]
+
+    def count(self) -> int:
+        row = self.db.fetch_one("SELECT count(*) AS n FROM global_txns")
+        return int(row["n"]) if row else 0

@@ -10,7 +10,7 @@ import logging
 import random
 from typing import Any
 
-from coordinator.branches import BRANCH_NAMES, Branches
+from coordinator.branches import Branches
 from coordinator.drivers import Driver
 from coordinator.log import TxnLog
 from coordinator.states import COMMITTED, COMMITTING, PREPARING
@@ -73,7 +73,7 @@ class Recovery:
         (TCC and saga branches can't be orphaned this way: their begin is logged durably
         before any branch is called, so recovery always knows them.)"""
         resolved = 0
-        for name in BRANCH_NAMES:
+        for name in self.branches.names:
             try:
                 prepared = self.branches.prepared(name)
             except ApiError as err:

@@ -7,16 +7,18 @@ idempotency keys (idempotency.py) are built per process here; nothing runs at im
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from flask import Flask, jsonify
 
 from gateway import guards
 from gateway.admin import admin
-from gateway.core import Gateway, GatewayOptions, current_gateway
+from gateway.core import Gateway, GatewayOptions, ProcessState, WarmUp, current_gateway
 from gateway.routes import api
-from paxkit.app import create_base_app
+from paxkit.component import Background, Component, ComponentSpec
 from paxkit.config import Settings, load_settings
+from paxkit.web import create_app as web_app
 
 
 def readyz() -> Any:
@@ -34,15 +36,35 @@ def readyz() -> Any:
     return jsonify({"status": "ready"})
 
 
+class GatewayComponent(Component):
+    """The gateway's objects: its protections and the stores they share."""
+
+    def __init__(self, settings: Settings, options: GatewayOptions | None = None) -> None:
+        super().__init__("gateway", settings)
+        self.gateway = Gateway(settings, options or GatewayOptions.from_settings(settings))
+
+    def register(self, app: Flask) -> None:
+        app.extensions["paxmart.gateway"] = self.gateway
+        app.add_url_rule("/readyz", "readyz", readyz)
+        guards.install(app)
+        app.register_blueprint(api)
+        app.register_blueprint(admin)
+
+    def web_process(self) -> list[Background]:
+        return [ProcessState(self.gateway)]
+
+    def background(self) -> list[Background]:
+        return [WarmUp(self.gateway)] if self.gateway.options.warmup else []
+
+    def close(self) -> None:
+        self.gateway.stop()
+
+
+COMPONENT = ComponentSpec(
+    "gateway", GatewayComponent, (Path(__file__).resolve().parent / "migrations",)
+)
+
+
 def create_app(settings: Settings | None = None, options: GatewayOptions | None = None) -> Flask:
-    settings = settings or load_settings()
-    options = options or GatewayOptions.from_settings(settings)
-    app = create_base_app("gateway", settings)
-    gateway = Gateway(settings, options)
-    app.extensions["paxmart.gateway"] = gateway
-    app.add_url_rule("/readyz", "readyz", readyz)
-    guards.install(app)
-    app.register_blueprint(api)
-    app.register_blueprint(admin)
-    gateway.start(background=settings.background_enabled)
-    return app
+    """A gateway web app; its process work starts with `paxkit.web.start_process_work`."""
+    return web_app(GatewayComponent(settings or load_settings(), options))

@@ -89,7 +89,7 @@ class Gateway:
             wait_s=options.idempotency_wait_s,
         )
         self.control = ControlPlane(ControlStore(self.db), self.notices, f"{ns}:control", _export)
-        self._stop = threading.Event()
+        self.stopping = threading.Event()
 
     @property
     def order_timeout_s(self) -> float:
@@ -111,15 +111,6 @@ class Gateway:
     def breakers(self) -> dict[str, dict[str, object]]:
         return {name: up.breaker.status() for name, up in self.upstreams.items()}
 
-    def start(self, background: bool) -> None:
-        """Load the control state now; with background work, keep it fresh and warm the cache."""
-        self.control.load()
-        if not background:
-            return
-        self.notices.start()
-        if self.options.warmup:
-            threading.Thread(target=self.warm_up, name="gateway-warmup", daemon=True).start()
-
     def warm_up(self) -> bool:
         """Load the catalogue into the cache (数据预热), retrying until inventory answers."""
         delay, deadline = 0.5, self.options.warmup_deadline_s
@@ -133,7 +124,7 @@ class Gateway:
                     return True
             except (ApiError, RedisUnavailable) as err:
                 log.info("cache warm-up waits for its dependencies: %s", err)
-            if self._stop.wait(delay):
+            if self.stopping.wait(delay):
                 return False
             waited += delay
             delay = min(delay * 2, 5.0)
@@ -141,8 +132,11 @@ class Gateway:
         return False
 
     def stop(self) -> None:
-        self._stop.set()
+        self.stopping.set()
         self.notices.stop()
+        self.close()
+
+    def close(self) -> None:
         for up in self.upstreams.values():
             up.close()
         self.redis.close()
@@ -156,6 +150,42 @@ class Gateway:
         if not _answers(lambda: self.db.fetch_one("SELECT 1 AS ok") is not None):
             down.append("gateway-db")
         return down
+
+
+class ProcessState:
+    """What every gateway web process keeps of its own: the control state, kept fresh by
+    the notices subscription (which also drops this process's cached copies)."""
+
+    name = "gateway-notices"
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    def start(self) -> ProcessState:
+        self.gateway.control.load()
+        self.gateway.notices.start()
+        return self
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self.gateway.notices.stop()
+
+
+class WarmUp:
+    """Loads the catalogue into the shared cache once, from the gateway's worker process."""
+
+    name = "gateway-warmup"
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self._thread = threading.Thread(target=gateway.warm_up, name=self.name, daemon=True)
+
+    def start(self) -> WarmUp:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self.gateway.stopping.set()
+        self._thread.join(timeout_s)
 
 
 def catalogue_entries(body: dict[str, list[dict[str, object]]]) -> dict[str, Entry]:

@@ -1,10 +1,12 @@
-"""Run every paxmart component as a supervised gunicorn process; used by `make up` and tests.
+"""Run every paxmart component as supervised processes; used by `make up` and tests.
 
-Each component runs in its own process group (gunicorn master + workers), so stopping
-or killing a component reaches all of its processes. A supervision thread restarts a
-component whose master died while it was supposed to run, with exponential backoff.
+Each component runs as a web process (gunicorn with deploy/gunicorn.conf.py, serving HTTP
+only) named after the component, and a worker process (`python -m paxkit.worker`) named
+`<component>-worker` that runs its background work. Each process runs in its own process
+group, so stopping or killing one reaches all of its children. A supervision thread
+restarts a process that died while it was supposed to run, with exponential backoff.
 
-`kill(name)` simulates a crash and lets the supervisor restart the component;
+`kill(name)` simulates a crash and lets the supervisor restart the process;
 `kill(name, restart=False)` keeps it down until `restart(name)` brings it back.
 """
 
@@ -25,7 +27,6 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from types import FrameType, TracebackType
 
@@ -35,7 +36,7 @@ import requests
 from infra.deps import ensure_rabbitmq, ensure_redis
 from infra.pgcluster import ClusterError, check_server, ensure_cluster
 from infra.util import is_loopback, port_open, setup_logging, tail, wait_until
-from paxkit.config import COMPONENTS, REPO_ROOT, Component, Settings, load_settings
+from paxkit.config import REPO_ROOT, Settings, load_settings, stack_config
 from paxkit.migrate import migrate_all
 
 log = logging.getLogger(__name__)
@@ -49,11 +50,8 @@ BACKOFF_BASE_S = 0.5
 BACKOFF_MAX_S = 30.0
 STABLE_AFTER_S = 60.0
 TICK_S = 0.2
-# Idle keep-alive of every component. The inter-component clients (paxkit/http.py) keep
-# pooled connections without an idle limit of their own: with a short server keep-alive,
-# a request sent just as the server closes its idle connection fails (a POST is not
-# retried, so the caller answers 504). A long one makes that race rare.
-KEEP_ALIVE_S = 75
+SERVER_CONFIG = REPO_ROOT / "deploy" / "gunicorn.conf.py"
+WORKER_SUFFIX = "-worker"
 START_MARK = "=== "
 ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit)\b.*$", re.MULTILINE)
 
@@ -62,12 +60,45 @@ class StackError(RuntimeError):
     """A component could not be started or did not become healthy."""
 
 
+@dataclass(frozen=True)
+class Component:
+    """What the launcher runs for one component: its web app and, if it has one, its worker."""
+
+    name: str
+    wsgi: str
+    default_port: int
+    worker: bool = False
+
+
+def stack_components() -> tuple[Component, ...]:
+    """Every component of deploy/stack.toml, each with its web and its worker process."""
+    return tuple(
+        Component(entry.name, web_app(entry.name), entry.default_port, worker=True)
+        for entry in stack_config().components
+    )
+
+
+def web_app(name: str) -> str:
+    """The WSGI app gunicorn loads for a stack component."""
+    return f"paxkit.web:serve('{name}')"
+
+
+def web_command(python: str, bind: str, wsgi: str) -> list[str]:
+    """A web process: gunicorn with the one server configuration."""
+    return [python, "-m", "gunicorn", "-c", str(SERVER_CONFIG), "--bind", bind, wsgi]
+
+
+def worker_command(python: str, name: str) -> list[str]:
+    return [python, "-m", "paxkit.worker", name]
+
+
 @dataclass
 class _Proc:
-    """One component's process and its supervision state."""
+    """One process of a component (its web or its worker) and its supervision state."""
 
+    name: str
     component: Component
-    port: int
+    port: int | None
     log_file: Path
     popen: subprocess.Popen[bytes] | None = None
     wanted: bool = False
@@ -76,8 +107,8 @@ class _Proc:
     restart_at: float | None = None
 
     @property
-    def name(self) -> str:
-        return self.component.name
+    def is_worker(self) -> bool:
+        return self.port is None
 
     @property
     def alive(self) -> bool:
@@ -113,21 +144,25 @@ def _exit_reason(code: int | None) -> str:
     return f"exited with code {code}"
 
 
+def _since_start(log_file: Path) -> str:
+    """The log lines written since the process's latest start."""
+    text = tail(log_file, lines=400)
+    return text[text.rfind(START_MARK) :] if START_MARK in text else text
+
+
+def _readiness(proc: _Proc) -> str:
+    return "running its work" if proc.port is None else f"answering {HEALTH_PATH}"
+
+
+def _worker_running(proc: _Proc) -> bool:
+    """A worker is ready once it logged that its background work started."""
+    return f"worker of {proc.component.name} runs" in _since_start(proc.log_file)
+
+
 def _first_error(log_file: Path) -> str:
     """The first exception line logged since the component's latest start, if any."""
-    text = tail(log_file, lines=400)
-    latest = text[text.rfind(START_MARK) :] if START_MARK in text else text
-    match = ERROR_LINE.search(latest)
+    match = ERROR_LINE.search(_since_start(log_file))
     return f"first error: {match.group(0).strip()}\n" if match else ""
-
-
-def _gunicorn_extra_args() -> list[str]:
-    """Gunicorn >= 25.1 opens one shared control socket per user by default; we run several."""
-    try:
-        major, minor = (int(part) for part in version("gunicorn").split(".")[:2])
-    except (PackageNotFoundError, ValueError):
-        return []
-    return ["--no-control-socket"] if (major, minor) >= (25, 1) else []
 
 
 def threads_for(name: str, workers: int, threads: int) -> int:
@@ -156,7 +191,7 @@ class Stack:
         self,
         settings_env: Mapping[str, str],
         log_dir: Path,
-        components: Sequence[Component] = COMPONENTS,
+        components: Sequence[Component] | None = None,
         workers: int = 2,
         threads: int = 16,
         *,
@@ -171,10 +206,14 @@ class Stack:
         self._supervise = supervise
         self._python = python
         self._ready_timeout = ready_timeout
-        self._procs = {
-            c.name: _Proc(c, _component_port(c, self._env), self._log_dir / f"{c.name}.log")
-            for c in components
-        }
+        self._procs: dict[str, _Proc] = {}
+        for c in stack_components() if components is None else components:
+            self._procs[c.name] = _Proc(
+                c.name, c, _component_port(c, self._env), self._log_dir / f"{c.name}.log"
+            )
+            if c.worker:
+                worker = c.name + WORKER_SUFFIX
+                self._procs[worker] = _Proc(worker, c, None, self._log_dir / f"{worker}.log")
         self._lock = threading.RLock()
         self._halt = threading.Event()
         self._thread: threading.Thread | None = None
@@ -195,7 +234,12 @@ class Stack:
 
     @property
     def names(self) -> list[str]:
+        """Every process: a component's web process has its name, its worker `<name>-worker`."""
         return list(self._procs)
+
+    @property
+    def components(self) -> list[str]:
+        return [name for name, proc in self._procs.items() if not proc.is_worker]
 
     @property
     def supervisor_ticks(self) -> int:
@@ -203,7 +247,10 @@ class Stack:
         return self._ticks
 
     def port(self, name: str) -> int:
-        return self._proc(name).port
+        port = self._proc(name).port
+        if port is None:
+            raise StackError(f"{name} serves no HTTP")
+        return port
 
     def url(self, name: str) -> str:
         return f"http://{HOST}:{self.port(name)}"
@@ -212,7 +259,7 @@ class Stack:
         return self._proc(name).log_file
 
     def pid(self, name: str) -> int | None:
-        """PID of the component's gunicorn master while it runs."""
+        """PID of the process (a web process's gunicorn master) while it runs."""
         with self._lock:
             proc = self._proc(name)
             return proc.popen.pid if proc.popen is not None and proc.alive else None
@@ -234,6 +281,7 @@ class Stack:
         self._require_free_ports()
         self._started = True
         atexit.register(self.stop)
+        self._fresh_metrics_dirs()
         try:
             with self._lock:
                 for proc in self._procs.values():
@@ -290,13 +338,14 @@ class Stack:
         self.wait_ready(name, timeout)
 
     def wait_ready(self, name: str, timeout: float | None = None) -> None:
-        """Poll the component's /healthz until it answers 200; StackError on timeout or exit."""
+        """Poll until the process is ready (a web process answers /healthz, a worker logged
+        that its work runs); StackError on timeout or exit."""
         proc = self._proc(name)
         limit = self._ready_timeout if timeout is None else timeout
         if not wait_until(lambda: self._ready(proc), limit, 0.1):
             raise StackError(
-                f"paxmart-{name} did not answer {self.url(name)}{HEALTH_PATH} within "
-                f"{limit:.0f}s; {_first_error(proc.log_file)}"
+                f"paxmart-{name} was not {_readiness(proc)} within {limit:.0f}s; "
+                f"{_first_error(proc.log_file)}"
                 f"last lines of {proc.log_file}:\n{tail(proc.log_file)}"
             )
 
@@ -307,7 +356,11 @@ class Stack:
             raise StackError(f"unknown component {name!r}; known: {self.names}") from None
 
     def _require_free_ports(self) -> None:
-        busy = [f"{p.name} ({p.port})" for p in self._procs.values() if port_open(HOST, p.port)]
+        busy = [
+            f"{p.name} ({p.port})"
+            for p in self._procs.values()
+            if p.port is not None and port_open(HOST, p.port)
+        ]
         if busy:
             raise StackError(
                 f"ports already in use for: {', '.join(busy)}; is another paxmart running? "
@@ -315,34 +368,28 @@ class Stack:
             )
 
     def _command(self, proc: _Proc) -> list[str]:
-        return [
-            *(self._python, "-m", "gunicorn", "--bind", f"{HOST}:{proc.port}"),
-            *("--worker-class", "gthread", "--workers", str(self._workers)),
-            *("--threads", str(threads_for(proc.name, self._workers, self._threads))),
-            *("--timeout", "30"),
-            *("--graceful-timeout", "5", "--keep-alive", str(KEEP_ALIVE_S)),
-            "--reuse-port",  # a socket per worker: the kernel spreads connections evenly
-            *("--name", f"paxmart-{proc.name}"),
-            *_gunicorn_extra_args(),
-            proc.component.wsgi,
-        ]
+        if proc.port is None:
+            return worker_command(self._python, proc.component.name)
+        return web_command(self._python, f"{HOST}:{proc.port}", proc.component.wsgi)
+
+    def _process_env(self, proc: _Proc) -> dict[str, str]:
+        threads = threads_for(proc.component.name, self._workers, self._threads)
+        return {
+            "PAXMART_WEB_WORKERS": str(self._workers),
+            "PAXMART_WEB_THREADS": str(threads),
+            # A component's web and worker processes add up their metrics in one folder.
+            "PROMETHEUS_MULTIPROC_DIR": str(self._metrics_dir(proc.component.name)),
+        }
 
     def _spawn(self, proc: _Proc) -> None:
         """Start the component's gunicorn in a new session; caller holds the lock."""
         if proc.popen is not None:
             _signal_group(proc.popen.pid, signal.SIGKILL)
-        metrics_dir = self._fresh_metrics_dir(proc.name)
-        env = {
-            **os.environ,
-            **self._env,
-            "PYTHONUNBUFFERED": "1",
-            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
-        }
+        env = {**os.environ, **self._env, "PYTHONUNBUFFERED": "1", **self._process_env(proc)}
         stamp = datetime.now().isoformat(timespec="seconds")
         with proc.log_file.open("ab") as out:
-            out.write(
-                f"\n{START_MARK}{stamp} starting paxmart-{proc.name} on port {proc.port}\n".encode()
-            )
+            where = "as a worker" if proc.port is None else f"on port {proc.port}"
+            out.write(f"\n{START_MARK}{stamp} starting paxmart-{proc.name} {where}\n".encode())
             out.flush()
             proc.popen = subprocess.Popen(
                 self._command(proc),
@@ -357,13 +404,16 @@ class Stack:
         proc.started_at = time.monotonic()
         proc.restart_at = None
 
-    def _fresh_metrics_dir(self, name: str) -> Path:
-        """Each gunicorn worker writes its metrics here; /metrics adds them all up. Emptied at
-        every start so a restarted component doesn't count its dead workers' samples."""
-        folder = self._log_dir / "metrics" / name
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
-        return folder
+    def _metrics_dir(self, name: str) -> Path:
+        return self._log_dir / "metrics" / name
+
+    def _fresh_metrics_dirs(self) -> None:
+        """Emptied when the stack starts, so it doesn't count an earlier run's samples; a
+        process restarted later keeps the samples of the one it replaces (counters)."""
+        for name in self.components:
+            folder = self._metrics_dir(name)
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
 
     def _ready(self, proc: _Proc) -> bool:
         with self._lock:
@@ -372,12 +422,15 @@ class Stack:
             if dead and not coming_back:
                 code = proc.popen.returncode if proc.popen is not None else None
                 raise StackError(
-                    f"paxmart-{proc.name} {_exit_reason(code)} before answering {HEALTH_PATH} "
-                    f"(does `{proc.component.wsgi}` import?); {_first_error(proc.log_file)}"
+                    f"paxmart-{proc.name} {_exit_reason(code)} before it was {_readiness(proc)} "
+                    f"(does `{' '.join(self._command(proc)[1:])}` start?); "
+                    f"{_first_error(proc.log_file)}"
                     f"last lines of {proc.log_file}:\n{tail(proc.log_file)}"
                 )
         if dead:
             return False
+        if proc.port is None:
+            return _worker_running(proc)
         try:
             response = requests.get(f"http://{HOST}:{proc.port}{HEALTH_PATH}", timeout=1)
         except requests.RequestException:
@@ -458,7 +511,7 @@ def _ensure_postgres(settings: Settings) -> None:
 
 def _banner(stack: Stack, settings: Settings, log_dir: Path) -> str:
     lines = ["", "paxmart is up", f"  gateway (public entry)  {stack.url('gateway')}"]
-    lines += [f"  {name:<22}  {stack.url(name)}" for name in stack.names if name != "gateway"]
+    lines += [f"  {name:<22}  {stack.url(name)}" for name in stack.components if name != "gateway"]
     lines += [
         f"  logs                    {log_dir}",
         f"  admin token             {settings.admin_token}",

@@ -10,7 +10,6 @@ from flask import Flask, jsonify
 from paxkit.config import Settings
 from paxkit.errors import register_error_handlers
 from paxkit.faults import Faults
-from paxkit.logs import configure_logging
 from paxkit.metrics import install_metrics
 from paxkit.tracing import install_tracing
 
@@ -22,8 +21,7 @@ class ServiceApp(Flask):
 
 
 def create_base_app(component: str, settings: Settings) -> Flask:
-    """A Flask app with the contract's error shape, JSON logs, body limit, health, metrics."""
-    configure_logging(component, settings.log_level)
+    """A Flask app with the contract's error shape, body limit, health, metrics, tracing."""
     app = ServiceApp(component)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]

@@ -2,36 +2,64 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-SERVICES = ("order", "inventory", "coupon", "redpacket")
-PARTICIPANTS = ("inventory", "coupon", "redpacket")
-DATABASES = ("coordinator", *SERVICES, "gateway")
+STACK_FILE = REPO_ROOT / "deploy" / "stack.toml"
 
 
 @dataclass(frozen=True)
-class Component:
-    """A process the launcher runs: its WSGI app factory and its default port."""
+class ComponentEntry:
+    """One component of the stack: where its declaration lives and its default port."""
 
     name: str
-    wsgi: str
+    declaration: str  # "module:attribute" of its paxkit.component.ComponentSpec
     default_port: int
 
 
-COMPONENTS = (
-    Component("inventory", "services.inventory.app:create_app()", 8012),
-    Component("coupon", "services.coupon.app:create_app()", 8013),
-    Component("redpacket", "services.redpacket.app:create_app()", 8014),
-    Component("order", "services.order.app:create_app()", 8011),
-    Component("coordinator", "coordinator.app:create_app()", 8010),
-    Component("gateway", "gateway.app:create_app()", 8000),
-)
-COMPONENT_BY_NAME = {c.name: c for c in COMPONENTS}
+@dataclass(frozen=True)
+class StackConfig:
+    """What the stack is made of (deploy/stack.toml, or PAXMART_STACK_FILE)."""
+
+    components: tuple[ComponentEntry, ...]
+    participants: tuple[str, ...]
+    initiators: tuple[str, ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.components)
+
+    def entry(self, name: str) -> ComponentEntry:
+        for component in self.components:
+            if component.name == name:
+                return component
+        raise KeyError(f"no component {name!r} in the stack; known: {', '.join(self.names)}")
+
+
+@functools.cache
+def _read_stack(path: str) -> StackConfig:
+    with open(path, "rb") as file:
+        raw = tomllib.load(file)
+    components = tuple(
+        ComponentEntry(name, str(entry["declaration"]), int(entry["port"]))
+        for name, entry in raw["components"].items()
+    )
+    participants = tuple(str(p) for p in raw.get("participants", ()))
+    initiators = tuple(str(p) for p in raw.get("initiators", ()))
+    unknown = {*participants, *initiators} - {c.name for c in components}
+    if unknown:
+        raise ValueError(f"{path}: {sorted(unknown)} are not components")
+    return StackConfig(components, participants, initiators)
+
+
+def stack_config() -> StackConfig:
+    """The stack's components, read once per process (a file read, no other effect)."""
+    return _read_stack(_env("PAXMART_STACK_FILE", str(STACK_FILE)))
 
 
 def _env(name: str, default: str) -> str:
@@ -55,7 +83,7 @@ def _env_bool(name: str, default: bool) -> bool:
 
 def component_port(name: str) -> int:
     """Port of a component: PAXMART_<NAME>_PORT, else its default."""
-    return _env_int(f"PAXMART_{name.upper()}_PORT", COMPONENT_BY_NAME[name].default_port)
+    return _env_int(f"PAXMART_{name.upper()}_PORT", stack_config().entry(name).default_port)
 
 
 def component_url(name: str) -> str:
@@ -84,7 +112,6 @@ class Settings:
     amqp_url: str
     admin_token: str
     faults_enabled: bool
-    background_enabled: bool
     http_timeout_s: float
     branch_timeout_s: float
     lock_timeout_ms: int
@@ -93,6 +120,9 @@ class Settings:
     txn_timeout_s: float
     max_body_bytes: int
     log_level: str
+    components: tuple[str, ...] = ()
+    participants: tuple[str, ...] = ()
+    initiators: tuple[str, ...] = ()
     extra: dict[str, str] = field(default_factory=dict)
     # Gateway: what the rate limiter does while Redis is unreachable (gateway/ratelimit.py).
     ratelimit_failure_mode: str = "open"
@@ -111,19 +141,22 @@ def load_settings() -> Settings:
     pg_port = _env_int("PAXMART_PG_PORT", 55432)
     pg_user = _env("PAXMART_PG_USER", "postgres")
     prefix = _env("PAXMART_DB_PREFIX", "paxmart_")
+    stack = stack_config()
     return Settings(
         state_dir=Path(_env("PAXMART_STATE_DIR", str(REPO_ROOT / ".state"))),
         pg_host=pg_host,
         pg_port=pg_port,
         pg_user=pg_user,
         db_prefix=prefix,
-        db_urls={n: database_url(n, pg_host, pg_port, pg_user, prefix) for n in DATABASES},
-        urls={c.name: component_url(c.name) for c in COMPONENTS},
+        db_urls={n: database_url(n, pg_host, pg_port, pg_user, prefix) for n in stack.names},
+        urls={name: component_url(name) for name in stack.names},
+        components=stack.names,
+        participants=stack.participants,
+        initiators=stack.initiators,
         redis_url=_env("PAXMART_REDIS_URL", "redis://127.0.0.1:6379/0"),
         amqp_url=_env("PAXMART_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F"),
         admin_token=admin_token(),
         faults_enabled=_env_bool("PAXMART_FAULTS", False),
-        background_enabled=_env_bool("PAXMART_BACKGROUND", True),
         http_timeout_s=_env_float("PAXMART_HTTP_TIMEOUT_S", 5.0),
         branch_timeout_s=_env_float("PAXMART_BRANCH_TIMEOUT_S", 3.0),
         lock_timeout_ms=_env_int("PAXMART_LOCK_TIMEOUT_MS", 2000),

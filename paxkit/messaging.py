@@ -15,15 +15,17 @@ from typing import Any
 import pika
 from pika.adapters.blocking_connection import BlockingChannel
 
+from paxkit.config import Settings
+
 RETRY_TIERS_MS = (1000, 5000, 30000)
 HEARTBEAT_S = 30
 
 
 # The msg mode's events (routing keys) and the queues that receive them.
-PLACED = "order.placed"  # coordinator's event payload: {gtid, order_id, branches: {name: part}}
-COMPENSATE = "order.compensate"
+PLACED = "txn.placed"  # the initiator's event: {gtid, order_id, branches: {name: part}}
+COMPENSATE = "txn.compensate"
 REPORTED = "branch.reported"  # {gtid, branch, op, ok, reason, effect}
-SETTLED = "order.settled"  # {gtid, order_id, status, reason}
+SETTLED = "txn.settled"  # {gtid, order_id, status, reason}
 
 
 class PublishFailed(Exception):
@@ -81,6 +83,12 @@ class Topology:
     broker (a developer's and the test suite's) from consuming each other's messages."""
 
     namespace: str
+    queues: tuple[QueueSpec, ...] = ()
+
+    @classmethod
+    def of(cls, settings: Settings) -> Topology:
+        """Every queue of the configured stack, under its namespace."""
+        return cls(settings.mq_namespace, stack_queues(settings.participants))
 
     @property
     def exchange(self) -> str:
@@ -91,7 +99,7 @@ class Topology:
 
     def declare(self, channel: BlockingChannel) -> None:
         """Every queue of the system, so a publish is never unroutable for want of one."""
-        for spec in ALL_QUEUES:
+        for spec in self.queues:
             declare_queue(channel, self.queue(spec), self.exchange)
 
 
@@ -140,17 +148,17 @@ class Publisher:
 
 
 def participant_queue(name: str) -> QueueSpec:
-    """Where a participant receives the order's events."""
+    """Where a participant receives the transactions' events."""
     return QueueSpec(f"{name}.orders", (PLACED, COMPENSATE))
 
 
 REPORTS_QUEUE = QueueSpec("coordinator.reports", (REPORTED,))
-SETTLEMENTS_QUEUE = QueueSpec("order.settlements", (SETTLED,))
-ALL_QUEUES = (
-    *(participant_queue(name) for name in ("inventory", "coupon", "redpacket")),
-    REPORTS_QUEUE,
-    SETTLEMENTS_QUEUE,
-)
+SETTLEMENTS_QUEUE = QueueSpec("initiator.settlements", (SETTLED,))
+
+
+def stack_queues(participants: tuple[str, ...]) -> tuple[QueueSpec, ...]:
+    """The queues of a stack: one per participant, the coordinator's, the initiator's."""
+    return (*(participant_queue(n) for n in participants), REPORTS_QUEUE, SETTLEMENTS_QUEUE)
 
 
 def queue_depths(amqp_url: str, topology: Topology) -> dict[str, int]:
@@ -159,7 +167,7 @@ def queue_depths(amqp_url: str, topology: Topology) -> dict[str, int]:
     try:
         channel = connection.channel()
         depths = {}
-        for spec in ALL_QUEUES:
+        for spec in topology.queues:
             queue = topology.queue(spec)
             for name in (queue.name, queue.dead_queue):
                 depths[name] = channel.queue_declare(name, passive=True).method.message_count
@@ -169,11 +177,12 @@ def queue_depths(amqp_url: str, topology: Topology) -> dict[str, int]:
 
 
 def delete_topology(amqp_url: str, topology: Topology) -> None:
-    """Drop every queue of a deployment (tests and `make reset` start from an empty broker)."""
+    """Drop every queue and the exchange of a deployment (tests and benchmarks start from an
+    empty broker namespace)."""
     connection = connect(amqp_url)
     try:
         channel = connection.channel()
-        for spec in ALL_QUEUES:
+        for spec in topology.queues:
             queue = topology.queue(spec)
             names = [
                 queue.name,
@@ -182,5 +191,6 @@ def delete_topology(amqp_url: str, topology: Topology) -> None:
             ]
             for name in names:
                 channel.queue_delete(name)
+        channel.exchange_delete(topology.exchange)
     finally:
         connection.close()

@@ -13,24 +13,15 @@ from pathlib import Path
 import psycopg2
 from psycopg2 import sql
 
-from paxkit.config import DATABASES, PARTICIPANTS, REPO_ROOT, Settings, load_settings
+from paxkit.bootstrap import declaration
+from paxkit.config import Settings, load_settings, stack_config
 
 log = logging.getLogger(__name__)
 
-SDK_SQL = REPO_ROOT / "paxkit" / "sql"
-MESSAGING_SQL = REPO_ROOT / "paxkit" / "sql_messaging"
-
 
 def migration_dirs(database: str) -> list[Path]:
-    """The folders whose migrations build one database, in order."""
-    if database == "gateway":
-        return [REPO_ROOT / database / "migrations"]
-    if database == "coordinator":
-        return [REPO_ROOT / database / "migrations", MESSAGING_SQL]
-    own = REPO_ROOT / "services" / database / "migrations"
-    if database == "order" or database in PARTICIPANTS:
-        return [SDK_SQL, MESSAGING_SQL, own]
-    raise ValueError(f"unknown database {database!r}")
+    """The folders whose migrations build one component's database, in order."""
+    return list(declaration(database).migrations)
 
 
 def _split_url(url: str) -> tuple[str, str]:
@@ -122,7 +113,7 @@ def _pending(dirs: list[Path], done: set[str]) -> list[tuple[str, Path]]:
 def migrate_all(settings: Settings, reset: bool = False) -> dict[str, list[str]]:
     """Bring every database to the latest schema (and seed); with reset, start from empty."""
     report: dict[str, list[str]] = {}
-    for database in DATABASES:
+    for database in stack_config().names:
         url = settings.db_urls[database]
         if reset:
             drop_database(url)

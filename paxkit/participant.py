@@ -4,20 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Flask
 from sqlalchemy import Connection
 
-from paxkit.app import create_base_app, make_faults
+from paxkit.app import make_faults
+from paxkit.audit import HoldStates, Ledger, LedgerAudit, ledger_blueprint
 from paxkit.barrier import BarrierBranch, SagaActions, TccActions, barrier_blueprint
+from paxkit.component import Background, Component, ComponentSpec
 from paxkit.config import Settings
 from paxkit.consumer import Handler
 from paxkit.db import Database, make_engine
 from paxkit.messaging import PLACED, REPORTED, participant_queue
 from paxkit.metrics import outbox_probe
 from paxkit.outbox import enqueue
-from paxkit.runtime import start_messaging
+from paxkit.runtime import messaging_work
+from paxkit.schema import PARTICIPANT_MIGRATIONS
+from paxkit.web import create_app
 from paxkit.xa import AbortHook, Action, XaBranch, xa_blueprint
 
 
@@ -31,6 +36,8 @@ class ParticipantSpec:
     on_abort: AbortHook | None = None
     tcc: TccActions | None = None
     saga: SagaActions | None = None
+    ledger: Ledger | None = None
+    states: HoldStates | None = None
 
 
 Take = Callable[[Connection, dict[str, Any], str], None]  # (conn, payload, into state)
@@ -48,10 +55,13 @@ class Holding:
     held: str  # where a TCC Try leaves it
     final: str  # where a committed order leaves it
     released: str  # where a cancel or a compensation returns it
+    ledger: Ledger  # how its data answers the audit
 
     def spec(self, name: str, reads: Blueprint) -> ParticipantSpec:
         return ParticipantSpec(
             name=name,
+            ledger=self.ledger,
+            states=HoldStates(self.held, self.final),
             xa_action=lambda conn, p: self.take(conn, p, self.final),
             reads=reads,
             tcc=TccActions(
@@ -66,36 +76,77 @@ class Holding:
         )
 
 
+class ParticipantComponent(Component):
+    """A participant service's objects: its database, its XA and barrier branches."""
+
+    def __init__(self, spec: ParticipantSpec, settings: Settings, db: Database | None = None):
+        super().__init__(spec.name, settings)
+        self.spec = spec
+        self.db = db or Database(make_engine(settings.db_urls[spec.name]))
+        self.faults = make_faults(spec.name, settings)
+        self.xa = XaBranch(
+            spec.name,
+            self.db,
+            spec.xa_action,
+            self.faults,
+            settings.lock_timeout_ms,
+            on_abort=spec.on_abort,
+        )
+        self.barrier = (
+            BarrierBranch(
+                spec.name,
+                self.db,
+                self.faults,
+                settings.lock_timeout_ms,
+                tcc=spec.tcc,
+                saga=spec.saga,
+            )
+            if spec.tcc is not None or spec.saga is not None
+            else None
+        )
+
+    def register(self, app: Flask) -> None:
+        app.extensions["paxmart.gauges"] = [outbox_probe(self.name, self.db)]
+        app.extensions["paxmart.db"] = self.db
+        app.register_blueprint(xa_blueprint(self.xa))
+        if self.barrier is not None:
+            app.register_blueprint(barrier_blueprint(self.barrier))
+        if self.spec.ledger is not None and self.spec.states is not None:
+            audit = LedgerAudit(self.name, self.db, self.spec.ledger, self.spec.states)
+            app.register_blueprint(ledger_blueprint(audit))
+        app.register_blueprint(self.spec.reads)
+
+    def background(self) -> list[Background]:
+        """msg mode: its part of every order event arrives through its queue (saga actions)."""
+        if self.barrier is None or self.spec.saga is None:
+            return messaging_work(self.name, self.settings, self.db, self.faults)
+        return messaging_work(
+            self.name,
+            self.settings,
+            self.db,
+            self.faults,
+            participant_queue(self.name),
+            branch_message_handler(self.barrier),
+        )
+
+    def close(self) -> None:
+        self.db.dispose()
+
+
+def participant(spec: ParticipantSpec, migrations: Path) -> ComponentSpec:
+    """The declaration of a participant service: its actions and its own migrations."""
+    return ComponentSpec(
+        spec.name,
+        lambda settings: ParticipantComponent(spec, settings),
+        (*PARTICIPANT_MIGRATIONS, migrations),
+    )
+
+
 def create_participant_app(
     spec: ParticipantSpec, settings: Settings, db: Database | None = None
 ) -> Flask:
-    app = create_base_app(spec.name, settings)
-    db = db or Database(make_engine(settings.db_urls[spec.name]))
-    faults = make_faults(spec.name, settings)
-    branch = XaBranch(
-        spec.name, db, spec.xa_action, faults, settings.lock_timeout_ms, on_abort=spec.on_abort
-    )
-    app.extensions["paxmart.gauges"] = [outbox_probe(spec.name, db)]
-    app.extensions["paxmart.db"] = db
-    app.extensions["paxmart.xa"] = branch
-    app.register_blueprint(xa_blueprint(branch))
-    if spec.tcc is not None or spec.saga is not None:
-        guarded = BarrierBranch(
-            spec.name, db, faults, settings.lock_timeout_ms, tcc=spec.tcc, saga=spec.saga
-        )
-        app.extensions["paxmart.barrier"] = guarded
-        app.register_blueprint(barrier_blueprint(guarded))
-        if spec.saga is not None and settings.background_enabled:
-            app.extensions["paxmart.loops"] = start_messaging(
-                spec.name,
-                settings,
-                db,
-                faults,
-                participant_queue(spec.name),
-                branch_message_handler(guarded),
-            )
-    app.register_blueprint(spec.reads)
-    return app
+    """A participant's web app on its own (tests, one-off tools)."""
+    return create_app(ParticipantComponent(spec, settings, db))
 
 
 def branch_message_handler(branch: BarrierBranch) -> Handler:

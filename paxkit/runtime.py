@@ -1,10 +1,8 @@
-"""The background work of a component, started by its app factory (never at import time):
-periodic loops, its outbox relay and its message consumer."""
+"""The messaging work of a component: its outbox relay and, when it has one, its consumer."""
 
 from __future__ import annotations
 
-from typing import Protocol
-
+from paxkit.component import Background
 from paxkit.config import Settings
 from paxkit.consumer import Consumer, Handler
 from paxkit.db import Database
@@ -13,26 +11,19 @@ from paxkit.messaging import QueueSpec, Topology
 from paxkit.outbox import OutboxRelay
 
 
-class Stoppable(Protocol):
-    def stop(self, timeout_s: float = 5.0) -> None: ...
-
-
-def start_messaging(
+def messaging_work(
     component: str,
     settings: Settings,
     db: Database,
     faults: Faults,
     queue: QueueSpec | None = None,
     handler: Handler | None = None,
-) -> list[Stoppable]:
-    """Relay this component's outbox, and consume its queue when it has one."""
-    topology = Topology(settings.mq_namespace)
-    workers: list[Stoppable] = [
-        OutboxRelay(
-            component, settings.db_urls[component], settings.amqp_url, topology, faults
-        ).start()
+) -> list[Background]:
+    """Relay this component's outbox, and consume its queue when it has one (not started)."""
+    topology = Topology.of(settings)
+    work: list[Background] = [
+        OutboxRelay(component, settings.db_urls[component], settings.amqp_url, topology, faults)
     ]
     if queue is not None and handler is not None:
-        consumer = Consumer(component, queue, handler, db, settings.amqp_url, topology, faults)
-        workers.append(consumer.start())
-    return workers
+        work.append(Consumer(component, queue, handler, db, settings.amqp_url, topology, faults))
+    return work

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from paxkit.config import DATABASES, Settings, load_settings
+from paxkit.config import Settings, load_settings
 from paxkit.db import Database, make_engine
 from paxkit.messaging import Topology, delete_topology
 
@@ -81,7 +81,7 @@ def fresh_databases(settings: Settings) -> Settings:
     ensure_cluster(settings)
     migrate_all(settings, reset=True)
     # Messages left by an interrupted run would name orders these databases never had.
-    delete_topology(settings.amqp_url, Topology(settings.mq_namespace))
+    delete_topology(settings.amqp_url, Topology.of(settings))
     return settings
 
 
@@ -89,7 +89,7 @@ def fresh_databases(settings: Settings) -> Settings:
 def dbs(fresh_databases: Settings) -> Iterator[dict[str, Database]]:
     handles = {
         name: Database(make_engine(fresh_databases.db_urls[name], pool_size=4))
-        for name in DATABASES
+        for name in fresh_databases.components
     }
     yield handles
     for handle in handles.values():

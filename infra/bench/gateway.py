@@ -36,10 +36,10 @@ import redis
 import requests
 
 from infra.deps import ensure_all
-from infra.launcher import Stack
+from infra.launcher import Component, Stack, stack_components
 from infra.pgcluster import ensure_cluster
 from infra.util import setup_logging
-from paxkit.config import COMPONENTS, REPO_ROOT, Component, load_settings
+from paxkit.config import REPO_ROOT, load_settings
 from paxkit.migrate import migrate_all
 
 log = logging.getLogger(__name__)
@@ -272,7 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     migrate_all(settings, reset=True)
     redis.Redis.from_url(settings.redis_url, socket_timeout=2).flushdb()
     logs = settings.state_dir / "bench-logs"
-    with Stack(BENCH_ENV, logs, (*COMPONENTS, TRIVIAL), workers=WORKERS, threads=THREADS) as stack:
+    with Stack(
+        BENCH_ENV, logs, (*stack_components(), TRIVIAL), workers=WORKERS, threads=THREADS
+    ) as stack:
         result = report(run_rounds(stack, args.rounds, args.seconds), args.seconds)
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")

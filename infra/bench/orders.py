@@ -25,7 +25,6 @@ import time
 from datetime import datetime
 from typing import Any
 
-import pika
 import psycopg2
 import redis
 import requests
@@ -43,7 +42,7 @@ from infra.bench.procs import CpuAccount, RssSampler
 from infra.launcher import Stack
 from infra.util import setup_logging
 from paxkit.config import Settings
-from paxkit.messaging import ALL_QUEUES, RETRY_TIERS_MS, Topology
+from paxkit.messaging import Topology, delete_topology
 from paxkit.migrate import drop_database, migrate_all
 
 log = logging.getLogger(__name__)
@@ -220,28 +219,12 @@ def bench_mode(
     return result
 
 
-def remove_broker_state(settings: Settings) -> None:
-    """Delete the bench namespace's queues (with retry tiers and dead letters) and exchange."""
-    topology = Topology(settings.mq_namespace)
-    connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
-    try:
-        channel = connection.channel()
-        for spec in ALL_QUEUES:
-            queue = topology.queue(spec)
-            retries = [queue.retry_queue(tier) for tier in range(len(RETRY_TIERS_MS))]
-            for name in (queue.name, queue.dead_queue, *retries):
-                channel.queue_delete(name)
-        channel.exchange_delete(topology.exchange)
-    finally:
-        connection.close()
-
-
 def clean_up(settings: Settings) -> None:
     """Leave nothing behind: the bench databases, its Redis db, its broker namespace."""
     for url in settings.db_urls.values():
         drop_database(url)
     redis.Redis.from_url(settings.redis_url, socket_timeout=2).flushdb()
-    remove_broker_state(settings)
+    delete_topology(settings.amqp_url, Topology.of(settings))
 
 
 def fresh_state(settings: Settings) -> None:

@@ -42,10 +42,10 @@ from infra.bench.common import (
     prepare_servers,
     write_result,
 )
-from infra.launcher import Stack
+from infra.launcher import Component, Stack
 from infra.pgcluster import ClusterInfo
 from infra.util import setup_logging
-from paxkit.config import Component, Settings
+from paxkit.config import Settings
 from paxkit.migrate import drop_database, ensure_database
 
 log = logging.getLogger(__name__)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Flask, current_app, jsonify
 from sqlalchemy import Connection, text
 
+from paxkit.audit import Invariant, Ledger
 from paxkit.config import Settings, load_settings
 from paxkit.errors import NotFound
-from paxkit.participant import Holding, create_participant_app, db_of
+from paxkit.participant import Holding, create_participant_app, db_of, participant
 from paxkit.validation import validate_user_id
 from paxkit.xa import Rejected
 
@@ -74,9 +76,35 @@ def get_coupon(coupon_id: str) -> Any:
     return jsonify(row)
 
 
+# A coupon is held by at most one order at a time.
+LEDGER = Ledger(
+    checked="coupons",
+    count_sql="SELECT count(*) AS n FROM coupons",
+    invariants=(
+        Invariant(
+            "coupon_per_order",
+            "SELECT order_id, count(*) AS n FROM coupons WHERE order_id IS NOT NULL "
+            "GROUP BY order_id HAVING count(*) > 1",
+        ),
+    ),
+    effects_sql=(
+        "SELECT order_id, status AS state, coupon_id AS item, 1 AS amount FROM coupons "
+        "WHERE order_id IS NOT NULL"
+    ),
+    claims=lambda part: {str(part["coupon_id"]): 1},
+)
+
 SPEC = Holding(
-    take=claim_coupon, move=move_coupon, held="reserved", final="used", released="available"
+    take=claim_coupon,
+    move=move_coupon,
+    held="reserved",
+    final="used",
+    released="available",
+    ledger=LEDGER,
 ).spec("coupon", reads)
+
+
+COMPONENT = participant(SPEC, Path(__file__).resolve().parent / "migrations")
 
 
 def create_app(settings: Settings | None = None) -> Flask:

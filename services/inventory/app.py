@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Flask, current_app, jsonify, request
 from sqlalchemy import Connection, text
 
+from paxkit.audit import Invariant, Ledger
 from paxkit.config import Settings, load_settings
 from paxkit.errors import InvalidInput, NotFound
-from paxkit.participant import Holding, create_participant_app, db_of
+from paxkit.participant import Holding, create_participant_app, db_of, participant
 from paxkit.validation import validate_sku
 from paxkit.xa import Rejected
 
@@ -117,9 +119,40 @@ def get_product(sku: str) -> Any:
     return jsonify(row)
 
 
+# Per SKU: available + frozen + sold = initial stock, and frozen/sold agree with the ledger.
+LEDGER = Ledger(
+    checked="skus",
+    count_sql="SELECT count(*) AS n FROM products",
+    invariants=(
+        Invariant(
+            "stock_conservation",
+            "SELECT sku, initial_stock, available, frozen, sold FROM products "
+            "WHERE available + frozen + sold <> initial_stock OR available < 0",
+        ),
+        Invariant(
+            "stock_ledger",
+            "SELECT * FROM (SELECT p.sku, p.frozen, p.sold, "
+            "COALESCE(SUM(m.qty) FILTER (WHERE m.state = 'sold'), 0) AS ledger_sold, "
+            "COALESCE(SUM(m.qty) FILTER (WHERE m.state = 'frozen'), 0) AS ledger_frozen "
+            "FROM products p LEFT JOIN stock_movements m ON m.sku = p.sku GROUP BY p.sku"
+            ") AS t WHERE sold <> ledger_sold OR frozen <> ledger_frozen",
+        ),
+    ),
+    effects_sql="SELECT order_id, state, sku AS item, qty AS amount FROM stock_movements",
+    claims=lambda part: {str(i["sku"]): int(i["qty"]) for i in part["items"]},
+)
+
 SPEC = Holding(
-    take=take_stock, move=move_stock, held="frozen", final="sold", released="released"
+    take=take_stock,
+    move=move_stock,
+    held="frozen",
+    final="sold",
+    released="released",
+    ledger=LEDGER,
 ).spec("inventory", reads)
+
+
+COMPONENT = participant(SPEC, Path(__file__).resolve().parent / "migrations")
 
 
 def create_app(settings: Settings | None = None) -> Flask:

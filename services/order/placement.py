@@ -81,7 +81,7 @@ class OrderPlacement:
         if txn_mode == "msg":
             return self._run_message(order_id, gtid, request, pricing)
         row = self.orders.insert(_order_row(order_id, gtid, request, pricing, "pending", txn_mode))
-        return self._run_global(row, request, pricing)
+        return self._run_global(row, request)
 
     def _run_message(
         self, order_id: str, gtid: str, request: OrderRequest, pricing: Pricing
@@ -89,7 +89,7 @@ class OrderPlacement:
         """msg mode: prepare the message at the coordinator, commit the order and its event
         in one local transaction, submit, and answer 202 at once."""
         row = _order_row(order_id, gtid, request, pricing, "pending", "msg")
-        branches = branches_for(row, "msg", request, pricing)
+        branches = branches_for(row, "msg")
         reply = self.coordinator.post(
             "/transactions", json={"gtid": gtid, "mode": "msg", "branches": branches}
         )
@@ -164,7 +164,7 @@ class OrderPlacement:
         )
         return _rejected(order_body(row), rejection.reason, str(rejection))
 
-    def _run_global(self, row: dict[str, Any], request: OrderRequest, pricing: Pricing) -> Placed:
+    def _run_global(self, row: dict[str, Any], request: OrderRequest) -> Placed:
         """Run the order's global transaction and answer with its outcome."""
         body = order_body(row)
         try:
@@ -173,7 +173,7 @@ class OrderPlacement:
                 json={
                     "gtid": row["gtid"],
                     "mode": request.mode,
-                    "branches": branches_for(row, request.mode, request, pricing),
+                    "branches": branches_for(row, request.mode),
                 },
                 timeout_s=self.txn_timeout_s + 2.0,
             )
@@ -215,45 +215,37 @@ def settle_order(
     return False
 
 
-def branches_for(
-    row: dict[str, Any], txn_mode: str, request: OrderRequest, pricing: Pricing
-) -> list[dict]:
-    """Every branch with an effect on this order, in saga order; one with nothing to do is
-    left out. In 2PC the order itself is a branch too."""
-    common = {"order_id": row["order_id"], "gtid": row["gtid"]}
-    branches: list[dict[str, Any]] = [{"name": "order", "payload": common}]
-    if txn_mode != "2pc":
-        branches = []
-    branches += [
-        {
-            "name": "inventory",
-            "payload": {**common, "items": [{"sku": i.sku, "qty": i.qty} for i in request.items]},
-        },
-    ]
-    if pricing.discount_cents > 0:
-        branches.append(
-            {
-                "name": "coupon",
-                "payload": {
-                    **common,
-                    "coupon_id": request.coupon_id,
-                    "user_id": request.user_id,
-                    "total_cents": pricing.total_cents,
-                },
-            }
-        )
-    if pricing.red_packet_cents > 0:
-        branches.append(
-            {
-                "name": "redpacket",
-                "payload": {
-                    **common,
-                    "user_id": request.user_id,
-                    "amount_cents": pricing.red_packet_cents,
-                },
-            }
-        )
-    return branches
+def order_parts(order: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """What each participant does for this order, by name, in saga order, from the order as
+    stored; a participant with nothing to do is left out."""
+    common = {"order_id": order["order_id"], "gtid": order["gtid"]}
+    parts = {
+        "inventory": {
+            **common,
+            "items": [{"sku": i["sku"], "qty": i["qty"]} for i in order["items"]],
+        }
+    }
+    if order["discount_cents"] > 0:
+        parts["coupon"] = {
+            **common,
+            "coupon_id": order["coupon_id"],
+            "user_id": order["user_id"],
+            "total_cents": order["total_cents"],
+        }
+    if order["red_packet_cents"] > 0:
+        parts["redpacket"] = {
+            **common,
+            "user_id": order["user_id"],
+            "amount_cents": order["red_packet_cents"],
+        }
+    return parts
+
+
+def branches_for(row: dict[str, Any], txn_mode: str) -> list[dict[str, Any]]:
+    """The transaction's branches; in 2PC the order itself is a branch too."""
+    own = [{"name": "order", "payload": {"order_id": row["order_id"], "gtid": row["gtid"]}}]
+    parts = [{"name": name, "payload": part} for name, part in order_parts(row).items()]
+    return own + parts if txn_mode == "2pc" else parts
 
 
 def _order_row(

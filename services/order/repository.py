@@ -71,6 +71,18 @@ class OrderRepository:
             limit=limit,
         )
 
+    def page_after(self, after: str, limit: int, stale_s: float) -> list[dict[str, Any]]:
+        """Orders with ids after `after`, in id order (the audit pages through them)."""
+        return self.db.fetch_all(
+            "SELECT order_id, gtid, user_id, status, items, coupon_id, total_cents, "
+            "discount_cents, red_packet_cents, "
+            "created_at < now() - make_interval(secs => :stale) AS stale "
+            "FROM orders WHERE order_id > :after ORDER BY order_id LIMIT :limit",
+            after=after,
+            limit=limit,
+            stale=stale_s,
+        )
+
     def stale_pending(self, older_than_s: float, limit: int) -> list[dict[str, Any]]:
         return self.db.fetch_all(
             "SELECT order_id, gtid, txn_mode FROM orders WHERE status = 'pending' "

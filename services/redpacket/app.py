@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Flask, current_app, jsonify
 from sqlalchemy import Connection, text
 
+from paxkit.audit import Invariant, Ledger
 from paxkit.config import Settings, load_settings
 from paxkit.errors import NotFound
-from paxkit.participant import Holding, create_participant_app, db_of
+from paxkit.participant import Holding, create_participant_app, db_of, participant
 from paxkit.validation import validate_user_id
 from paxkit.xa import Rejected
 
@@ -80,9 +82,43 @@ def get_wallet(user_id: str) -> Any:
     return jsonify(row)
 
 
+# Per wallet: balance + frozen + spent = initial, and frozen/spent agree with the holds.
+LEDGER = Ledger(
+    checked="wallets",
+    count_sql="SELECT count(*) AS n FROM wallets",
+    invariants=(
+        Invariant(
+            "wallet_conservation",
+            "SELECT user_id, initial_cents, balance_cents, frozen_cents, spent_cents FROM wallets "
+            "WHERE balance_cents + frozen_cents + spent_cents <> initial_cents "
+            "OR balance_cents < 0",
+        ),
+        Invariant(
+            "wallet_ledger",
+            "SELECT * FROM (SELECT w.user_id, w.frozen_cents, w.spent_cents, "
+            "COALESCE(SUM(h.amount_cents) FILTER (WHERE h.state = 'spent'), 0) AS ledger_spent, "
+            "COALESCE(SUM(h.amount_cents) FILTER (WHERE h.state = 'frozen'), 0) AS ledger_frozen "
+            "FROM wallets w LEFT JOIN wallet_holds h ON h.user_id = w.user_id GROUP BY w.user_id"
+            ") AS t WHERE spent_cents <> ledger_spent OR frozen_cents <> ledger_frozen",
+        ),
+    ),
+    effects_sql=(
+        "SELECT order_id, state, 'cents' AS item, amount_cents AS amount FROM wallet_holds"
+    ),
+    claims=lambda part: {"cents": int(part["amount_cents"])},
+)
+
 SPEC = Holding(
-    take=hold_money, move=move_money, held="frozen", final="spent", released="refunded"
+    take=hold_money,
+    move=move_money,
+    held="frozen",
+    final="spent",
+    released="refunded",
+    ledger=LEDGER,
 ).spec("redpacket", reads)
+
+
+COMPONENT = participant(SPEC, Path(__file__).resolve().parent / "migrations")
 
 
 def create_app(settings: Settings | None = None) -> Flask:

@@ -18,7 +18,7 @@ import pytest
 from werkzeug.serving import make_server
 
 from paxkit.faults import arm
-from paxkit.messaging import connect
+from paxkit.messaging import PLACED, connect
 from tests.e2e.conftest import ADMIN
 from tests.helpers import wait_until
 
@@ -149,7 +149,7 @@ def test_poison_message_is_dead_lettered_and_the_rest_flows(api, user, settings)
         channel.confirm_delivery()
         channel.basic_publish(
             settings.mq_namespace,
-            "order.placed",
+            PLACED,
             b"{not json",
             pika.BasicProperties(message_id=str(uuid.uuid4()), delivery_mode=2),
             mandatory=True,
@@ -333,3 +333,30 @@ def test_order_async_switch_sends_sync_modes_through_the_queue(api, dbs, user):
         "SELECT txn_mode FROM orders WHERE order_id = :o", o=order["order_id"]
     )
     assert row == {"txn_mode": "msg"}
+
+
+def test_killed_workers_are_restarted_and_lose_no_order(api, stack, user):
+    """SIGKILL every worker process while msg orders flow: each comes back (supervised)
+    and every order settles; nothing is applied twice or left half done."""
+    bodies = [
+        {
+            "user_id": user,
+            "items": [{"sku": "SKU-0061", "qty": 1}],
+            "mode": "msg",
+            "red_packet_cents": 10,
+        }
+        for _ in range(12)
+    ]
+    accepted = []
+    workers = [name for name in stack.names if name.endswith("-worker")]
+    for n, body in enumerate(bodies):
+        response = api.order(body)
+        assert response.status_code == 202, response.text
+        accepted.append(response.json()["order_id"])
+        if n < len(workers):
+            stack.kill(workers[n])
+    for name in workers:
+        wait_until(lambda name=name: stack.is_running(name), 60, what=f"{name} restarted")
+    statuses = {api.settled(order_id, timeout_s=90)["status"] for order_id in accepted}
+    assert statuses == {"confirmed"}
+    assert api.wallet(user)["balance_cents"] == 100000 - 10 * len(bodies)

@@ -30,10 +30,15 @@ def test_one_trace_id_follows_the_order_through_every_component(api, stack, user
     api.settled(response.json()["order_id"])
     for name in COMPONENTS:
         wait_until(
-            lambda n=name: trace_id in stack.log_file(n).read_text(),
+            lambda n=name: trace_id in component_logs(stack, n),
             timeout_s=20,
-            what=f"trace {trace_id} in the {name} log",
+            what=f"trace {trace_id} in the {name} logs",
         )
+
+
+def component_logs(stack, name: str) -> str:
+    """What a component's web and worker processes logged (msg work runs in the worker)."""
+    return "".join(stack.log_file(n).read_text() for n in (name, f"{name}-worker"))
 
 
 def test_a_request_without_traceparent_gets_one(api):

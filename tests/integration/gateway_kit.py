@@ -31,6 +31,7 @@ from gateway.core import Gateway, GatewayOptions
 from infra.deps import redis_ok
 from paxkit.config import Settings
 from paxkit.db import Database
+from paxkit.web import start_process_work, stop_process_work
 from tests.conftest import TEST_ENV
 from tests.helpers import wait_until
 
@@ -165,10 +166,12 @@ class RunningGateway:
 @contextlib.contextmanager
 def running_gateway(settings: Settings, options: GatewayOptions) -> Iterator[RunningGateway]:
     app = create_app(settings, options)
+    start_process_work(app)
     try:
         with serving(app) as url:
             yield RunningGateway(url, app)
     finally:
+        stop_process_work(app)
         app.extensions["paxmart.gateway"].stop()
 
 

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from paxkit.web import component_of
 from tests.helpers import wait_until
 from tests.integration.gateway_kit import isolated_options, running_gateway
 
@@ -66,9 +67,13 @@ def test_what_cannot_be_a_sku_is_not_cached(gw, fake):
 
 
 def test_warm_up_loads_the_catalogue_at_start(gw_settings, fake):
+    """The gateway's worker process warms the cache its web processes read."""
     with running_gateway(gw_settings, isolated_options(warmup=True)) as gw:
+        (warm_up,) = component_of(gw.app).background()
+        warm_up.start()
         key = f"{gw.gateway.options.namespace}:cache:product:SKU-0004"
         wait_until(lambda: gw.gateway.redis.client.exists(key), what="the warm-up")
+        warm_up.stop()
         response = gw.get("/api/products/SKU-0004")
         listing = gw.get("/api/products")
     assert response.headers["X-Cache"] == "HIT"

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from infra.launcher import Stack, StackError, group_members
+from infra.launcher import Component, Stack, StackError, group_members
 from infra.util import wait_until
-from paxkit.config import REPO_ROOT, Component
+from paxkit.config import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 

@@ -38,7 +38,6 @@ _ids = itertools.count(1)
 @pytest.fixture(scope="module")
 def participants(fresh_databases: Settings) -> Iterator[Settings]:
     """Serve the four participants on free loopback ports; settings that point at them."""
-    quiet = dataclasses.replace(fresh_databases, background_enabled=False)
     servers = {}
     for name, factory in (
         ("order", order_app),
@@ -46,11 +45,14 @@ def participants(fresh_databases: Settings) -> Iterator[Settings]:
         ("coupon", coupon_app),
         ("redpacket", redpacket_app),
     ):
-        server = make_server("127.0.0.1", 0, factory(quiet), threaded=True)
+        server = make_server("127.0.0.1", 0, factory(fresh_databases), threaded=True)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers[name] = server
-    urls = {**quiet.urls, **{n: f"http://127.0.0.1:{s.server_port}" for n, s in servers.items()}}
-    yield dataclasses.replace(quiet, urls=urls)
+    urls = {
+        **fresh_databases.urls,
+        **{n: f"http://127.0.0.1:{s.server_port}" for n, s in servers.items()},
+    }
+    yield dataclasses.replace(fresh_databases, urls=urls)
     for server in servers.values():
         server.shutdown()
 

@@ -6,10 +6,12 @@ database list and the environment variables that paxkit/config.py actually reads
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import tomllib
 from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlsplit
@@ -17,14 +19,18 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from infra.launcher import HOST, SERVER_CONFIG, Stack, stack_components, web_command, worker_command
 from paxkit import config
-from paxkit.config import COMPONENTS, DATABASES, REPO_ROOT
+from paxkit.config import REPO_ROOT, stack_config
 
 pytestmark = pytest.mark.unit
 
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 DOCKERFILE = REPO_ROOT / "infra" / "Dockerfile"
 CONFIG_SOURCE = REPO_ROOT / "paxkit" / "config.py"
+SERVER_SOURCE = SERVER_CONFIG
+COMPONENTS = stack_components()
+DATABASES = stack_config().names
 
 # Naming convention of this repo's compose file: the Postgres container of database X.
 PG_SERVICE = "pg-{}"
@@ -87,7 +93,8 @@ def is_postgres(service: dict[str, Any]) -> bool:
 
 
 def python_services(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Services running our code: built here, or running gunicorn / python."""
+    """Services running our code: built here, or running gunicorn / python (migrate and
+    every component's web and worker containers)."""
     return {
         name: svc
         for name, svc in services.items()
@@ -96,8 +103,9 @@ def python_services(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, 
 
 
 def allowed_env_names() -> set[str]:
-    """PAXMART_* names paxkit/config.py reads, grepped out of its source."""
-    source = CONFIG_SOURCE.read_text()
+    """PAXMART_* names paxkit/config.py and the server configuration read, grepped out of
+    their source."""
+    source = CONFIG_SOURCE.read_text() + SERVER_SOURCE.read_text()
     names = set(re.findall(r"[\"'](PAXMART_[A-Z0-9_]+)[\"']", source))
     suffixes = set(re.findall(r"f[\"']PAXMART_\{name\.upper\(\)\}(_[A-Z0-9_]+)[\"']", source))
     # If config.py grows another per-name pattern, decide here which names it covers.
@@ -127,13 +135,43 @@ def dockerfile_instructions() -> Iterator[tuple[str, str]]:
 # ---------------------------------------------------------------- components and image
 
 
-def test_every_component_is_a_service_running_its_wsgi_app(services):
+def launcher_words(words: list[str]) -> list[str]:
+    """A launcher command as compose writes it: no interpreter path, paths from the repo."""
+    if words[1:3] == ["-m", "gunicorn"]:
+        words = ["gunicorn", *words[3:]]
+    elif words[1:2] == ["-m"]:
+        words = ["python", *words[1:]]
+    return [
+        str(Path(w).relative_to(REPO_ROOT)) if w.startswith(str(REPO_ROOT)) else w for w in words
+    ]
+
+
+def test_compose_and_launcher_run_the_same_processes(services, tmp_path):
+    """Every component's web and worker process: the same command in both, with the one
+    server configuration; only the bind address differs."""
+    stack = Stack({}, tmp_path)
     for comp in COMPONENTS:
         assert comp.name in services, f"component {comp.name} missing from docker-compose.yml"
-        words = argv(services[comp.name].get("command"))
-        assert words[:1] == ["gunicorn"], f"{comp.name}: command must run gunicorn: {words}"
-        assert comp.wsgi in words, f"{comp.name}: command lacks {comp.wsgi!r}: {words}"
+        web = argv(services[comp.name].get("command"))
+        ours = launcher_words(stack._command(stack._proc(comp.name)))
+        bind = f"0.0.0.0:{comp.default_port}"
+        assert web == launcher_words(web_command("python", bind, comp.wsgi)), comp.name
+        assert [w.replace(f"{HOST}:{stack.port(comp.name)}", bind) for w in ours] == web
+        worker = f"{comp.name}-worker"
+        assert worker in services, f"no worker container for {comp.name}"
+        assert argv(services[worker].get("command")) == launcher_words(
+            worker_command("python", comp.name)
+        )
+        assert launcher_words(stack._command(stack._proc(worker))) == argv(
+            services[worker].get("command")
+        )
         assert bind_port(services[comp.name]) == comp.default_port, comp.name
+        assert comp.name in depends_on(services[worker]), f"{worker} must wait for its web"
+
+
+def test_the_image_runs_the_gateway_web_process_as_compose_does(services):
+    cmd = [args for k, args in dockerfile_instructions() if k == "CMD"][-1]
+    assert json.loads(cmd) == argv(services["gateway"].get("command"))
 
 
 def test_every_python_service_uses_the_same_image(services):
@@ -163,12 +201,24 @@ def test_migrate_is_a_one_shot_of_paxkit_migrate(services):
     assert pg <= set(depends_on(migrate)), "migrate must wait for every Postgres"
 
 
-def test_python_services_get_every_url(services):
-    """All DB URLs (the coordinator audits all five) and all component URLs, everywhere."""
+def owner_of(container: str) -> str | None:
+    """The component whose web or worker process a container runs (None: migrate)."""
+    name = container.removesuffix("-worker")
+    return name if name in DATABASES else None
+
+
+def test_python_services_get_every_component_url_and_only_their_own_database(services):
+    """Each service owns its data: a component's containers hold its database's credentials
+    alone; only the one-shot migrator holds them all."""
     for name, svc in python_services(services).items():
         env = env_of(svc)
+        owner = owner_of(name)
         for database in DATABASES:
-            assert f"PAXMART_{database.upper()}_DB_URL" in env, (name, database)
+            key = f"PAXMART_{database.upper()}_DB_URL"
+            if owner is None or owner == database:
+                assert key in env, (name, database)
+            else:
+                assert key not in env, f"{name} must not know the {database} database"
         for comp in COMPONENTS:
             url = urlsplit(env.get(f"PAXMART_{comp.name.upper()}_URL", ""))
             assert (url.hostname, url.port) == (comp.name, bind_port(services[comp.name])), (
@@ -210,6 +260,8 @@ def test_db_urls_point_at_the_matching_postgres(services):
     for name, svc in python_services(services).items():
         env = env_of(svc)
         for database in DATABASES:
+            if f"PAXMART_{database.upper()}_DB_URL" not in env:
+                continue
             url = urlsplit(env[f"PAXMART_{database.upper()}_DB_URL"])
             host = PG_SERVICE.format(database)
             assert url.hostname == host, f"{name}: {database} DB URL points at {url.hostname}"
@@ -226,7 +278,7 @@ def test_db_urls_point_at_the_matching_postgres(services):
 def test_only_the_gateway_publishes_ports(services):
     published = {name for name, svc in services.items() if svc.get("ports")}
     assert published == PUBLISHED
-    gateway = config.COMPONENT_BY_NAME["gateway"]
+    gateway = stack_config().entry("gateway")
     for port in services["gateway"]["ports"]:
         assert str(port).rsplit(":", 1)[-1].split("/")[0] == str(gateway.default_port)
 
@@ -251,7 +303,7 @@ def test_call_graph_ordering(services):
     apps = {c.name for c in COMPONENTS}
     wanted = {
         "gateway": apps - {"gateway"},
-        "coordinator": set(config.PARTICIPANTS),
+        "coordinator": set(stack_config().participants),
         "order": {"coordinator", "inventory", "coupon"},
     }
     for name, targets in wanted.items():
@@ -302,6 +354,7 @@ def test_env_names_grep_matches_what_config_reads(monkeypatch):
     config.load_settings()
     for comp in COMPONENTS:
         config.component_port(comp.name)
+    assert "PAXMART_STACK_FILE" in asked
     assert asked
     assert asked <= allowed_env_names(), asked - allowed_env_names()
 

@@ -1,0 +1,12 @@
+"""The schema folders paxkit brings to a component's database, for its declaration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+# The participant side of every protocol: XA branch log and the barrier.
+PROTOCOL_SQL = HERE / "sql"
+# Transactional outbox and inbox.
+MESSAGING_SQL = HERE / "sql_messaging"
+PARTICIPANT_MIGRATIONS = (PROTOCOL_SQL, MESSAGING_SQL)

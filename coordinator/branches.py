@@ -1,4 +1,5 @@
-"""Calls to the participants' XA endpoints, each with a timeout; outcomes, never exceptions."""
+"""Calls to the participants' protocol endpoints, and the msg check-back to the initiator,
+each with a timeout; outcomes, never exceptions."""
 
 from __future__ import annotations
 
@@ -7,13 +8,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from paxkit.config import Settings
+from paxkit.config import PARTICIPANTS, Settings
 from paxkit.errors import ApiError
 from paxkit.http import ServiceClient
 
 log = logging.getLogger(__name__)
 
-BRANCH_NAMES = ("order", "inventory", "coupon", "redpacket")
+BRANCH_NAMES = PARTICIPANTS
+# The initiator of every global transaction (it is not one of their branches).
+INITIATOR = "order"
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,9 @@ class Branches:
             name: ServiceClient(name, settings.urls[name], settings.branch_timeout_s)
             for name in BRANCH_NAMES
         }
+        self.initiator = ServiceClient(
+            INITIATOR, settings.urls[INITIATOR], settings.branch_timeout_s
+        )
 
     def known(self, name: str) -> bool:
         return name in self.clients
@@ -69,9 +75,9 @@ class Branches:
 
     def query_prepared(self, gtid: str) -> bool:
         """The msg check-back: did the initiator commit the local transaction of `gtid`?"""
-        reply = self.clients["order"].post(f"/msg/{gtid}/query", json={}, idempotent=True)
+        reply = self.initiator.post(f"/msg/{gtid}/query", json={}, idempotent=True)
         if not reply.ok:
-            raise ApiError(f"order did not answer the check-back of {gtid}", status=503)
+            raise ApiError(f"{INITIATOR} did not answer the check-back of {gtid}", status=503)
         return bool(reply.body["committed"])
 
     def prepared(self, name: str) -> list[dict[str, Any]]:

@@ -130,19 +130,6 @@ def _gunicorn_extra_args() -> list[str]:
     return ["--no-control-socket"] if (major, minor) >= (25, 1) else []
 
 
-def threads_for(name: str, workers: int, threads: int) -> int:
-    """Gunicorn threads per worker of one component.
-
-    The order service calls back into itself: a placement holds one of its threads while
-    the coordinator asks the same service to prepare the order's 2PC branch. Were every
-    thread of an order worker holding a placement, that prepare would queue behind them
-    until the branch timeout and the order would abort (a self-deadlock under load). The
-    gateway admits at most `workers * threads` requests at once, so each order worker gets
-    that many threads for placements plus `threads` for branch calls and reads.
-    """
-    return workers * threads + threads if name == "order" else threads
-
-
 def _component_port(component: Component, env: Mapping[str, str]) -> int:
     """PAXMART_<NAME>_PORT from the stack's env, else the process env, else the default."""
     key = f"PAXMART_{component.name.upper()}_PORT"
@@ -318,7 +305,7 @@ class Stack:
         return [
             *(self._python, "-m", "gunicorn", "--bind", f"{HOST}:{proc.port}"),
             *("--worker-class", "gthread", "--workers", str(self._workers)),
-            *("--threads", str(threads_for(proc.name, self._workers, self._threads))),
+            *("--threads", str(self._threads)),
             *("--timeout", "30"),
             *("--graceful-timeout", "5", "--keep-alive", str(KEEP_ALIVE_S)),
             "--reuse-port",  # a socket per worker: the kernel spreads connections evenly

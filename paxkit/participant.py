@@ -1,4 +1,5 @@
-"""Wiring for a participant service: its database, its XA branch, its read endpoints."""
+"""Wiring for a service: its database and its own endpoints; a participant adds its XA
+branch and its barrier-guarded TCC/saga endpoints."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from paxkit.messaging import PLACED, REPORTED, participant_queue
 from paxkit.metrics import outbox_probe
 from paxkit.outbox import enqueue
 from paxkit.runtime import start_messaging
-from paxkit.xa import AbortHook, Action, XaBranch, xa_blueprint
+from paxkit.xa import Action, XaBranch, xa_blueprint
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,6 @@ class ParticipantSpec:
     name: str
     xa_action: Action
     reads: Blueprint
-    on_abort: AbortHook | None = None
     tcc: TccActions | None = None
     saga: SagaActions | None = None
 
@@ -66,17 +66,21 @@ class Holding:
         )
 
 
-def create_participant_app(
-    spec: ParticipantSpec, settings: Settings, db: Database | None = None
-) -> Flask:
-    app = create_base_app(spec.name, settings)
-    db = db or Database(make_engine(settings.db_urls[spec.name]))
-    faults = make_faults(spec.name, settings)
-    branch = XaBranch(
-        spec.name, db, spec.xa_action, faults, settings.lock_timeout_ms, on_abort=spec.on_abort
-    )
-    app.extensions["paxmart.gauges"] = [outbox_probe(spec.name, db)]
+def create_service_app(name: str, settings: Settings, routes: Blueprint) -> Flask:
+    """A service that owns a database (with an outbox) and serves `routes`."""
+    app = create_base_app(name, settings)
+    db = Database(make_engine(settings.db_urls[name]))
+    app.extensions["paxmart.gauges"] = [outbox_probe(name, db)]
     app.extensions["paxmart.db"] = db
+    app.register_blueprint(routes)
+    return app
+
+
+def create_participant_app(spec: ParticipantSpec, settings: Settings) -> Flask:
+    app = create_service_app(spec.name, settings, spec.reads)
+    db = db_of(app)
+    faults = make_faults(spec.name, settings)
+    branch = XaBranch(spec.name, db, spec.xa_action, faults, settings.lock_timeout_ms)
     app.extensions["paxmart.xa"] = branch
     app.register_blueprint(xa_blueprint(branch))
     if spec.tcc is not None or spec.saga is not None:
@@ -94,7 +98,6 @@ def create_participant_app(
                 participant_queue(spec.name),
                 branch_message_handler(guarded),
             )
-    app.register_blueprint(spec.reads)
     return app
 
 

@@ -1,6 +1,9 @@
 """Order service: creates orders and runs each as a global transaction at the coordinator.
 
-It is also a 2PC participant: its branch confirms the pending order, its rollback fails it.
+It is no participant of those transactions: its order row follows the coordinator's
+decision (the coordinator's answer, the msg settlement message, or the reconciler's
+check-back), so no placement ever waits on a call back into its own process. It is the
+initiator of msg transactions, answering the coordinator's check-back from its barrier.
 """
 
 from __future__ import annotations
@@ -18,11 +21,10 @@ from paxkit.errors import InvalidInput, NotFound
 from paxkit.http import ServiceClient
 from paxkit.messaging import SETTLEMENTS_QUEUE
 from paxkit.notify import Notifier
-from paxkit.participant import ParticipantSpec, create_participant_app, db_of
+from paxkit.participant import create_service_app, db_of
 from paxkit.requests_json import json_body
 from paxkit.runtime import start_messaging
 from paxkit.validation import validate_gtid, validate_user_id
-from paxkit.xa import Rejected
 from services.order.placement import OrderPlacement
 from services.order.reconcile import PendingOrderReconciler
 from services.order.repository import (
@@ -35,18 +37,6 @@ from services.order.repository import (
 
 MAX_LIST = 100
 NOTIFY_POLL_S = 0.2
-
-
-def confirm_order(conn: Connection, payload: dict[str, Any]) -> None:
-    """XA action: the order becomes confirmed, unless it is no longer pending."""
-    if not confirm_pending_order(conn, payload):
-        raise Rejected("aborted")
-
-
-def fail_order(conn: Connection, gtid: str, reason: str) -> None:
-    """XA abort hook: the pending order fails with the transaction's reason."""
-    fail_pending_order(conn, gtid, reason)
-
 
 orders_bp = Blueprint("orders", __name__)
 
@@ -87,9 +77,6 @@ def list_orders(user_id: str) -> Any:
     return jsonify({"items": [order_body(r) for r in rows]})
 
 
-SPEC = ParticipantSpec(name="order", xa_action=confirm_order, reads=orders_bp, on_abort=fail_order)
-
-
 def settle_from_message(conn: Connection, event: dict[str, Any], routing_key: str) -> None:
     """msg mode: the coordinator's settlement of an order arrives through the broker."""
     if event["status"] == "confirmed":
@@ -107,7 +94,7 @@ def render_order(conn: Connection, order_id: str) -> dict[str, Any] | None:
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or load_settings()
-    app = create_participant_app(SPEC, settings)
+    app = create_service_app("order", settings, orders_bp)
     db = db_of(app)
     orders = OrderRepository(db)
     faults = make_faults("order", settings)

@@ -89,7 +89,7 @@ class OrderPlacement:
         """msg mode: prepare the message at the coordinator, commit the order and its event
         in one local transaction, submit, and answer 202 at once."""
         row = _order_row(order_id, gtid, request, pricing, "pending", "msg")
-        branches = branches_for(row, "msg", request, pricing)
+        branches = branches_for(row, request, pricing)
         reply = self.coordinator.post(
             "/transactions", json={"gtid": gtid, "mode": "msg", "branches": branches}
         )
@@ -173,7 +173,7 @@ class OrderPlacement:
                 json={
                     "gtid": row["gtid"],
                     "mode": request.mode,
-                    "branches": branches_for(row, request.mode, request, pricing),
+                    "branches": branches_for(row, request, pricing),
                 },
                 timeout_s=self.txn_timeout_s + 2.0,
             )
@@ -184,7 +184,7 @@ class OrderPlacement:
             log.error("coordinator refused %s: %s %s", row["gtid"], reply.status, reply.body)
             return _unknown_outcome(body)
         status, reason = reply.body["status"], reply.body.get("reason") or "aborted"
-        settle_order(self.orders, row["mode"], row["gtid"], status, reason)
+        settle_order(self.orders, row["gtid"], status, reason)
         stored = self.orders.get(row["order_id"])
         if stored is not None and stored["status"] != "pending":
             body = order_body(stored)
@@ -199,15 +199,9 @@ class OrderPlacement:
         )
 
 
-def settle_order(
-    orders: OrderRepository, mode: str, gtid: str, status: str, reason: str | None
-) -> bool:
-    """Bring the order in line with its transaction's outcome.
-
-    In 2PC the order is itself a branch (its commit confirms it, its rollback fails it), so
-    nothing is left to do; in TCC and saga the order follows the coordinator's outcome."""
-    if mode == "2pc":
-        return False
+def settle_order(orders: OrderRepository, gtid: str, status: str, reason: str | None) -> bool:
+    """Bring the order in line with its transaction's outcome (the coordinator decides, in
+    every mode; the order row follows); True when it changed."""
     if status in ("committing", "committed"):
         return orders.confirm_pending(gtid)
     if status in ("aborting", "aborted"):
@@ -215,16 +209,11 @@ def settle_order(
     return False
 
 
-def branches_for(
-    row: dict[str, Any], txn_mode: str, request: OrderRequest, pricing: Pricing
-) -> list[dict]:
+def branches_for(row: dict[str, Any], request: OrderRequest, pricing: Pricing) -> list[dict]:
     """Every branch with an effect on this order, in saga order; one with nothing to do is
-    left out. In 2PC the order itself is a branch too."""
+    left out."""
     common = {"order_id": row["order_id"], "gtid": row["gtid"]}
-    branches: list[dict[str, Any]] = [{"name": "order", "payload": common}]
-    if txn_mode != "2pc":
-        branches = []
-    branches += [
+    branches: list[dict[str, Any]] = [
         {
             "name": "inventory",
             "payload": {**common, "items": [{"sku": i.sku, "qty": i.qty} for i in request.items]},

@@ -25,18 +25,20 @@ from paxkit.participant import create_service_app, db_of
 from paxkit.requests_json import json_body
 from paxkit.runtime import start_messaging
 from paxkit.validation import validate_gtid, validate_user_id
+from services.order.domain import validate_order_id
 from services.order.placement import OrderPlacement
 from services.order.reconcile import PendingOrderReconciler
 from services.order.repository import (
     ORDER_COLUMNS,
     OrderRepository,
-    confirm_pending_order,
-    fail_pending_order,
     order_body,
+    settle_pending_order,
 )
 
 MAX_LIST = 100
 NOTIFY_POLL_S = 0.2
+# The order id the gateway assigned; a placement under an id already recorded answers it.
+ORDER_ID_HEADER = "X-Order-Id"
 
 orders_bp = Blueprint("orders", __name__)
 
@@ -49,7 +51,8 @@ def _placement() -> OrderPlacement:
 @orders_bp.post("/orders")
 def place_order() -> Any:
     respond_async = "respond-async" in request.headers.get("Prefer", "")
-    placed = _placement().place(json_body(), respond_async=respond_async)
+    order_id = validate_order_id(request.headers.get(ORDER_ID_HEADER), ORDER_ID_HEADER)
+    placed = _placement().place(json_body(), respond_async=respond_async, order_id=order_id)
     return jsonify(placed.body), placed.status, placed.headers
 
 
@@ -80,9 +83,9 @@ def list_orders(user_id: str) -> Any:
 def settle_from_message(conn: Connection, event: dict[str, Any], routing_key: str) -> None:
     """msg mode: the coordinator's settlement of an order arrives through the broker."""
     if event["status"] == "confirmed":
-        confirm_pending_order(conn, event)
+        settle_pending_order(conn, event["gtid"], "confirmed", None)
     else:
-        fail_pending_order(conn, event["gtid"], event.get("reason") or "aborted")
+        settle_pending_order(conn, event["gtid"], "failed", event.get("reason") or "aborted")
 
 
 def render_order(conn: Connection, order_id: str) -> dict[str, Any] | None:
@@ -96,7 +99,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or load_settings()
     app = create_service_app("order", settings, orders_bp)
     db = db_of(app)
-    orders = OrderRepository(db)
+    orders = OrderRepository(db, settings.lock_timeout_ms)
     faults = make_faults("order", settings)
     coordinator = ServiceClient(
         "coordinator", settings.urls["coordinator"], settings.http_timeout_s

@@ -1,4 +1,5 @@
-"""Calls to the participants' XA endpoints, each with a timeout; outcomes, never exceptions."""
+"""Calls to the participants' protocol endpoints, and the msg check-back to the initiator,
+each with a timeout; outcomes, never exceptions."""
 
 from __future__ import annotations
 
@@ -27,15 +28,17 @@ class BranchResult:
 
 
 class Branches:
-    """The stack's participants (and its initiator, which answers the msg check-back)."""
+    """The stack's participants, and its initiator, which answers the msg check-back (it is
+    not a branch of the transactions it starts)."""
 
     def __init__(self, settings: Settings) -> None:
-        self.initiator = settings.initiators[0]
-        self.names = (*settings.initiators, *settings.participants)
+        self.names = settings.participants
         self.clients = {
             name: ServiceClient(name, settings.urls[name], settings.branch_timeout_s)
             for name in self.names
         }
+        name = settings.initiators[0]
+        self.initiator = ServiceClient(name, settings.urls[name], settings.branch_timeout_s)
 
     def known(self, name: str) -> bool:
         return name in self.clients
@@ -71,9 +74,11 @@ class Branches:
 
     def query_prepared(self, gtid: str) -> bool:
         """The msg check-back: did the initiator commit the local transaction of `gtid`?"""
-        reply = self.clients[self.initiator].post(f"/msg/{gtid}/query", json={}, idempotent=True)
+        reply = self.initiator.post(f"/msg/{gtid}/query", json={}, idempotent=True)
         if not reply.ok:
-            raise ApiError(f"{self.initiator} did not answer the check-back of {gtid}", status=503)
+            raise ApiError(
+                f"{self.initiator.name} did not answer the check-back of {gtid}", status=503
+            )
         return bool(reply.body["committed"])
 
     def prepared(self, name: str) -> list[dict[str, Any]]:

@@ -32,20 +32,21 @@ log = logging.getLogger(__name__)
 PRODUCTS = "products"
 # Extra time an idempotency claim outlives the longest order call it guards.
 CLAIM_MARGIN_S = 10.0
+# The gateway database serves the control plane and every keyed order's two writes.
+DB_POOL_SIZE = 4
 
 
 @dataclass(frozen=True)
 class GatewayOptions:
     """Tuning of the protections; the environment sets the first two (paxkit.config)."""
 
-    redis_timeout_s: float = 0.1
+    redis_timeout_s: float = 0.5
     ratelimit_failure_mode: str = "open"
     namespace: str = "paxmart:gw"
     redis_retry_after_s: float = 1.0
     control_poll_s: float = 0.5
     cache: CachePolicy = field(default_factory=CachePolicy)
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
-    idempotency_ttl_s: float = 24 * 3600.0
     idempotency_wait_s: float = 10.0
     degraded_retry_after_s: int = 5
     warmup: bool = True
@@ -73,7 +74,7 @@ class Gateway:
         self.redis = RedisGuard(
             fast_client(settings.redis_url, options.redis_timeout_s), options.redis_retry_after_s
         )
-        self.db = Database(make_engine(settings.db_urls["gateway"], pool_size=2))
+        self.db = Database(make_engine(settings.db_urls["gateway"], pool_size=DB_POOL_SIZE))
         self.upstreams = {
             name: Upstream(client, CircuitBreaker(name, self._breaker_policy(name)))
             for name, client in make_clients(settings).items()
@@ -82,10 +83,8 @@ class Gateway:
         self.limiter = RateLimiter(self.redis, ns, options.ratelimit_failure_mode)
         self.cache = ReadCache(self.redis, ns, options.cache, self.notices)
         self.idempotency = Idempotency(
-            self.redis,
-            ns,
-            ttl_s=options.idempotency_ttl_s,
-            pending_s=self.order_timeout_s + CLAIM_MARGIN_S,
+            self.db,
+            claim_s=self.order_timeout_s + CLAIM_MARGIN_S,
             wait_s=options.idempotency_wait_s,
         )
         self.control = ControlPlane(ControlStore(self.db), self.notices, f"{ns}:control", _export)

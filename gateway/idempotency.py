@@ -1,23 +1,28 @@
 """Idempotency keys on POST /api/orders: a retried request never places a second order.
 
-One Redis key per Idempotency-Key holds a JSON record: first `pending` (the body's
-SHA-256 and the owner's token, for `pending_s`, longer than the order call may take),
-then `done` (the body hash and the first answer: status, body, Location) for 24 h.
+Each key is a row of the gateway's own database (`idempotency_keys`, the key its primary
+key), so it replays its first answer across restarts of any component or server, Redis
+included. A record holds the body's SHA-256, the order id the gateway assigned to the
+key, the claim of the request executing it now (if any), and its final answer.
 
-- The first request claims the key (SET NX) and is forwarded; its answer is stored.
-- The same key with the same body replays that answer (same status, same order_id),
-  with `Idempotent-Replayed: true`.
-- The same key with a different body is a 422 `idempotency_key_reused`.
-- A duplicate arriving while the first is still running waits for it (polling, up to
-  `wait_s`) and replays its answer; past that it gets 409 `idempotency_in_progress`
-  with `Retry-After`. So two concurrent requests with one key execute once.
-- What is stored: every answer of the order service, and a 503/504 when the call
-  failed after reaching it (the outcome is unknown: replaying the error is safe, placing
-  again is not; the client finds the order under GET /api/users/<id>/orders). The key is
-  released, so a retry executes, only when the order certainly never left the gateway:
-  an open breaker, or a refused connection.
-- Redis down: requests with a key get 503 `idempotency_unavailable` (duplicates could
-  not be ruled out); requests without a key are not affected.
+- The first request claims the key: the row is inserted, durably, before the order is
+  forwarded, with a fresh order id that the order service places the order under.
+- A final answer (any status below 500: 201, 202, 409, a 4xx) is stored; the same key
+  with the same body replays it (same status, body and Location, with
+  `Idempotent-Replayed: true`). The same key with another body is 422
+  `idempotency_key_reused`.
+- No 5xx is ever stored. When the order service could not be reached, failed, or its
+  outcome is unknown, the claim is released and the row keeps its order id: a retry with
+  the key forwards that same order id again, and the order service, idempotent on it,
+  answers that order's state instead of placing a second one.
+- A duplicate arriving while the key is claimed waits for it (polling, up to `wait_s`)
+  and replays its answer; past that it gets 409 `idempotency_in_progress` with
+  `Retry-After`. So concurrent requests with one key execute once. A claim lapses after
+  `claim_s` (its gateway died mid-request); a retry then takes it over, same order id.
+- The gateway database down: requests with a key get 503 `idempotency_unavailable`
+  (duplicates could not be ruled out); requests without a key are not affected.
+
+Records are never expired here; removing old ones is retention's job (`created_at`).
 """
 
 from __future__ import annotations
@@ -30,8 +35,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import TextClause, text
+
 from gateway import metrics
-from gateway.redisguard import RedisGuard, RedisUnavailable
+from paxkit.db import UNAVAILABLE, Database
 from paxkit.errors import ApiError, InvalidInput
 
 log = logging.getLogger(__name__)
@@ -39,32 +46,40 @@ log = logging.getLogger(__name__)
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 128
 
-# Overwrite (ARGV[2], for ARGV[3] ms) or delete (no ARGV[2]) the record only while it is
-# still the pending record of the request holding token ARGV[1].
-_SETTLE_LUA = """
-local raw = redis.call('GET', KEYS[1])
-if not raw or cjson.decode(raw)['token'] ~= ARGV[1] then return 0 end
-if ARGV[2] then
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-else
-  redis.call('DEL', KEYS[1])
-end
-return 1
-"""
+# Insert the key's record, or take over its claim while it has no answer, nobody holds it
+# and the body matches; no row returned means someone else has it (or another body).
+_CLAIM = text(
+    "INSERT INTO idempotency_keys AS k (key, body_hash, order_id, owner, claimed_until) "
+    "VALUES (:key, :hash, :order_id, :owner, now() + make_interval(secs => :claim_s)) "
+    "ON CONFLICT (key) DO UPDATE SET owner = EXCLUDED.owner, "
+    "claimed_until = EXCLUDED.claimed_until, updated_at = now() "
+    "WHERE k.status IS NULL AND k.body_hash = EXCLUDED.body_hash "
+    "AND (k.owner IS NULL OR k.claimed_until < now()) RETURNING k.order_id"
+)
+_READ = text("SELECT body_hash, status, body, location FROM idempotency_keys WHERE key = :key")
+_ANSWER = text(
+    "UPDATE idempotency_keys SET status = :status, body = :body, "
+    "location = :location, owner = NULL, claimed_until = NULL, updated_at = now() "
+    "WHERE key = :key AND owner = :owner AND status IS NULL"
+)
+_RELEASE = text(
+    "UPDATE idempotency_keys SET owner = NULL, claimed_until = NULL, updated_at = now() "
+    "WHERE key = :key AND owner = :owner"
+)
 
 
 @dataclass(frozen=True)
 class Claim:
-    """This request owns the key and must settle it."""
+    """This request owns the key and must settle it; it places the order `order_id`."""
 
     key: str
     token: str
-    digest: str
+    order_id: str
 
 
 @dataclass(frozen=True)
 class Stored:
-    """A first answer, to replay."""
+    """A first final answer, to replay."""
 
     status: int
     body: Any
@@ -88,37 +103,36 @@ def body_digest(body: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def is_final(status: int) -> bool:
+    """An answer a retry may replay: anything but a 5xx."""
+    return status < 500
+
+
 class Idempotency:
-    def __init__(
-        self,
-        guard: RedisGuard,
-        namespace: str,
-        ttl_s: float,
-        pending_s: float,
-        wait_s: float,
-        poll_s: float = 0.05,
-    ) -> None:
-        self.guard = guard
-        self.ns = namespace
-        self.ttl_ms = int(ttl_s * 1000)
-        self.pending_ms = int(pending_s * 1000)
+    def __init__(self, db: Database, claim_s: float, wait_s: float, poll_s: float = 0.05) -> None:
+        self.db = db
+        self.claim_s = claim_s
         self.wait_s = wait_s
         self.poll_s = poll_s
-        self._settle = guard.client.register_script(_SETTLE_LUA)
 
-    def begin(self, key: str, body: dict[str, Any]) -> Claim | Stored:
-        """Claim the key, or the first answer to replay (waiting while it is pending)."""
-        claim = Claim(key, secrets.token_hex(8), body_digest(body))
-        pending = json.dumps({"hash": claim.digest, "state": "pending", "token": claim.token})
+    def begin(self, key: str, body: dict[str, Any], order_id: str) -> Claim | Stored:
+        """Claim the key (placing `order_id`, or the order id the key already has), or the
+        first answer to replay, waiting while another request holds the key."""
+        token, digest = secrets.token_hex(8), body_digest(body)
         deadline = time.monotonic() + self.wait_s
         while True:
-            raw = self._redis(
-                lambda r: r.set(self._key(key), pending, nx=True, px=self.pending_ms, get=True)
+            claimed = self._run(
+                _CLAIM,
+                key=key,
+                hash=digest,
+                order_id=order_id,
+                owner=token,
+                claim_s=self.claim_s,
             )
-            if raw is None:
+            if claimed is not None:
                 metrics.IDEMPOTENCY.labels("new").inc()
-                return claim
-            stored = self._replayable(json.loads(raw), claim.digest)
+                return Claim(key, token, str(claimed.order_id))
+            stored = self._replayable(key, digest)
             if stored is not None:
                 metrics.IDEMPOTENCY.labels("replay").inc()
                 return stored
@@ -132,52 +146,47 @@ class Idempotency:
                 )
             time.sleep(self.poll_s)
 
-    def finish(self, claim: Claim, stored: Stored) -> None:
-        """Keep the answer for replays."""
-        record = json.dumps(
-            {
-                "hash": claim.digest,
-                "state": "done",
-                "status": stored.status,
-                "body": stored.body,
-                "location": stored.location,
-            }
-        )
-        self._settle_record(claim, record, str(self.ttl_ms))
-
-    def release(self, claim: Claim) -> None:
-        """Forget the claim: nothing was executed, so a retry may execute."""
-        self._settle_record(claim)
-
-    def _settle_record(self, claim: Claim, *args: str) -> None:
-        key = self._key(claim.key)
+    def settle(self, claim: Claim, answer: Stored | None) -> None:
+        """Keep a final answer for replays; anything else (no answer, a 5xx) only releases
+        the claim, so a retry forwards the same order id again."""
         try:
-            done = self.guard.run(
-                lambda r: self._settle(keys=[key], args=[claim.token, *args], client=r)
-            )
-        except RedisUnavailable:
-            log.error("idempotency key %r not settled (Redis down)", claim.key)
-            return
-        if not done:
-            log.error("idempotency key %r expired while its request ran", claim.key)
+            if answer is not None and is_final(answer.status):
+                self._write(
+                    _ANSWER,
+                    key=claim.key,
+                    owner=claim.token,
+                    status=answer.status,
+                    body=json.dumps(answer.body),
+                    location=answer.location,
+                )
+            else:
+                self._write(_RELEASE, key=claim.key, owner=claim.token)
+        except UNAVAILABLE as err:  # the claim lapses after claim_s; a retry takes it
+            log.error("idempotency key %r not settled: %s", claim.key, err)
 
-    def _replayable(self, record: dict[str, Any], digest: str) -> Stored | None:
-        if record["hash"] != digest:
+    def _replayable(self, key: str, digest: str) -> Stored | None:
+        record = self._run(_READ, key=key)
+        if record is None:  # removed since the claim failed: claim it again
+            return None
+        if record.body_hash != digest:
             metrics.IDEMPOTENCY.labels("mismatch").inc()
             raise ApiError(
                 "This Idempotency-Key was used with a different request body.",
                 code="idempotency_key_reused",
                 status=422,
             )
-        if record["state"] != "done":
+        if record.status is None:
             return None
-        return Stored(record["status"], record["body"], record["location"])
+        return Stored(record.status, json.loads(record.body), record.location)
 
-    def _redis(self, call: Any) -> Any:
+    def _run(self, sql: TextClause, **params: Any) -> Any:
+        """One statement on its own; its first row, or 503 when the database can't answer."""
         try:
-            return self.guard.run(call)
-        except RedisUnavailable as err:
+            with self.db.autocommit() as conn:
+                return conn.execute(sql, params).first()
+        except UNAVAILABLE as err:
             metrics.IDEMPOTENCY.labels("unavailable").inc()
+            log.warning("idempotency keys unavailable: %s", err)
             raise ApiError(
                 "Idempotency keys cannot be checked right now; try again shortly.",
                 code="idempotency_unavailable",
@@ -185,5 +194,6 @@ class Idempotency:
                 headers={"Retry-After": "1"},
             ) from err
 
-    def _key(self, key: str) -> str:
-        return f"{self.ns}:idem:{key}"
+    def _write(self, sql: TextClause, **params: Any) -> None:
+        with self.db.autocommit() as conn:
+            conn.execute(sql, params)

@@ -1,12 +1,13 @@
 """Redis for the request path: short timeouts, no retries, and fail-fast while it is down.
 
 Every Redis call on a request path goes through `RedisGuard.run`. A call is bounded by
-the socket timeout (PAXMART_GATEWAY_REDIS_TIMEOUT_S, 0.1 s by default), so a hung Redis
-(SIGSTOPped, overloaded) costs at most that. After a connection error or timeout the
+the socket timeout (PAXMART_GATEWAY_REDIS_TIMEOUT_S, 0.5 s by default: on a busy machine a
+healthy Redis can take over 100 ms to answer), so a hung Redis (SIGSTOPped, overloaded)
+costs at most that. After a connection error or timeout the
 guard remembers Redis as down for `retry_after_s` and answers `RedisUnavailable` at once
 without touching the network; then a single caller probes, and the rest keep failing
 fast until the probe succeeds. Callers decide what "down" means for them (local rate
-limit bucket, uncached read, 503 for idempotency keys).
+limit bucket, uncached read).
 """
 
 from __future__ import annotations

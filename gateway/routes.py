@@ -7,6 +7,7 @@ switches, idempotency keys and the order service's breaker.
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Callable
 from typing import Any
 
@@ -16,10 +17,16 @@ from gateway.breaker import CircuitOpen
 from gateway.cache import Entry, Served
 from gateway.clients import client_id
 from gateway.core import PRODUCTS, Gateway, current_gateway, product_name
-from gateway.idempotency import HEADER, Claim, Stored, validate_key
+from gateway.idempotency import HEADER, Stored, validate_key
 from gateway.switches import SwitchState
 from gateway.upstreams import Upstream, segment
-from paxkit.errors import ApiError, UpstreamNotReached
+from paxkit.errors import (
+    ApiError,
+    OutcomeUnknown,
+    UpstreamNotReached,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from paxkit.http import Reply
 from paxkit.requests_json import json_body
 from paxkit.validation import SKU_PATTERN
@@ -27,6 +34,8 @@ from paxkit.validation import SKU_PATTERN
 api = Blueprint("api", __name__, url_prefix="/api")
 
 PASSED_HEADERS = ("Location", "Retry-After")
+# The order id the gateway assigns; the order service places the order under it.
+ORDER_ID_HEADER = "X-Order-Id"
 # Static fallback for the non-core hot list when it can't be computed (服务降级).
 FALLBACK_RECOMMENDATIONS = [f"SKU-{n:04d}" for n in range(1, 11)]
 MAX_ORDER_SKUS = 100
@@ -116,40 +125,66 @@ def get_order(order_id: str) -> Response:
 
 @api.post("/orders")
 def place_order() -> Response:
+    """Forward an order under an order id the gateway assigns (the key's, when it has one),
+    so an answer lost on the way back can name the order, and a retry can never place it
+    twice."""
     gateway = current_gateway()
     waiting = gateway.switch("waiting_room")
     if waiting.on:
         raise waiting_room(gateway, waiting)
     body = json_body()
     key = validate_key(request.headers.get(HEADER))
-    claim = gateway.idempotency.begin(key, body) if key else None
+    order_id = new_order_id()
+    claim = gateway.idempotency.begin(key, body, order_id) if key else None
     if isinstance(claim, Stored):
         return replay(claim)
+    if claim is not None:
+        order_id = claim.order_id
     names, client = order_cache_names(body), client_id()
     own_reads_s = gateway.options.cache.own_reads_s
     gateway.cache.around_order(names, client, gateway.order_timeout_s + own_reads_s)
+    reply: Reply | None = None
     try:
-        reply = forward_order(gateway, body, key, force=waiting.manual)
-    except (CircuitOpen, UpstreamNotReached):
-        if claim:
-            gateway.idempotency.release(claim)
-        raise
-    except ApiError as err:  # it reached the order service: the outcome is unknown
-        settle(gateway, claim, Stored(err.status, err.body(), None))
-        raise
+        reply = forward_order(gateway, body, order_id, force=waiting.manual)
+        return relay(reply)
+    except UpstreamNotReached:
+        raise  # never sent: certainly no order
+    except (UpstreamTimeout, UpstreamUnavailable) as err:  # sent, and no answer came back
+        raise outcome_unknown(order_id, err) from err
     finally:
         gateway.cache.around_order(names, client, own_reads_s)
-    settle(gateway, claim, Stored(reply.status, reply.body, reply.headers.get("Location")))
-    return relay(reply)
+        if claim is not None:
+            gateway.idempotency.settle(claim, stored_answer(reply))
 
 
-def forward_order(gateway: Gateway, body: dict[str, Any], key: str | None, force: bool) -> Reply:
-    headers = {HEADER: key} if key else {}
+def new_order_id() -> str:
+    return f"ord-{secrets.token_hex(10)}"
+
+
+def forward_order(gateway: Gateway, body: dict[str, Any], order_id: str, force: bool) -> Reply:
+    headers = {ORDER_ID_HEADER: order_id}
     if gateway.switch("order_async").on:
         headers["Prefer"] = "respond-async"
     return gateway.upstreams["order"].post(
         "/orders", json=body, timeout_s=gateway.order_timeout_s, headers=headers, force=force
     )
+
+
+def outcome_unknown(order_id: str, err: ApiError) -> OutcomeUnknown:
+    """The order service got the order but its answer was lost: poll, or retry with the key."""
+    location = order_location(order_id)
+    return OutcomeUnknown(
+        "The order may or may not have been recorded; follow its Location (or retry with "
+        "the same Idempotency-Key) instead of ordering again.",
+        status=504 if isinstance(err, UpstreamTimeout) else 503,
+        headers={"Location": location},
+        order_id=order_id,
+        location=location,
+    )
+
+
+def order_location(order_id: str) -> str:
+    return f"/api/orders/{order_id}"
 
 
 def waiting_room(gateway: Gateway, state: SwitchState) -> ApiError:
@@ -163,9 +198,10 @@ def waiting_room(gateway: Gateway, state: SwitchState) -> ApiError:
     )
 
 
-def settle(gateway: Gateway, claim: Claim | None, stored: Stored) -> None:
-    if claim is not None:
-        gateway.idempotency.finish(claim, stored)
+def stored_answer(reply: Reply | None) -> Stored | None:
+    if reply is None:
+        return None
+    return Stored(reply.status, reply.body, reply.headers.get("Location"))
 
 
 def replay(stored: Stored) -> Response:

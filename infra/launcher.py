@@ -165,19 +165,6 @@ def _first_error(log_file: Path) -> str:
     return f"first error: {match.group(0).strip()}\n" if match else ""
 
 
-def threads_for(name: str, workers: int, threads: int) -> int:
-    """Gunicorn threads per worker of one component.
-
-    The order service calls back into itself: a placement holds one of its threads while
-    the coordinator asks the same service to prepare the order's 2PC branch. Were every
-    thread of an order worker holding a placement, that prepare would queue behind them
-    until the branch timeout and the order would abort (a self-deadlock under load). The
-    gateway admits at most `workers * threads` requests at once, so each order worker gets
-    that many threads for placements plus `threads` for branch calls and reads.
-    """
-    return workers * threads + threads if name == "order" else threads
-
-
 def _component_port(component: Component, env: Mapping[str, str]) -> int:
     """PAXMART_<NAME>_PORT from the stack's env, else the process env, else the default."""
     key = f"PAXMART_{component.name.upper()}_PORT"
@@ -373,10 +360,9 @@ class Stack:
         return web_command(self._python, f"{HOST}:{proc.port}", proc.component.wsgi)
 
     def _process_env(self, proc: _Proc) -> dict[str, str]:
-        threads = threads_for(proc.component.name, self._workers, self._threads)
         return {
             "PAXMART_WEB_WORKERS": str(self._workers),
-            "PAXMART_WEB_THREADS": str(threads),
+            "PAXMART_WEB_THREADS": str(self._threads),
             # A component's web and worker processes add up their metrics in one folder.
             "PROMETHEUS_MULTIPROC_DIR": str(self._metrics_dir(proc.component.name)),
         }

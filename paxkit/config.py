@@ -126,8 +126,9 @@ class Settings:
     extra: dict[str, str] = field(default_factory=dict)
     # Gateway: what the rate limiter does while Redis is unreachable (gateway/ratelimit.py).
     ratelimit_failure_mode: str = "open"
-    # Gateway: socket timeout of every Redis call, so a hung Redis bounds request latency.
-    gateway_redis_timeout_s: float = 0.1
+    # Gateway: socket timeout of every Redis call, so a hung Redis bounds request latency;
+    # sized for a busy machine, where a healthy Redis can miss 100 ms.
+    gateway_redis_timeout_s: float = 0.5
     # Best-effort notification: the retry schedule (seconds) and the hosts it may call.
     notify_schedule_s: tuple[float, ...] = (1, 5, 30, 120, 600)
     notify_allowed_hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "::1")
@@ -166,7 +167,7 @@ def load_settings() -> Settings:
         max_body_bytes=_env_int("PAXMART_MAX_BODY_BYTES", 1024 * 1024),
         log_level=_env("PAXMART_LOG_LEVEL", "INFO"),
         ratelimit_failure_mode=_env("PAXMART_RATELIMIT_FAILURE_MODE", "open"),
-        gateway_redis_timeout_s=_env_float("PAXMART_GATEWAY_REDIS_TIMEOUT_S", 0.1),
+        gateway_redis_timeout_s=_env_float("PAXMART_GATEWAY_REDIS_TIMEOUT_S", 0.5),
         mq_namespace=_env("PAXMART_MQ_NAMESPACE", prefix.rstrip("_") or "paxmart"),
         notify_schedule_s=tuple(
             float(s) for s in _env("PAXMART_NOTIFY_SCHEDULE_S", "1,5,30,120,600").split(",")

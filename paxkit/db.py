@@ -8,8 +8,13 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import URL, Connection, Engine, create_engine, text
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 _GID = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
+# Errors that say "the database is not answering" (down, connection lost, lock or statement
+# timeout, pool exhausted), as opposed to a bug in the statement.
+UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeout)
 
 
 def make_engine(url: str | URL, pool_size: int = 16, autocommit: bool = False) -> Engine:

@@ -77,6 +77,14 @@ class UpstreamTimeout(ApiError):
     code = "upstream_timeout"
 
 
+class OutcomeUnknown(ApiError):
+    """A write reached its upstream but its answer was lost: whether it took effect is not
+    known, so the client is told where to look instead of being told it failed."""
+
+    status = 504
+    code = "outcome_unknown"
+
+
 _HTTP_CODES = {
     400: ("bad_request", "The request could not be understood."),
     404: ("not_found", "No such resource."),

@@ -1,4 +1,5 @@
-"""Wiring for a participant service: its database, its XA branch, its read endpoints."""
+"""Wiring for a service: its database and its own endpoints; a participant adds its XA
+branch and its barrier-guarded TCC/saga endpoints."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from paxkit.outbox import enqueue
 from paxkit.runtime import messaging_work
 from paxkit.schema import PARTICIPANT_MIGRATIONS
 from paxkit.web import create_app
-from paxkit.xa import AbortHook, Action, XaBranch, xa_blueprint
+from paxkit.xa import Action, XaBranch, xa_blueprint
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,6 @@ class ParticipantSpec:
     name: str
     xa_action: Action
     reads: Blueprint
-    on_abort: AbortHook | None = None
     tcc: TccActions | None = None
     saga: SagaActions | None = None
     ledger: Ledger | None = None
@@ -85,12 +85,7 @@ class ParticipantComponent(Component):
         self.db = db or Database(make_engine(settings.db_urls[spec.name]))
         self.faults = make_faults(spec.name, settings)
         self.xa = XaBranch(
-            spec.name,
-            self.db,
-            spec.xa_action,
-            self.faults,
-            settings.lock_timeout_ms,
-            on_abort=spec.on_abort,
+            spec.name, self.db, spec.xa_action, self.faults, settings.lock_timeout_ms
         )
         self.barrier = (
             BarrierBranch(

@@ -10,7 +10,7 @@ transaction, votes by preparing (or not), and makes phase 2 idempotent:
   it was committed before (the log row only becomes visible by committing).
 - rollback: `ROLLBACK PREPARED gid` if it exists, then a tombstone row, so a prepare that
   arrives late (after its rollback) collides with it and votes no instead of hanging
-  onto row locks. An optional `on_abort` hook runs in that same local transaction.
+  onto row locks.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ from paxkit.validation import validate_gtid
 log = logging.getLogger(__name__)
 
 Action = Callable[[Connection, dict[str, Any]], None]
-AbortHook = Callable[[Connection, str, str], None]
 
 ROLLBACK_DEADLINE_S = 10.0
 # A prepare's first round trip: open the branch's transaction, bound its lock waits, and
@@ -90,14 +89,12 @@ class XaBranch:
         action: Action,
         faults: Faults,
         lock_timeout_ms: int,
-        on_abort: AbortHook | None = None,
     ) -> None:
         self.name = name
         self.db = db
         self.action = action
         self.faults = faults
         self.lock_timeout_ms = lock_timeout_ms
-        self.on_abort = on_abort
 
     def gid(self, gtid: str) -> str:
         """Prepared-transaction ids are cluster-wide in Postgres, so the branch is part of it."""
@@ -160,13 +157,13 @@ class XaBranch:
             f"branch {gid} cannot commit: it is {state or 'unknown'}", gid=gid, state=state
         )
 
-    def rollback(self, gtid: str, reason: str) -> str:
+    def rollback(self, gtid: str) -> str:
         gid = self.gid(gtid)
         deadline = time.monotonic() + ROLLBACK_DEADLINE_S
         while True:
             self._rollback_prepared(gid)
             try:
-                return self._bury(gid, gtid, reason)
+                return self._bury(gid, gtid)
             except DBAPIError as err:
                 # A prepare of this gid is still running; it will be prepared (then rolled
                 # back on the next turn) or fail. Bounded by the deadline.
@@ -181,8 +178,8 @@ class XaBranch:
                 if not _is_missing_prepared(err):
                     raise
 
-    def _bury(self, gid: str, gtid: str, reason: str) -> str:
-        """Write the tombstone (and run the abort hook) once; refuse if the branch committed."""
+    def _bury(self, gid: str, gtid: str) -> str:
+        """Write the tombstone once; refuse if the branch committed."""
         with self.db.bounded_transaction(500) as conn:
             inserted = conn.execute(
                 text(
@@ -200,8 +197,6 @@ class XaBranch:
                     raise BranchConflict(
                         f"branch {gid} cannot roll back: it committed", gid=gid, state=state
                     )
-            if self.on_abort is not None:
-                self.on_abort(conn, gtid, reason)
         return "rolled_back"
 
     def prepared(self) -> list[dict[str, Any]]:
@@ -238,9 +233,7 @@ def xa_blueprint(branch: XaBranch) -> Blueprint:
 
     @bp.post("/rollback")
     def rollback() -> Any:
-        body = json_body()
-        reason = body.get("reason") or "aborted"
-        return jsonify({"state": branch.rollback(validate_gtid(body.get("gtid")), str(reason))})
+        return jsonify({"state": branch.rollback(validate_gtid(json_body().get("gtid")))})
 
     @bp.get("/prepared")
     def prepared() -> Any:

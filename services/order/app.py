@@ -1,6 +1,9 @@
 """Order service: creates orders and runs each as a global transaction at the coordinator.
 
-It is also a 2PC participant: its branch confirms the pending order, its rollback fails it.
+It is no participant of those transactions: its order row follows the coordinator's
+decision (the coordinator's answer, the msg settlement message, or the reconciler's
+check-back), so no placement ever waits on a call back into its own process. It is the
+initiator of msg transactions, answering the coordinator's check-back from its barrier.
 """
 
 from __future__ import annotations
@@ -21,65 +24,55 @@ from paxkit.db import Database, make_engine
 from paxkit.errors import InvalidInput, NotFound
 from paxkit.http import ServiceClient
 from paxkit.messaging import SETTLEMENTS_QUEUE
+from paxkit.metrics import outbox_probe
 from paxkit.notify import Notifier
-from paxkit.participant import ParticipantComponent, ParticipantSpec, db_of
 from paxkit.requests_json import json_body
 from paxkit.runtime import messaging_work
 from paxkit.schema import PARTICIPANT_MIGRATIONS
 from paxkit.validation import validate_gtid, validate_user_id
 from paxkit.web import create_app as web_app
-from paxkit.xa import Rejected
+from services.order.domain import validate_order_id
 from services.order.placement import OrderPlacement, order_parts
 from services.order.reconcile import PendingOrderReconciler
 from services.order.repository import (
     ORDER_COLUMNS,
     OrderRepository,
-    confirm_pending_order,
-    fail_pending_order,
     order_body,
+    settle_pending_order,
 )
 
 MAX_LIST = 100
 MAX_AUDIT_PAGE = 1000
 NOTIFY_POLL_S = 0.2
-
-
-def confirm_order(conn: Connection, payload: dict[str, Any]) -> None:
-    """XA action: the order becomes confirmed, unless it is no longer pending."""
-    if not confirm_pending_order(conn, payload):
-        raise Rejected("aborted")
-
-
-def fail_order(conn: Connection, gtid: str, reason: str) -> None:
-    """XA abort hook: the pending order fails with the transaction's reason."""
-    fail_pending_order(conn, gtid, reason)
-
+# The order id the gateway assigned; a placement under an id already recorded answers it.
+ORDER_ID_HEADER = "X-Order-Id"
 
 orders_bp = Blueprint("orders", __name__)
 
 
-def _placement() -> OrderPlacement:
-    placement: OrderPlacement = current_app.extensions["paxmart.placement"]
-    return placement
+def _order() -> OrderComponent:
+    component: OrderComponent = current_app.extensions["paxmart.component"]
+    return component
 
 
 @orders_bp.post("/orders")
 def place_order() -> Any:
     respond_async = "respond-async" in request.headers.get("Prefer", "")
-    placed = _placement().place(json_body(), respond_async=respond_async)
+    order_id = validate_order_id(request.headers.get(ORDER_ID_HEADER), ORDER_ID_HEADER)
+    placed = _order().placement.place(json_body(), respond_async=respond_async, order_id=order_id)
     return jsonify(placed.body), placed.status, placed.headers
 
 
 @orders_bp.post("/msg/<gtid>/query")
 def query_prepared_message(gtid: str) -> Any:
     """The coordinator's check-back for a prepared message (DTM's QueryPrepared)."""
-    committed = query_prepared(db_of(current_app), validate_gtid(gtid), "order")
+    committed = query_prepared(_order().db, validate_gtid(gtid), "order")
     return jsonify({"gtid": gtid, "committed": committed})
 
 
 @orders_bp.get("/orders/<order_id>")
 def get_order(order_id: str) -> Any:
-    row = OrderRepository(db_of(current_app)).get(order_id)
+    row = _order().orders.get(order_id)
     if row is None:
         raise NotFound(f"No order {order_id!r}.", code="order_not_found")
     return jsonify(order_body(row))
@@ -90,7 +83,7 @@ def list_orders(user_id: str) -> Any:
     limit = request.args.get("limit", str(MAX_LIST))
     if not limit.isdigit() or not 1 <= int(limit) <= MAX_LIST:
         raise InvalidInput("limit", f"limit must be an integer from 1 to {MAX_LIST}")
-    rows = OrderRepository(db_of(current_app)).for_user(validate_user_id(user_id), int(limit))
+    rows = _order().orders.for_user(validate_user_id(user_id), int(limit))
     return jsonify({"items": [order_body(r) for r in rows]})
 
 
@@ -102,7 +95,7 @@ def audit_orders() -> Any:
     limit = request.args.get("limit", str(MAX_AUDIT_PAGE))
     if not (limit.isascii() and limit.isdigit()) or not 1 <= int(limit) <= MAX_AUDIT_PAGE:
         raise InvalidInput("limit", f"limit must be an integer from 1 to {MAX_AUDIT_PAGE}")
-    rows = OrderRepository(db_of(current_app)).page_after(after, int(limit) + 1, horizon_arg())
+    rows = _order().orders.page_after(after, int(limit) + 1, horizon_arg())
     page = rows[: int(limit)]
     items = [
         {
@@ -117,15 +110,12 @@ def audit_orders() -> Any:
     return jsonify({"items": items, "next": page[-1]["order_id"] if more else None})
 
 
-SPEC = ParticipantSpec(name="order", xa_action=confirm_order, reads=orders_bp, on_abort=fail_order)
-
-
 def settle_from_message(conn: Connection, event: dict[str, Any], routing_key: str) -> None:
     """msg mode: the coordinator's settlement of an order arrives through the broker."""
     if event["status"] == "confirmed":
-        confirm_pending_order(conn, event)
+        settle_pending_order(conn, event["gtid"], "confirmed", None)
     else:
-        fail_pending_order(conn, event["gtid"], event.get("reason") or "aborted")
+        settle_pending_order(conn, event["gtid"], "failed", event.get("reason") or "aborted")
 
 
 def render_order(conn: Connection, order_id: str) -> dict[str, Any] | None:
@@ -136,14 +126,13 @@ def render_order(conn: Connection, order_id: str) -> dict[str, Any] | None:
 
 
 class OrderComponent(Component):
-    """The order service: placement, its own 2PC branch, reconciliation, notification."""
+    """The order service: placement, reconciliation, notification, its outbox and inbox."""
 
     def __init__(self, settings: Settings) -> None:
         super().__init__("order", settings)
         self.db = Database(make_engine(settings.db_urls["order"]))
         self.faults = make_faults("order", settings)
-        self.branch = ParticipantComponent(SPEC, settings, self.db)
-        self.orders = OrderRepository(self.db)
+        self.orders = OrderRepository(self.db, settings.lock_timeout_ms)
         self.coordinator = ServiceClient(
             "coordinator", settings.urls["coordinator"], settings.http_timeout_s
         )
@@ -164,9 +153,9 @@ class OrderComponent(Component):
         )
 
     def register(self, app: Flask) -> None:
-        self.branch.register(app)
+        app.extensions["paxmart.gauges"] = [outbox_probe(self.name, self.db)]
+        app.register_blueprint(orders_bp)
         app.register_blueprint(leftovers_blueprint(self.db))
-        app.extensions["paxmart.placement"] = self.placement
 
     def background(self) -> list[Background]:
         interval = self.settings.recovery_interval_s

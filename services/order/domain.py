@@ -87,6 +87,15 @@ def parse_order_request(body: Mapping[str, Any]) -> OrderRequest:
     )
 
 
+def validate_order_id(raw: str | None, field: str) -> str | None:
+    """An order id assigned by the caller, or None when it gave none."""
+    if raw is None:
+        return None
+    if not ID_PATTERN.match(raw):
+        raise InvalidInput(field, f"{field} must be 1-64 characters of [A-Za-z0-9_-]")
+    return raw
+
+
 def _parse_items(raw: Any) -> tuple[OrderLine, ...]:
     if not isinstance(raw, list) or not raw:
         raise InvalidInput("items", "items must be a non-empty list")

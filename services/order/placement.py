@@ -1,4 +1,14 @@
-"""Placing an order: validate, price, record it, and run it as a global transaction."""
+"""Placing an order: validate, price, record it, and run it as a global transaction.
+
+Placement is idempotent on the order id the caller (the gateway) assigns: an order id
+already recorded is answered with that order's current state (confirmed 201, failed 409,
+pending 202 + Location) instead of being placed again, so a retry after a lost answer can
+never place or charge twice. Each attempt runs its own global transaction (its own gtid).
+
+The order row follows the coordinator's outcome in every mode; the order service is never
+a branch of its own transaction. If the row can't be written right after the coordinator
+answered, the answer still gives that outcome and the reconciler brings the row in line.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +18,14 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from paxkit.barrier import mark_message_committed
-from paxkit.errors import ApiError, InvalidInput, UpstreamTimeout, UpstreamUnavailable
+from paxkit.db import UNAVAILABLE
+from paxkit.errors import (
+    ApiError,
+    InvalidInput,
+    OutcomeUnknown,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from paxkit.faults import Faults
 from paxkit.http import ServiceClient
 from paxkit.messaging import PLACED
@@ -39,10 +56,15 @@ class Placed:
     headers: dict[str, str]
 
 
-def new_ids() -> tuple[str, str]:
-    """(order_id, gtid): the gtid carries the order's random part so logs line up."""
-    token = secrets.token_hex(10)
-    return f"ord-{token}", f"gtx-{token}"
+class AlreadyPlaced(Exception):
+    """Another attempt recorded this order id first."""
+
+
+def new_ids(order_id: str | None) -> tuple[str, str]:
+    """(order_id, gtid): the given order id, else a new one; a gtid of this attempt's own
+    that carries the order's id, so logs line up."""
+    order_id = order_id or f"ord-{secrets.token_hex(10)}"
+    return order_id, f"gtx-{order_id.removeprefix('ord-')}-{secrets.token_hex(3)}"
 
 
 class OrderPlacement:
@@ -64,14 +86,28 @@ class OrderPlacement:
         self.coupon = coupon
         self.txn_timeout_s = txn_timeout_s
 
-    def place(self, body: dict[str, Any], respond_async: bool = False) -> Placed:
-        """Place an order; `respond_async` (the gateway's order_async switch) sends a
-        synchronous mode through the message queue too (同步变异步)."""
+    def place(
+        self, body: dict[str, Any], respond_async: bool = False, order_id: str | None = None
+    ) -> Placed:
+        """Place an order (under `order_id` when given, answering its state if it exists);
+        `respond_async` (the gateway's order_async switch) sends a synchronous mode through
+        the message queue too (同步变异步)."""
         request = parse_order_request(body)
         if request.notify_url and not host_allowed(request.notify_url, self.notify_hosts):
             raise InvalidInput("notify_url", "notify_url's host is not on the allowed list")
+        existing = self.orders.get(order_id) if order_id else None
+        if existing is not None:
+            return answer_for(existing)
+        order_id, gtid = new_ids(order_id)
+        try:
+            return self._place_new(order_id, gtid, request, respond_async)
+        except AlreadyPlaced:
+            return self._answer_existing(order_id)
+
+    def _place_new(
+        self, order_id: str, gtid: str, request: OrderRequest, respond_async: bool
+    ) -> Placed:
         txn_mode = "msg" if respond_async else request.mode
-        order_id, gtid = new_ids()
         prices, stock = self._catalog(request)
         coupon = self._coupon(request.coupon_id)
         try:
@@ -80,8 +116,20 @@ class OrderPlacement:
             return self._reject_upfront(order_id, request, prices, rejection)
         if txn_mode == "msg":
             return self._run_message(order_id, gtid, request, pricing)
-        row = self.orders.insert(_order_row(order_id, gtid, request, pricing, "pending", txn_mode))
+        row = self._insert(_order_row(order_id, gtid, request, pricing, "pending", txn_mode))
         return self._run_global(row, request)
+
+    def _insert(self, order: dict[str, Any]) -> dict[str, Any]:
+        row = self.orders.insert(order)
+        if row is None:
+            raise AlreadyPlaced(order["order_id"])
+        return row
+
+    def _answer_existing(self, order_id: str) -> Placed:
+        row = self.orders.get(order_id)
+        if row is None:  # it conflicted with a row that exists: a read can't miss it
+            raise AssertionError(f"order {order_id} conflicted but is not there")
+        return answer_for(row)
 
     def _run_message(
         self, order_id: str, gtid: str, request: OrderRequest, pricing: Pricing
@@ -89,7 +137,7 @@ class OrderPlacement:
         """msg mode: prepare the message at the coordinator, commit the order and its event
         in one local transaction, submit, and answer 202 at once."""
         row = _order_row(order_id, gtid, request, pricing, "pending", "msg")
-        branches = branches_for(row, "msg")
+        branches = branches_for(row)
         reply = self.coordinator.post(
             "/transactions", json={"gtid": gtid, "mode": "msg", "branches": branches}
         )
@@ -98,6 +146,8 @@ class OrderPlacement:
         with self.orders.db.transaction() as conn:
             mark_message_committed(conn, gtid, "order")
             stored = insert_order(conn, row)
+            if stored is None:  # rolls back the marker too: the check-back aborts this gtid
+                raise AlreadyPlaced(order_id)
             self.faults.hit("msg_before_commit")
             enqueue(
                 conn,
@@ -116,7 +166,7 @@ class OrderPlacement:
             log.warning(
                 "submit of %s failed (%s); the check-back will settle it", gtid, err.message
             )
-        return Placed(202, order_body(stored), {"Location": f"/api/orders/{order_id}"})
+        return Placed(202, order_body(stored), _location(order_id))
 
     def _catalog(self, request: OrderRequest) -> tuple[dict[str, int], dict[str, int]]:
         reply = self.inventory.get("/products", params={"sku": [i.sku for i in request.items]})
@@ -156,7 +206,7 @@ class OrderPlacement:
         pricing = Pricing(
             lines, total, 0, request.red_packet_cents, max(total - request.red_packet_cents, 0)
         )
-        row = self.orders.insert(
+        row = self._insert(
             {
                 **_order_row(order_id, None, request, pricing, "failed", request.mode),
                 "reason": rejection.reason,
@@ -173,7 +223,7 @@ class OrderPlacement:
                 json={
                     "gtid": row["gtid"],
                     "mode": request.mode,
-                    "branches": branches_for(row, request.mode),
+                    "branches": branches_for(row),
                 },
                 timeout_s=self.txn_timeout_s + 2.0,
             )
@@ -184,30 +234,42 @@ class OrderPlacement:
             log.error("coordinator refused %s: %s %s", row["gtid"], reply.status, reply.body)
             return _unknown_outcome(body)
         status, reason = reply.body["status"], reply.body.get("reason") or "aborted"
-        settle_order(self.orders, row["mode"], row["gtid"], status, reason)
-        stored = self.orders.get(row["order_id"])
-        if stored is not None and stored["status"] != "pending":
-            body = order_body(stored)
+        body = self._follow(row, status, reason)
         if status == "committed":
-            return Placed(
-                201, {**body, "status": "confirmed"}, {"Location": f"/api/orders/{row['order_id']}"}
-            )
+            return Placed(201, {**body, "status": "confirmed"}, _location(row["order_id"]))
         return _rejected(
             {**body, "status": "failed", "reason": reason},
             reason,
             f"The order was rejected: {reason}.",
         )
 
+    def _follow(self, row: dict[str, Any], status: str, reason: str) -> dict[str, Any]:
+        """The order row follows the coordinator's outcome; the body to answer with. A
+        database failure here changes nothing of the outcome: the reconciler settles the
+        row later."""
+        try:
+            self.faults.hit("before_settle")
+            settle_order(self.orders, row["gtid"], status, reason)
+            stored = self.orders.get(row["order_id"])
+        except UNAVAILABLE as err:
+            log.warning("order %s not settled yet (%s); the reconciler will", row["order_id"], err)
+            return order_body(row)
+        return order_body(stored if stored is not None else row)
 
-def settle_order(
-    orders: OrderRepository, mode: str, gtid: str, status: str, reason: str | None
-) -> bool:
-    """Bring the order in line with its transaction's outcome.
 
-    In 2PC the order is itself a branch (its commit confirms it, its rollback fails it), so
-    nothing is left to do; in TCC and saga the order follows the coordinator's outcome."""
-    if mode == "2pc":
-        return False
+def answer_for(row: dict[str, Any]) -> Placed:
+    """The answer of a placement that finds its order recorded: its current state."""
+    body = order_body(row)
+    if row["status"] == "confirmed":
+        return Placed(201, body, _location(row["order_id"]))
+    if row["status"] == "failed":
+        return _rejected(body, row["reason"], f"The order was rejected: {row['reason']}.")
+    return Placed(202, body, _location(row["order_id"]))
+
+
+def settle_order(orders: OrderRepository, gtid: str, status: str, reason: str | None) -> bool:
+    """Bring the order in line with its transaction's outcome (the coordinator decides, in
+    every mode; the order row follows); True when it changed."""
     if status in ("committing", "committed"):
         return orders.confirm_pending(gtid)
     if status in ("aborting", "aborted"):
@@ -241,11 +303,9 @@ def order_parts(order: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return parts
 
 
-def branches_for(row: dict[str, Any], txn_mode: str) -> list[dict[str, Any]]:
-    """The transaction's branches; in 2PC the order itself is a branch too."""
-    own = [{"name": "order", "payload": {"order_id": row["order_id"], "gtid": row["gtid"]}}]
-    parts = [{"name": name, "payload": part} for name, part in order_parts(row).items()]
-    return own + parts if txn_mode == "2pc" else parts
+def branches_for(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """The transaction's branches: every participant with a part in the order."""
+    return [{"name": name, "payload": part} for name, part in order_parts(row).items()]
 
 
 def _order_row(
@@ -274,15 +334,20 @@ def _order_row(
     }
 
 
+def _location(order_id: str) -> dict[str, str]:
+    return {"Location": f"/api/orders/{order_id}"}
+
+
 def _rejected(body: dict[str, Any], reason: str, message: str) -> Placed:
     error = {"code": reason, "message": message, "order_id": body["order_id"]}
-    return Placed(409, {**body, "error": error}, {"Location": f"/api/orders/{body['order_id']}"})
+    return Placed(409, {**body, "error": error}, _location(body["order_id"]))
 
 
 def _unknown_outcome(body: dict[str, Any]) -> Placed:
+    """The order is recorded (pending), but its transaction's outcome did not come back."""
     error = {
-        "code": "upstream_timeout",
+        "code": OutcomeUnknown.code,
         "order_id": body["order_id"],
         "message": "The order's outcome is not known yet; follow its Location.",
     }
-    return Placed(504, {**body, "error": error}, {"Location": f"/api/orders/{body['order_id']}"})
+    return Placed(504, {**body, "error": error}, _location(body["order_id"]))

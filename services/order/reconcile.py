@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from paxkit.http import ServiceClient
-from services.order.placement import settle_order as settle
+from services.order.placement import settle_order
 from services.order.repository import OrderRepository
 
 log = logging.getLogger(__name__)
@@ -38,12 +38,7 @@ class PendingOrderReconciler:
             if not reply.ok:
                 continue
             status, reason = reply.body["status"], reply.body.get("reason")
-            if order["txn_mode"] == "2pc" and status in ("aborting", "aborted"):
-                # A 2PC order whose branch never prepared gets no rollback hook call.
-                changed = self.orders.fail_pending(order["gtid"], reason or "aborted")
-            else:
-                changed = settle(self.orders, order["txn_mode"], order["gtid"], status, reason)
-            if changed:
+            if settle_order(self.orders, order["gtid"], status, reason):
                 log.info(
                     "reconciled %s (%s)",
                     order["order_id"],

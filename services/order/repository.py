@@ -27,18 +27,22 @@ def order_body(row: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-def insert_order(conn: Connection, order: dict[str, Any]) -> dict[str, Any]:
-    """Insert a new order in the caller's transaction; returns its stored row."""
+def insert_order(conn: Connection, order: dict[str, Any]) -> dict[str, Any] | None:
+    """Insert a new order in the caller's transaction; returns its stored row, or None when
+    an order with its id exists already (placement is idempotent on the order id)."""
     row = conn.execute(
         text(
             "INSERT INTO orders (order_id, gtid, user_id, mode, txn_mode, status, reason, items, "
             "coupon_id, total_cents, discount_cents, red_packet_cents, payable_cents, notify_url) "
             "VALUES (:order_id, :gtid, :user_id, :mode, :txn_mode, :status, :reason, "
             "CAST(:items AS jsonb), :coupon_id, :total_cents, :discount_cents, "
-            f":red_packet_cents, :payable_cents, :notify_url) RETURNING {ORDER_COLUMNS}"
+            ":red_packet_cents, :payable_cents, :notify_url) ON CONFLICT (order_id) DO NOTHING "
+            f"RETURNING {ORDER_COLUMNS}"
         ),
         {**order, "items": json.dumps(order["items"])},
-    ).one()
+    ).first()
+    if row is None:
+        return None
     if order["status"] != "pending" and order["notify_url"]:
         conn.execute(
             text("INSERT INTO notifications (order_id, url) VALUES (:order_id, :url)"),
@@ -48,10 +52,11 @@ def insert_order(conn: Connection, order: dict[str, Any]) -> dict[str, Any]:
 
 
 class OrderRepository:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, lock_timeout_ms: int = 2000) -> None:
         self.db = db
+        self.lock_timeout_ms = lock_timeout_ms
 
-    def insert(self, order: dict[str, Any]) -> dict[str, Any]:
+    def insert(self, order: dict[str, Any]) -> dict[str, Any] | None:
         """One statement, committed on its own, unless an order settled up front also queues
         its notification: then both go in one transaction."""
         notifies = order["status"] != "pending" and order["notify_url"]
@@ -92,12 +97,17 @@ class OrderRepository:
         )
 
     def confirm_pending(self, gtid: str) -> bool:
-        with self.db.autocommit() as conn:  # one statement: its own transaction
-            return confirm_pending_order(conn, {"gtid": gtid})
+        return self._settle(gtid, "confirmed", None)
 
     def fail_pending(self, gtid: str, reason: str) -> bool:
+        return self._settle(gtid, "failed", reason)
+
+    def _settle(self, gtid: str, status: str, reason: str | None) -> bool:
+        """One statement, its own transaction, waiting at most the lock timeout on the row:
+        the settlement of an order that has its outcome can always be done later."""
+        bounded = f"SET LOCAL lock_timeout = {int(self.lock_timeout_ms)}; "
         with self.db.autocommit() as conn:
-            return fail_pending_order(conn, gtid, reason)
+            return settle_pending_order(conn, gtid, status, reason, prefix=bounded)
 
 
 # Settling an order also queues its best-effort notification, in the same transaction.
@@ -109,19 +119,10 @@ _SETTLE = (
 )
 
 
-def confirm_pending_order(conn: Connection, payload: dict[str, Any]) -> bool:
-    """Confirm the order of this transaction if it is still pending."""
-    return (
-        conn.execute(
-            text(_SETTLE), {"gtid": payload["gtid"], "status": "confirmed", "reason": None}
-        ).scalar()
-        is not None
-    )
-
-
-def fail_pending_order(conn: Connection, gtid: str, reason: str) -> bool:
-    """Fail the order of this transaction if it is still pending; True when it changed."""
-    return (
-        conn.execute(text(_SETTLE), {"gtid": gtid, "status": "failed", "reason": reason}).scalar()
-        is not None
-    )
+def settle_pending_order(
+    conn: Connection, gtid: str, status: str, reason: str | None, prefix: str = ""
+) -> bool:
+    """Confirm or fail the order of this transaction if it is still pending; True when it
+    changed."""
+    params = {"gtid": gtid, "status": status, "reason": reason}
+    return conn.execute(text(prefix + _SETTLE), params).scalar() is not None

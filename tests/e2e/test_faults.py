@@ -1,7 +1,8 @@
-"""Crashes, hangs and failures at each step of every mode; every order ends all-or-nothing.
+"""Crashes, hangs and failures at each step of every mode; every order ends all-or-nothing,
+and no answer lies about it.
 
 Faults are armed through Redis (paxkit.faults) and components are killed for real (SIGKILL
-of the whole process group) and restarted by the launcher.
+of the whole process group, or of one worker at a fault point) and restarted.
 """
 
 from __future__ import annotations
@@ -10,13 +11,14 @@ import threading
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from paxkit.faults import arm
 from tests.e2e.conftest import prepared_for
 from tests.helpers import wait_until
 
 SKU = "SKU-0061"
-BRANCHES = 3  # inventory, coupon, redpacket (2PC adds the order's own branch)
+BRANCHES = 3  # inventory, coupon, redpacket: the order is no branch, in any mode
 
 
 def order_body(user: int, mode: str) -> dict[str, Any]:
@@ -62,7 +64,7 @@ def txn_status(dbs, gtid: str) -> str | None:
 def forward_done(dbs, mode: str, gtid: str) -> bool:
     """Every branch has done its forward step (prepared, tried, acted)."""
     if mode == "2pc":
-        return prepared_for(dbs, gtid) == BRANCHES + 1
+        return prepared_for(dbs, gtid) == BRANCHES
     op = "try" if mode == "tcc" else "action"
     done = 0
     for name in ("inventory", "coupon", "redpacket"):
@@ -246,3 +248,81 @@ def test_tcc_cancel_overtaking_a_slow_try_leaves_nothing_frozen(
     assert dbs["redpacket"].fetch_one(
         "SELECT count(*) AS n FROM wallet_holds WHERE gtid = :g", g=order["gtid"]
     ) == {"n": 0}
+
+
+def orders_of(dbs, user: int) -> list[str]:
+    rows = dbs["order"].fetch_all("SELECT order_id FROM orders WHERE user_id = :u", u=user)
+    return [r["order_id"] for r in rows]
+
+
+def final_answer(api, body: dict[str, Any], key: dict[str, str], order_id: str) -> Any:
+    """Retry with the key until the answer is final, as a client does: a retry can land on
+    the worker being restarted and be outcome_unknown again, always naming the same order."""
+
+    def attempt() -> Any:
+        response = api.order(body, headers=key)
+        if response.status_code < 500:
+            return response
+        assert response.json()["error"]["order_id"] == order_id, response.text
+        return None
+
+    return wait_until(attempt, timeout_s=90, interval_s=0.5, what="a final answer to a retry")
+
+
+def violations_of(api, order_id: str) -> list[dict[str, Any]]:
+    return [v for v in api.audit()["violations"] if v.get("order_id") == order_id]
+
+
+@pytest.mark.parametrize(
+    ("action", "status"),
+    [("kill", 503), ("stall", 504)],  # the connection breaks / the gateway stops waiting
+)
+def test_order_service_lost_mid_placement_is_outcome_unknown_and_a_retry_answers_it(
+    api, dbs, redis_client, user, action, status
+):
+    before = snapshot(api, user)
+    body, key = order_body(user, "2pc"), {"Idempotency-Key": f"lost-{user}"}
+    # After the coordinator committed, before the order row follows: stalled past the
+    # gateway's order timeout (txn timeout + 5 s), or killed.
+    arm(redis_client, "order", "before_settle", action, seconds=12)
+    lost = api.order(body, headers=key)
+    error = lost.json()["error"]
+    assert (lost.status_code, error["code"]) == (status, "outcome_unknown"), lost.text
+    order_id = error["order_id"]
+    assert lost.headers["Location"] == error["location"] == f"/api/orders/{order_id}"
+
+    retried = final_answer(api, body, key, order_id)
+    assert retried.status_code in (201, 202), retried.text  # pending until the row follows
+    assert (retried.json()["order_id"], retried.headers["Location"]) == (
+        order_id,
+        lost.headers["Location"],
+    )
+    assert api.settled(order_id)["status"] == "confirmed"
+    replayed = api.order(body, headers=key)
+    assert (replayed.status_code, replayed.json()) == (retried.status_code, retried.json())
+    assert replayed.headers["Idempotent-Replayed"] == "true"
+    assert orders_of(dbs, user) == [order_id]
+    assert_applied_once(api, user, before)
+    assert violations_of(api, order_id) == []
+
+
+def test_a_database_failure_after_the_outcome_still_answers_the_outcome(
+    api, dbs, redis_client, user
+):
+    """The order row can't be written right after the coordinator answered (here it is
+    locked past the lock timeout): the answer is the coordinator's outcome all the same,
+    and the reconciler brings the row in line."""
+    before = snapshot(api, user)
+    arm(redis_client, "coordinator", "after_decision", "stall", seconds=2)
+    placing = Background(api, order_body(user, "2pc"))
+    order = pending_order(dbs, user)
+    with dbs["order"].transaction() as conn:
+        conn.execute(
+            text("SELECT 1 FROM orders WHERE order_id = :o FOR UPDATE"), {"o": order["order_id"]}
+        )
+        placing.join()
+    assert placing.response is not None and placing.response.status_code == 201
+    assert placing.response.json()["status"] == "confirmed"
+    assert api.settled(order["order_id"])["status"] == "confirmed"
+    assert_applied_once(api, user, before)
+    assert violations_of(api, order["order_id"]) == []

@@ -89,6 +89,22 @@ def test_concurrent_orders_with_one_idempotency_key_place_one_order(api, user, d
     assert (changed.status_code, changed.json()["error"]["code"]) == (422, "idempotency_key_reused")
 
 
+def test_a_key_replays_its_first_answer_after_redis_restarts_empty(api, user, dbs, redis_client):
+    body = {"user_id": user, "items": [{"sku": "SKU-0079", "qty": 2}], "red_packet_cents": 300}
+    key = {"Idempotency-Key": f"e2e-flush-{user}"}
+    stock, wallet = api.product("SKU-0079")["stock"], api.wallet(user)
+    first = api.order(body, headers=key)
+    assert first.status_code == 201, first.text
+    redis_client.flushdb()  # how this suite restarts Redis empty
+    again = api.order(body, headers=key)
+    assert (again.status_code, again.json()) == (201, first.json())
+    assert again.headers["Idempotent-Replayed"] == "true"
+    orders = dbs["order"].fetch_all("SELECT order_id FROM orders WHERE user_id = :u", u=user)
+    assert [o["order_id"] for o in orders] == [first.json()["order_id"]]
+    assert api.product("SKU-0079")["stock"] == stock - 2
+    assert api.wallet(user) == {**wallet, "balance_cents": wallet["balance_cents"] - 300}
+
+
 def test_a_rate_limit_holds_across_gateway_workers(api):
     rule = {"route": "/api/users/<user_id>/wallet", "rate_per_s": 0.001, "burst": 3}
     change(api, "PUT", "/admin/ratelimits/wallets", rule)

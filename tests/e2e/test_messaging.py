@@ -188,7 +188,7 @@ def test_check_back_aborts_a_message_whose_initiator_died_before_committing(
     before, since = snapshot(api, user), db_now(dbs)
     arm(redis_client, "order", "msg_before_commit", "kill")
     response = api.order(order_body(user))
-    assert response.status_code >= 500
+    assert (response.status_code, response.json()["error"]["code"]) == (503, "outcome_unknown")
     txn = wait_until(lambda: newest_msg_txn(dbs, since), what="the prepared message")
     wait_until(
         lambda: newest_msg_txn(dbs, since)["status"] == "aborted",
@@ -198,6 +198,7 @@ def test_check_back_aborts_a_message_whose_initiator_died_before_committing(
     assert dbs["order"].fetch_one(
         "SELECT count(*) AS n FROM orders WHERE gtid = :g", g=txn["gtid"]
     ) == {"n": 0}
+    assert api.get(response.headers["Location"]).status_code == 404, "it was never recorded"
     assert snapshot(api, user) == before
 
 
@@ -207,10 +208,11 @@ def test_check_back_submits_a_message_whose_initiator_died_after_committing(
     before, since = snapshot(api, user), db_now(dbs)
     arm(redis_client, "order", "msg_before_submit", "kill")
     response = api.order(order_body(user))
-    assert response.status_code >= 500
+    assert (response.status_code, response.json()["error"]["code"]) == (503, "outcome_unknown")
     txn = wait_until(lambda: newest_msg_txn(dbs, since), what="the prepared message")
     order = dbs["order"].fetch_one("SELECT order_id FROM orders WHERE gtid = :g", g=txn["gtid"])
     assert order is not None, "the local transaction committed before the crash"
+    assert order["order_id"] == response.json()["error"]["order_id"]
     assert api.settled(order["order_id"], timeout_s=60)["status"] == "confirmed"
     events = api.get(f"/admin/transactions/{txn['gtid']}", headers=ADMIN).json()["timeline"]
     assert ("order", "check_back") not in {(e["branch"], e["op"]) for e in events}

@@ -3,9 +3,11 @@ no oversell, no double use, no overdraft."""
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import requests
 
 from tests.e2e.conftest import ADMIN
 
@@ -54,6 +56,7 @@ def test_happy_path_applies_every_effect_exactly(api, user, mode):
     seen = {(e["branch"], e["op"], e["outcome"]) for e in txn["timeline"]}
     for branch in ("inventory", "coupon", "redpacket"):
         assert {(branch, op, "ok") for op in COMMIT_OPS[mode]} <= seen
+    assert "order" not in {branch for branch, _, _ in seen}, "the order is no branch"
 
 
 def assert_rejected_with_nothing_deducted(api, user, body, reason, sku):
@@ -234,3 +237,42 @@ def test_one_wallet_overspent_concurrently_never_goes_negative(api, user, mode):
         "balance_cents": 100000 - 30000 * len(confirmed),
         "frozen_cents": 0,
     }
+
+
+@pytest.mark.parametrize("txn_mode", ["2pc", "msg"])
+def test_placements_racing_under_one_order_id_place_it_once(api, stack, dbs, user, txn_mode):
+    """What a retry meets while its first attempt still runs: the order service places an
+    order id once (the attempts collide on it), and every attempt answers that order."""
+    order_id = f"ord-race-{txn_mode}-{user}"
+    body = {"user_id": user, "items": [{"sku": "SKU-0044", "qty": 1}], "red_packet_cents": 100}
+
+    # Read behind the gateway: its cache is not told of orders that bypass it.
+    def stock() -> int:
+        return int(
+            requests.get(stack.url("inventory") + "/products/SKU-0044", timeout=10).json()["stock"]
+        )
+
+    def balance() -> int:
+        wallet = requests.get(stack.url("redpacket") + f"/users/{user}/wallet", timeout=10)
+        return int(wallet.json()["balance_cents"])
+
+    stock_before, balance_before = stock(), balance()
+    start = threading.Barrier(4)
+
+    def place(_: int) -> requests.Response:
+        start.wait()
+        return requests.post(
+            stack.url("order") + "/orders",
+            json={**body, "mode": txn_mode},
+            headers={"X-Order-Id": order_id},
+            timeout=30,
+        )
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(place, range(4)))
+    assert {a.status_code for a in answers} <= {201, 202}, [a.text for a in answers]
+    assert {a.json()["order_id"] for a in answers} == {order_id}
+    orders = dbs["order"].fetch_all("SELECT order_id FROM orders WHERE user_id = :u", u=user)
+    assert [o["order_id"] for o in orders] == [order_id]
+    assert api.settled(order_id, timeout_s=60)["status"] == "confirmed"
+    assert (stock(), balance()) == (stock_before - 1, balance_before - 100)

@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal
 import socket
+import socketserver
 import subprocess
 import threading
 import time
@@ -73,6 +74,8 @@ class FakeUpstream:
                 return None
             with self._lock:
                 self.hits[request.path] += 1
+                if request.method == "POST" and request.path == "/orders":
+                    self.order_headers.append(dict(request.headers))
             if self.delay_s:
                 time.sleep(self.delay_s)  # a slow upstream, not a wait for a condition
             if self.failing:
@@ -106,7 +109,6 @@ class FakeUpstream:
         def orders() -> Any:
             body = request.get_json()
             with self._lock:
-                self.order_headers.append(dict(request.headers))
                 number = len(self.order_headers)
                 for item in body.get("items", []):
                     self.stock[item["sku"]] -= item["qty"]
@@ -128,6 +130,42 @@ def serving(app: Flask) -> Iterator[str]:
         server.shutdown()
         thread.join(5)
         server.server_close()
+
+
+class DroppingUpstream:
+    """An upstream that reads each request whole and hangs up without answering: the
+    request reached it, and its answer is lost. Keeps the headers of every request."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, str]] = []
+        kit = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                kit.requests.append(read_request_headers(self.rfile))
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> DroppingUpstream:
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def read_request_headers(rfile: Any) -> dict[str, str]:
+    """Read one HTTP/1.1 request (its body too) and return its headers."""
+    headers: dict[str, str] = {}
+    rfile.readline()  # the request line
+    while (line := rfile.readline().decode().strip()) != "":
+        name, _, value = line.partition(":")
+        headers[name.strip()] = value.strip()
+    rfile.read(int(headers.get("Content-Length", "0")))
+    return headers
 
 
 def isolated_options(**changes: Any) -> GatewayOptions:

@@ -1,6 +1,7 @@
 """Redis stopped or hung (SIGSTOP) under the gateway: bounded latency, local rate-limit
-buckets (fail-open) or 503 (fail-closed), uncached reads, 503 for idempotency keys, and
-recovery once Redis is back. Each test runs its own redis-server."""
+buckets (fail-open) or 503 (fail-closed), uncached reads, and recovery once Redis is back.
+(Idempotency keys don't live in Redis: test_gateway_idempotency.py.) Each test runs its
+own redis-server."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from gateway.core import GatewayOptions
 from gateway.metrics import RATELIMIT
 from tests.helpers import wait_until
 from tests.integration.gateway_kit import isolated_options, running_gateway, timed
@@ -15,8 +17,8 @@ from tests.integration.gateway_kit import isolated_options, running_gateway, tim
 pytestmark = pytest.mark.integration
 
 PRODUCT = "/api/products/SKU-0001"
-# Socket timeout 0.1 s: a request must never take much longer than that because of Redis.
-BOUND_S = 0.5
+# A request must never take much longer than one Redis socket timeout because of Redis.
+BOUND_S = GatewayOptions().redis_timeout_s + 0.4
 # Under a burst, CPU queueing adds to every request whatever Redis does: compare with the
 # same burst on a healthy Redis. Without the short timeouts a hung Redis would hold each
 # request indefinitely (redis-py's default socket timeout is none).
@@ -87,16 +89,3 @@ def test_fail_closed_refuses_limited_routes_while_redis_is_down(on_own_redis, ow
         assert refused.headers["Retry-After"] == "1"
         assert quick(gw, "/api/users/1/wallet").status_code == 200, "unlimited routes flow"
         assert gw.admin("GET", "/admin/ratelimits").json()["failure_mode"] == "closed"
-
-
-def test_idempotency_keys_are_refused_while_redis_is_down(on_own_redis, own_redis, fake):
-    with running_gateway(on_own_redis, isolated_options()) as gw:
-        own_redis.stop()
-        order = {"user_id": 5, "items": [{"sku": "SKU-0001", "qty": 1}]}
-        keyed = gw.post("/api/orders", json=order, headers={"Idempotency-Key": "k"})
-        assert (keyed.status_code, keyed.json()["error"]["code"]) == (
-            503,
-            "idempotency_unavailable",
-        )
-        assert fake.count("/orders") == 0
-        assert gw.post("/api/orders", json=order).status_code == 201, "keyless orders flow"

@@ -1,7 +1,9 @@
 """Coordinator recovery against real Postgres and real participant HTTP endpoints.
 
-The four participant apps are served in-process on loopback; the coordinator's log,
-driver and recovery are built directly so each crash point can be staged exactly.
+The three participant apps are served in-process on loopback; the coordinator's log,
+driver and recovery are built directly so each crash point can be staged exactly. The
+order is no branch: its row follows the outcome through the order service's reconciler,
+which asks a coordinator app served in-process as well.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import pytest
 from sqlalchemy import text
 from werkzeug.serving import make_server
 
+from coordinator.app import create_app as coordinator_app
 from coordinator.branches import Branches
 from coordinator.drivers import DRIVERS
 from coordinator.log import TxnLog
@@ -24,9 +27,10 @@ from coordinator.recovery import Recovery
 from paxkit.config import Settings
 from paxkit.db import Database
 from paxkit.faults import Faults
+from paxkit.http import ServiceClient
 from services.coupon.app import create_app as coupon_app
 from services.inventory.app import create_app as inventory_app
-from services.order.app import create_app as order_app
+from services.order.reconcile import PendingOrderReconciler
 from services.order.repository import OrderRepository
 from services.redpacket.app import create_app as redpacket_app
 
@@ -35,19 +39,23 @@ USER = 977
 _ids = itertools.count(1)
 
 
+def serve(app: Any) -> Any:
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 @pytest.fixture(scope="module")
 def participants(fresh_databases: Settings) -> Iterator[Settings]:
-    """Serve the four participants on free loopback ports; settings that point at them."""
-    servers = {}
-    for name, factory in (
-        ("order", order_app),
-        ("inventory", inventory_app),
-        ("coupon", coupon_app),
-        ("redpacket", redpacket_app),
-    ):
-        server = make_server("127.0.0.1", 0, factory(fresh_databases), threaded=True)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers[name] = server
+    """Serve the three participants on free loopback ports; settings that point at them."""
+    servers = {
+        name: serve(factory(fresh_databases))
+        for name, factory in (
+            ("inventory", inventory_app),
+            ("coupon", coupon_app),
+            ("redpacket", redpacket_app),
+        )
+    }
     urls = {
         **fresh_databases.urls,
         **{n: f"http://127.0.0.1:{s.server_port}" for n, s in servers.items()},
@@ -55,6 +63,15 @@ def participants(fresh_databases: Settings) -> Iterator[Settings]:
     yield dataclasses.replace(fresh_databases, urls=urls)
     for server in servers.values():
         server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def reconciler(participants: Settings, dbs: dict[str, Database]) -> Iterator[Any]:
+    """The order service's reconciler, asking a coordinator served in-process."""
+    server = serve(coordinator_app(participants))
+    client = ServiceClient("coordinator", f"http://127.0.0.1:{server.server_port}", 3.0)
+    yield PendingOrderReconciler(OrderRepository(dbs["order"]), client, horizon_s=0.0)
+    server.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +112,6 @@ def staged_order(dbs: dict[str, Database]) -> dict[str, Any]:
     )
     common = {"order_id": order_id, "gtid": gtid}
     branches = [
-        {"name": "order", "payload": common},
         {"name": "inventory", "payload": {**common, "items": [{"sku": SKU, "qty": 3}]}},
         {"name": "redpacket", "payload": {**common, "user_id": USER, "amount_cents": 100}},
     ]
@@ -137,26 +153,28 @@ def prepared_count(dbs: dict[str, Database], gtid: str) -> int:
     return int(row["n"]) if row else -1
 
 
-def test_crash_after_commit_decision_is_committed_by_recovery(parts, dbs):
+def test_crash_after_commit_decision_is_committed_by_recovery(parts, dbs, reconciler):
     txn = staged_order(dbs)
     before = snapshot(dbs)
     begun = parts["log"].begin(txn["gtid"], "2pc", txn["branches"], lease_s=0, durable=False)
     prepare_all(parts, txn)
     assert parts["log"].decide(begun, "committing", None, lease_s=0) == "committing"
     # ...the coordinator dies here: nothing of phase 2 happened.
-    assert prepared_count(dbs, txn["gtid"]) == 3
+    assert prepared_count(dbs, txn["gtid"]) == 2
 
     parts["recovery"].finish_in_doubt()
 
     assert parts["log"].get(txn["gtid"])["status"] == "committed"
     assert prepared_count(dbs, txn["gtid"]) == 0
+    assert order_status(dbs, txn["order_id"]) == ("pending", None), "no branch of its own"
+    reconciler.run_once()
     assert order_status(dbs, txn["order_id"]) == ("confirmed", None)
     after = snapshot(dbs)
     assert after["stock"]["sold"] == before["stock"]["sold"] + 3
     assert after["wallet"]["spent_cents"] == before["wallet"]["spent_cents"] + 100
 
 
-def test_crash_before_decision_is_rolled_back_by_recovery(parts, dbs):
+def test_crash_before_decision_is_rolled_back_by_recovery(parts, dbs, reconciler):
     txn = staged_order(dbs)
     before = snapshot(dbs)
     parts["log"].begin(txn["gtid"], "2pc", txn["branches"], lease_s=0, durable=False)
@@ -167,11 +185,12 @@ def test_crash_before_decision_is_rolled_back_by_recovery(parts, dbs):
 
     assert parts["log"].get(txn["gtid"])["status"] == "aborted"
     assert prepared_count(dbs, txn["gtid"]) == 0
+    reconciler.run_once()
     assert order_status(dbs, txn["order_id"]) == ("failed", "timeout")
     assert snapshot(dbs) == before
 
 
-def test_orphan_prepared_branch_unknown_to_the_log_is_rolled_back(parts, dbs):
+def test_orphan_prepared_branch_unknown_to_the_log_is_rolled_back(parts, dbs, reconciler):
     txn = staged_order(dbs)
     before = snapshot(dbs)
     prepare_all(parts, txn)  # prepared, but the log never heard of it (lost begin)
@@ -179,20 +198,25 @@ def test_orphan_prepared_branch_unknown_to_the_log_is_rolled_back(parts, dbs):
     parts["recovery"].resolve_orphans()
 
     assert prepared_count(dbs, txn["gtid"]) == 0
-    assert order_status(dbs, txn["order_id"]) == ("failed", "aborted")
     assert snapshot(dbs) == before
+    reconciler.run_once()  # the check-back records the unknown gtid as aborted
+    assert order_status(dbs, txn["order_id"]) == ("failed", "timeout")
+    assert parts["log"].begin(txn["gtid"], "2pc", [], lease_s=0, durable=False) is None
 
 
-def test_live_transactions_are_not_touched(parts, dbs):
+def test_live_transactions_are_not_touched(parts, dbs, reconciler):
     txn = staged_order(dbs)
     begun = parts["log"].begin(txn["gtid"], "2pc", txn["branches"], lease_s=60, durable=False)
     prepare_all(parts, txn)
     parts["recovery"].run_once()
     assert parts["log"].get(txn["gtid"])["status"] == "preparing"
-    assert prepared_count(dbs, txn["gtid"]) == 3
+    assert prepared_count(dbs, txn["gtid"]) == 2
+    reconciler.run_once()
+    assert order_status(dbs, txn["order_id"]) == ("pending", None), "still undecided"
     # The driver finishes it as usual.
     assert parts["log"].decide(begun, "committing", None, lease_s=60) == "committing"
     assert parts["driver"].finish({**begun, "status": "committing"}).status == "committed"
+    reconciler.run_once()
     assert order_status(dbs, txn["order_id"]) == ("confirmed", None)
 
 

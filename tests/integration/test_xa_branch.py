@@ -75,7 +75,7 @@ def test_commit_is_idempotent_and_rollback_after_commit_is_refused(branch, dbs):
     sold = stock(dbs["inventory"])["sold"]
     assert branch.commit(gtid) == "already_committed"
     with pytest.raises(BranchConflict):
-        branch.rollback(gtid, "aborted")
+        branch.rollback(gtid)
     assert stock(dbs["inventory"])["sold"] == sold
 
 
@@ -83,7 +83,7 @@ def test_rollback_undoes_a_prepared_branch(branch, dbs):
     db, gtid = dbs["inventory"], new_gtid()
     before = stock(db)
     branch.prepare(gtid, payload(gtid))
-    assert branch.rollback(gtid, "aborted") == "rolled_back"
+    assert branch.rollback(gtid) == "rolled_back"
     assert stock(db) == before
     assert branch.gid(gtid) not in prepared_gids(db)
     with pytest.raises(BranchConflict):
@@ -103,7 +103,7 @@ def test_business_rule_votes_no_and_prepares_nothing(branch, dbs):
 def test_late_prepare_after_rollback_votes_no(branch, dbs):
     db, gtid = dbs["inventory"], new_gtid()
     before = stock(db)
-    assert branch.rollback(gtid, "timeout") == "rolled_back"  # rollback overtakes prepare
+    assert branch.rollback(gtid) == "rolled_back"  # rollback overtakes prepare
     vote = branch.prepare(gtid, payload(gtid))
     assert (vote.yes, vote.reason) == (False, "aborted")
     assert branch.gid(gtid) not in prepared_gids(db)
@@ -129,5 +129,5 @@ def test_prepared_lists_this_branchs_transactions(branch, dbs):
         assert gtid in listed
         assert listed[gtid]["age_s"] >= 0
     finally:
-        branch.rollback(gtid, "aborted")
+        branch.rollback(gtid)
     assert gtid not in {p["gtid"] for p in branch.prepared()}

@@ -17,6 +17,7 @@ from coordinator.msgflow import MessageFlow
 from coordinator.recovery import Recovery
 from coordinator.states import STATUSES
 from paxkit.app import create_base_app, make_faults
+from paxkit.auth import require_service_credential
 from paxkit.background import Loop
 from paxkit.config import DATABASES, Settings, load_settings
 from paxkit.db import Database, make_engine
@@ -181,6 +182,7 @@ def queue_probe(settings: Settings) -> Callable[[], list[Metric]]:
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or load_settings()
     app = create_base_app("coordinator", settings)
+    require_service_credential(app, settings.service_token)
     dbs = {name: Database(make_engine(settings.db_urls[name], pool_size=4)) for name in DATABASES}
     dbs["coordinator"] = Database(make_engine(settings.db_urls["coordinator"], pool_size=32))
     txn_log = TxnLog(dbs["coordinator"])

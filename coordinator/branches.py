@@ -9,7 +9,7 @@ from typing import Any
 
 from paxkit.config import Settings
 from paxkit.errors import ApiError
-from paxkit.http import ServiceClient
+from paxkit.http import component_client
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ class BranchResult:
 class Branches:
     def __init__(self, settings: Settings) -> None:
         self.clients = {
-            name: ServiceClient(name, settings.urls[name], settings.branch_timeout_s)
+            name: component_client(settings, name, settings.branch_timeout_s)
             for name in BRANCH_NAMES
         }
 

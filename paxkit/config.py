@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,6 +52,11 @@ def _env_bool(name: str, default: bool) -> bool:
     return raw.strip().lower() in ("1", "true", "yes", "on")
 
 
+def _env_secret(name: str) -> str | None:
+    """A credential from the environment; None when unset or empty (never made up here)."""
+    return os.environ.get(name) or None
+
+
 def component_port(name: str) -> int:
     """Port of a component: PAXMART_<NAME>_PORT, else its default."""
     return _env_int(f"PAXMART_{name.upper()}_PORT", COMPONENT_BY_NAME[name].default_port)
@@ -82,7 +86,8 @@ class Settings:
     urls: dict[str, str]
     redis_url: str
     amqp_url: str
-    admin_token: str
+    # The admin bearer token (gateway /admin/*); None: admin calls are refused.
+    admin_token: str | None
     faults_enabled: bool
     background_enabled: bool
     http_timeout_s: float
@@ -103,6 +108,9 @@ class Settings:
     notify_allowed_hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "::1")
     # RabbitMQ exchange and queue prefix: one per deployment sharing a broker.
     mq_namespace: str = "paxmart"
+    # The credential every internal call carries (paxkit/auth.py); None: internal routes
+    # refuse every call and the client sends none.
+    service_token: str | None = None
 
 
 def load_settings() -> Settings:
@@ -121,7 +129,8 @@ def load_settings() -> Settings:
         urls={c.name: component_url(c.name) for c in COMPONENTS},
         redis_url=_env("PAXMART_REDIS_URL", "redis://127.0.0.1:6379/0"),
         amqp_url=_env("PAXMART_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F"),
-        admin_token=admin_token(),
+        admin_token=_env_secret("PAXMART_ADMIN_TOKEN"),
+        service_token=_env_secret("PAXMART_SERVICE_TOKEN"),
         faults_enabled=_env_bool("PAXMART_FAULTS", False),
         background_enabled=_env_bool("PAXMART_BACKGROUND", True),
         http_timeout_s=_env_float("PAXMART_HTTP_TIMEOUT_S", 5.0),
@@ -144,12 +153,3 @@ def load_settings() -> Settings:
             if h.strip()
         ),
     )
-
-
-def admin_token() -> str:
-    """The admin bearer token: PAXMART_ADMIN_TOKEN, else a random one (the launcher prints it)."""
-    token = os.environ.get("PAXMART_ADMIN_TOKEN")
-    if not token:
-        token = secrets.token_urlsafe(24)
-        os.environ["PAXMART_ADMIN_TOKEN"] = token
-    return token

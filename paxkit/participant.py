@@ -10,6 +10,7 @@ from flask import Blueprint, Flask
 from sqlalchemy import Connection
 
 from paxkit.app import create_base_app, make_faults
+from paxkit.auth import require_service_credential
 from paxkit.barrier import BarrierBranch, SagaActions, TccActions, barrier_blueprint
 from paxkit.config import Settings
 from paxkit.consumer import Handler
@@ -70,6 +71,7 @@ def create_participant_app(
     spec: ParticipantSpec, settings: Settings, db: Database | None = None
 ) -> Flask:
     app = create_base_app(spec.name, settings)
+    require_service_credential(app, settings.service_token)
     db = db or Database(make_engine(settings.db_urls[spec.name]))
     faults = make_faults(spec.name, settings)
     branch = XaBranch(

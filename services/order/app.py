@@ -15,7 +15,7 @@ from paxkit.background import Loop
 from paxkit.barrier import query_prepared
 from paxkit.config import Settings, load_settings
 from paxkit.errors import InvalidInput, NotFound
-from paxkit.http import ServiceClient
+from paxkit.http import component_client
 from paxkit.messaging import SETTLEMENTS_QUEUE
 from paxkit.notify import Notifier
 from paxkit.participant import ParticipantSpec, create_participant_app, db_of
@@ -111,14 +111,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     db = db_of(app)
     orders = OrderRepository(db)
     faults = make_faults("order", settings)
-    coordinator = ServiceClient(
-        "coordinator", settings.urls["coordinator"], settings.http_timeout_s
-    )
+    coordinator = component_client(settings, "coordinator", settings.http_timeout_s)
     app.extensions["paxmart.placement"] = OrderPlacement(
         orders,
         coordinator,
-        ServiceClient("inventory", settings.urls["inventory"], settings.http_timeout_s),
-        ServiceClient("coupon", settings.urls["coupon"], settings.http_timeout_s),
+        component_client(settings, "inventory", settings.http_timeout_s),
+        component_client(settings, "coupon", settings.http_timeout_s),
         settings.txn_timeout_s,
         faults,
         settings.notify_allowed_hosts,

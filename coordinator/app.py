@@ -12,7 +12,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from coordinator.audit import Auditor
 from coordinator.branches import Branches
 from coordinator.drivers import DRIVERS, Driver
-from coordinator.log import TxnLog
+from coordinator.log import RETENTION_RULES, TxnLog
 from coordinator.msgflow import MessageFlow
 from coordinator.recovery import Recovery
 from coordinator.states import STATUSES
@@ -25,10 +25,12 @@ from paxkit.errors import ApiError, InvalidInput, NotFound
 from paxkit.messaging import REPORTS_QUEUE, Topology, queue_depths
 from paxkit.metrics import outbox_probe
 from paxkit.requests_json import json_body
+from paxkit.retention import UNKNOWN, Retention
 from paxkit.runtime import start_messaging
 from paxkit.validation import validate_gtid
 
 MAX_LIST = 500
+MAX_STATUSES = 1000
 
 ALL_DRIVERS: tuple[type[Driver], ...] = (*DRIVERS, MessageFlow)
 
@@ -97,6 +99,21 @@ def submit_transaction(gtid: str) -> Any:
     """msg mode: the initiator's local transaction committed; its message is final."""
     status = _ext("drivers")["msg"].submit(validate_gtid(gtid))
     return jsonify({"gtid": gtid, "status": status})
+
+
+@bp.post("/transactions/statuses")
+def transaction_statuses() -> Any:
+    """Which of these transactions are finished, and since when (participants' retention).
+
+    A gtid the log does not hold answers `unknown`: the log keeps every transaction it
+    began, so that is one it never logged (paxkit/retention.py relies on this)."""
+    gtids = json_body().get("gtids")
+    if not isinstance(gtids, list) or not 1 <= len(gtids) <= MAX_STATUSES:
+        raise InvalidInput("gtids", f"gtids must be a list of 1 to {MAX_STATUSES} gtids")
+    wanted = [validate_gtid(g) for g in gtids]
+    known = _ext("log").outcomes(wanted)
+    unknown = {"status": UNKNOWN, "final_for_s": None}
+    return jsonify({"statuses": {g: known.get(g, unknown) for g in wanted}})
 
 
 @bp.get("/transactions/<gtid>")
@@ -208,12 +225,14 @@ def create_app(settings: Settings | None = None) -> Flask:
         lease_s=settings.txn_timeout_s,
         base_delay_s=settings.recovery_interval_s,
     )
+    retention = Retention("coordinator", dbs["coordinator"], RETENTION_RULES, settings.retention_s)
     app.extensions.update(
         {
             "paxmart.log": txn_log,
             "paxmart.branches": branches,
             "paxmart.drivers": drivers,
             "paxmart.recovery": recovery,
+            "paxmart.retention": retention,
             "paxmart.auditor": Auditor(dbs, settings.recovery_horizon_s),
         }
     )
@@ -221,6 +240,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         outbox_probe("coordinator", dbs["coordinator"]),
         backlog_probe(txn_log),
         queue_probe(settings),
+        retention.probe(),
     ]
     app.register_blueprint(bp)
     if settings.background_enabled:
@@ -228,6 +248,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         assert isinstance(msg, MessageFlow)
         app.extensions["paxmart.loops"] = [
             Loop("coordinator-recovery", recovery.run_once, settings.recovery_interval_s).start(),
+            Loop(
+                "coordinator-retention", retention.run_once, settings.retention_interval_s
+            ).start(),
             *start_messaging(
                 "coordinator", settings, dbs["coordinator"], faults, REPORTS_QUEUE, msg.on_report
             ),

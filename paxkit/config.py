@@ -8,6 +8,13 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+# Protocol bookkeeping (sent outbox rows, inbox, barrier, XA tombstones, branch timelines,
+# notification attempts) is pruned once older than the retention horizon. It must exceed
+# every window in which a row can still be asked for: message retries and redeliveries
+# (minutes), late protocol calls, recovery. An hour is the least that is accepted.
+MIN_RETENTION_S = 3600.0
+DEFAULT_RETENTION_S = 7 * 24 * 3600.0
+
 SERVICES = ("order", "inventory", "coupon", "redpacket")
 PARTICIPANTS = ("inventory", "coupon", "redpacket")
 DATABASES = ("coordinator", *SERVICES, "gateway")
@@ -55,6 +62,16 @@ def _env_bool(name: str, default: bool) -> bool:
 def _env_secret(name: str) -> str | None:
     """A credential from the environment; None when unset or empty (never made up here)."""
     return os.environ.get(name) or None
+
+
+def _retention_s() -> float:
+    horizon = _env_float("PAXMART_RETENTION_S", DEFAULT_RETENTION_S)
+    if horizon < MIN_RETENTION_S:
+        raise ValueError(
+            f"PAXMART_RETENTION_S={horizon:g} is below the least safe horizon of "
+            f"{MIN_RETENTION_S:g}s (message retries and late protocol calls need their rows)"
+        )
+    return horizon
 
 
 def component_port(name: str) -> int:
@@ -111,6 +128,9 @@ class Settings:
     # The credential every internal call carries (paxkit/auth.py); None: internal routes
     # refuse every call and the client sends none.
     service_token: str | None = None
+    # How old protocol bookkeeping gets before it is pruned, and how often that runs.
+    retention_s: float = DEFAULT_RETENTION_S
+    retention_interval_s: float = 60.0
 
 
 def load_settings() -> Settings:
@@ -131,6 +151,8 @@ def load_settings() -> Settings:
         amqp_url=_env("PAXMART_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F"),
         admin_token=_env_secret("PAXMART_ADMIN_TOKEN"),
         service_token=_env_secret("PAXMART_SERVICE_TOKEN"),
+        retention_s=_retention_s(),
+        retention_interval_s=_env_float("PAXMART_RETENTION_INTERVAL_S", 60.0),
         faults_enabled=_env_bool("PAXMART_FAULTS", False),
         background_enabled=_env_bool("PAXMART_BACKGROUND", True),
         http_timeout_s=_env_float("PAXMART_HTTP_TIMEOUT_S", 5.0),

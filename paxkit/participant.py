@@ -11,13 +11,16 @@ from sqlalchemy import Connection
 
 from paxkit.app import create_base_app, make_faults
 from paxkit.auth import require_service_credential
+from paxkit.background import Loop
 from paxkit.barrier import BarrierBranch, SagaActions, TccActions, barrier_blueprint
 from paxkit.config import Settings
 from paxkit.consumer import Handler
 from paxkit.db import Database, make_engine
+from paxkit.http import component_client
 from paxkit.messaging import PLACED, REPORTED, participant_queue
 from paxkit.metrics import outbox_probe
 from paxkit.outbox import enqueue
+from paxkit.retention import Retention, Rule, coordinator_outcomes, participant_rules
 from paxkit.runtime import start_messaging
 from paxkit.xa import AbortHook, Action, XaBranch, xa_blueprint
 
@@ -32,6 +35,8 @@ class ParticipantSpec:
     on_abort: AbortHook | None = None
     tcc: TccActions | None = None
     saga: SagaActions | None = None
+    # Tables of its own under retention, beside the protocol tables every participant has.
+    retention: tuple[Rule, ...] = ()
 
 
 Take = Callable[[Connection, dict[str, Any], str], None]  # (conn, payload, into state)
@@ -77,8 +82,10 @@ def create_participant_app(
     branch = XaBranch(
         spec.name, db, spec.xa_action, faults, settings.lock_timeout_ms, on_abort=spec.on_abort
     )
-    app.extensions["paxmart.gauges"] = [outbox_probe(spec.name, db)]
+    retention = participant_retention(spec, settings, db)
+    app.extensions["paxmart.gauges"] = [outbox_probe(spec.name, db), retention.probe()]
     app.extensions["paxmart.db"] = db
+    app.extensions["paxmart.retention"] = retention
     app.extensions["paxmart.xa"] = branch
     app.register_blueprint(xa_blueprint(branch))
     if spec.tcc is not None or spec.saga is not None:
@@ -97,7 +104,18 @@ def create_participant_app(
                 branch_message_handler(guarded),
             )
     app.register_blueprint(spec.reads)
+    if settings.background_enabled:
+        loop = Loop(f"{spec.name}-retention", retention.run_once, settings.retention_interval_s)
+        app.extensions.setdefault("paxmart.loops", []).append(loop.start())
     return app
+
+
+def participant_retention(spec: ParticipantSpec, settings: Settings, db: Database) -> Retention:
+    """Pruning of the protocol tables (and the service's own), asking the coordinator which
+    transactions are finished."""
+    coordinator = component_client(settings, "coordinator", settings.http_timeout_s)
+    rules = (*participant_rules(coordinator_outcomes(coordinator)), *spec.retention)
+    return Retention(spec.name, db, rules, settings.retention_s)
 
 
 def branch_message_handler(branch: BarrierBranch) -> Handler:

@@ -17,7 +17,7 @@ from paxkit.config import Settings, load_settings
 from paxkit.errors import InvalidInput, NotFound
 from paxkit.http import component_client
 from paxkit.messaging import SETTLEMENTS_QUEUE
-from paxkit.notify import Notifier
+from paxkit.notify import NOTIFICATION_RULES, Notifier
 from paxkit.participant import ParticipantSpec, create_participant_app, db_of
 from paxkit.requests_json import json_body
 from paxkit.runtime import start_messaging
@@ -87,7 +87,13 @@ def list_orders(user_id: str) -> Any:
     return jsonify({"items": [order_body(r) for r in rows]})
 
 
-SPEC = ParticipantSpec(name="order", xa_action=confirm_order, reads=orders_bp, on_abort=fail_order)
+SPEC = ParticipantSpec(
+    name="order",
+    xa_action=confirm_order,
+    reads=orders_bp,
+    on_abort=fail_order,
+    retention=NOTIFICATION_RULES,
+)
 
 
 def settle_from_message(conn: Connection, event: dict[str, Any], routing_key: str) -> None:
@@ -126,9 +132,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["paxmart.reconciler"] = reconciler
     app.extensions["paxmart.notifier"] = notifier
     if settings.background_enabled:
-        app.extensions["paxmart.loops"] = [
-            Loop("order-reconciler", reconciler.run_once, settings.recovery_interval_s).start(),
-            Loop("order-notifier", notifier.run_once, NOTIFY_POLL_S).start(),
-            *start_messaging("order", settings, db, faults, SETTLEMENTS_QUEUE, settle_from_message),
-        ]
+        app.extensions.setdefault("paxmart.loops", []).extend(  # beside the retention loop
+            [
+                Loop("order-reconciler", reconciler.run_once, settings.recovery_interval_s).start(),
+                Loop("order-notifier", notifier.run_once, NOTIFY_POLL_S).start(),
+                *start_messaging(
+                    "order", settings, db, faults, SETTLEMENTS_QUEUE, settle_from_message
+                ),
+            ]
+        )
     return app

@@ -41,7 +41,7 @@ FACTORIES: dict[str, Callable[[Settings], Flask]] = {
 }
 # Routes each walk must find, so an empty or broken walk can't pass.
 EXPECTED = {
-    "coordinator": {"/transactions", "/admin/audit", "/admin/recover"},
+    "coordinator": {"/transactions", "/transactions/statuses", "/admin/audit", "/admin/recover"},
     "order": {"/xa/prepare", "/xa/prepared", "/orders", "/msg/<gtid>/query"},
     "inventory": {"/xa/prepare", "/tcc/<op>", "/saga/<op>", "/products"},
     "coupon": {"/xa/commit", "/tcc/<op>", "/coupons/<coupon_id>"},

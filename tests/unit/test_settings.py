@@ -8,7 +8,7 @@ import stat
 import pytest
 
 from infra.launcher import CREDENTIALS, credentials_file, stack_credentials
-from paxkit.config import load_settings
+from paxkit.config import DEFAULT_RETENTION_S, load_settings
 
 pytestmark = pytest.mark.unit
 
@@ -31,6 +31,14 @@ def test_an_empty_credential_counts_as_none(monkeypatch):
     monkeypatch.setenv("PAXMART_SERVICE_TOKEN", "s3cret")
     settings = load_settings()
     assert (settings.admin_token, settings.service_token) == (None, "s3cret")
+
+
+def test_retention_defaults_to_a_week_and_refuses_an_unsafe_horizon(monkeypatch):
+    monkeypatch.delenv("PAXMART_RETENTION_S", raising=False)
+    assert load_settings().retention_s == DEFAULT_RETENTION_S == 7 * 24 * 3600
+    monkeypatch.setenv("PAXMART_RETENTION_S", "60")
+    with pytest.raises(ValueError, match="PAXMART_RETENTION_S"):
+        load_settings()
 
 
 def test_the_launcher_makes_one_set_of_credentials_and_keeps_it(tmp_path, no_credentials):

@@ -13,7 +13,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from coordinator.audit import Auditor
 from coordinator.branches import Branches
 from coordinator.drivers import DRIVERS, Driver
-from coordinator.log import TxnLog
+from coordinator.log import RETENTION_RULES, TxnLog
 from coordinator.msgflow import MessageFlow
 from coordinator.recovery import Recovery
 from coordinator.states import STATUSES
@@ -27,12 +27,14 @@ from paxkit.http import ServiceClient
 from paxkit.messaging import REPORTS_QUEUE, Topology, queue_depths
 from paxkit.metrics import outbox_probe
 from paxkit.requests_json import json_body
+from paxkit.retention import UNKNOWN, Retention
 from paxkit.runtime import messaging_work
 from paxkit.schema import MESSAGING_SQL
 from paxkit.validation import validate_gtid
 from paxkit.web import create_app as web_app
 
 MAX_LIST = 500
+MAX_STATUSES = 1000
 
 ALL_DRIVERS: tuple[type[Driver], ...] = (*DRIVERS, MessageFlow)
 
@@ -101,6 +103,21 @@ def submit_transaction(gtid: str) -> Any:
     """msg mode: the initiator's local transaction committed; its message is final."""
     status = _ext("drivers")["msg"].submit(validate_gtid(gtid))
     return jsonify({"gtid": gtid, "status": status})
+
+
+@bp.post("/transactions/statuses")
+def transaction_statuses() -> Any:
+    """Which of these transactions are finished, and since when (participants' retention).
+
+    A gtid the log does not hold answers `unknown`: the log keeps every transaction it
+    began, so that is one it never logged (paxkit/retention.py relies on this)."""
+    gtids = json_body().get("gtids")
+    if not isinstance(gtids, list) or not 1 <= len(gtids) <= MAX_STATUSES:
+        raise InvalidInput("gtids", f"gtids must be a list of 1 to {MAX_STATUSES} gtids")
+    wanted = [validate_gtid(g) for g in gtids]
+    known = _ext("log").outcomes(wanted)
+    unknown = {"status": UNKNOWN, "final_for_s": None}
+    return jsonify({"statuses": {g: known.get(g, unknown) for g in wanted}})
 
 
 @bp.get("/transactions/<gtid>")
@@ -218,6 +235,7 @@ class CoordinatorComponent(Component):
             service_clients(settings, settings.initiators),
             settings.recovery_horizon_s,
         )
+        self.retention = Retention("coordinator", self.db, RETENTION_RULES, settings.retention_s)
 
     def register(self, app: Flask) -> None:
         app.extensions.update(
@@ -227,10 +245,12 @@ class CoordinatorComponent(Component):
                 "paxmart.drivers": self.drivers,
                 "paxmart.recovery": self.recovery,
                 "paxmart.auditor": self.auditor,
+                "paxmart.retention": self.retention,
                 "paxmart.gauges": [
                     outbox_probe("coordinator", self.db),
                     backlog_probe(self.log),
                     queue_probe(self.settings),
+                    self.retention.probe(),
                 ],
             }
         )
@@ -241,6 +261,9 @@ class CoordinatorComponent(Component):
         assert isinstance(msg, MessageFlow)
         return [
             Loop("coordinator-recovery", self.recovery.run_once, self.settings.recovery_interval_s),
+            Loop(
+                "coordinator-retention", self.retention.run_once, self.settings.retention_interval_s
+            ),
             *messaging_work(
                 "coordinator", self.settings, self.db, self.faults, REPORTS_QUEUE, msg.on_report
             ),

@@ -10,7 +10,7 @@ from typing import Any
 
 from paxkit.config import Settings
 from paxkit.errors import ApiError
-from paxkit.http import ServiceClient
+from paxkit.http import component_client
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +34,10 @@ class Branches:
     def __init__(self, settings: Settings) -> None:
         self.names = settings.participants
         self.clients = {
-            name: ServiceClient(name, settings.urls[name], settings.branch_timeout_s)
-            for name in self.names
+            name: component_client(settings, name, settings.branch_timeout_s) for name in self.names
         }
         name = settings.initiators[0]
-        self.initiator = ServiceClient(name, settings.urls[name], settings.branch_timeout_s)
+        self.initiator = component_client(settings, name, settings.branch_timeout_s)
 
     def known(self, name: str) -> bool:
         return name in self.clients

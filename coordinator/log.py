@@ -9,8 +9,9 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from coordinator.states import COMMITTING, UNFINISHED
+from coordinator.states import COMMITTING, FINAL, UNFINISHED
 from paxkit.db import Database
+from paxkit.retention import MESSAGING_RULES, OLDER_THAN_HORIZON, OldRows, Rule
 
 TXN_COLUMNS = (
     "gtid, mode, status, reason, branches, lease_until, recovery_attempts, created_at, updated_at"
@@ -34,6 +35,27 @@ EVENTS_FROM_JSON = (
     "SELECT :gtid, e.branch, e.op, e.outcome, e.detail, e.at "
     "FROM jsonb_to_recordset(CAST(:events AS jsonb)) "
     "AS e(branch text, op text, outcome text, detail text, at timestamptz)"
+)
+
+
+def finished_txn_rows(table: str, age_column: str) -> OldRows:
+    """Retention of a transaction's timeline or reports: kept while it is unfinished and
+    for the horizon after it finished (then nothing reads them but an operator), together.
+    The transactions themselves are kept: the check-back presumes abort for a gtid the log
+    doesn't hold, so forgetting a committed one would let a late check-back abort it."""
+    return OldRows(
+        table,
+        f"t.{age_column} {OLDER_THAN_HORIZON} AND NOT EXISTS (SELECT 1 FROM global_txns g "
+        "WHERE g.gtid = t.gtid AND (g.status <> ALL(:final) "
+        f"OR g.updated_at >= now() - make_interval(secs => :horizon_s)))",
+        {"final": list(FINAL)},
+    )
+
+
+RETENTION_RULES: tuple[Rule, ...] = (
+    finished_txn_rows("branch_events", "at"),
+    finished_txn_rows("msg_reports", "received_at"),
+    *MESSAGING_RULES,
 )
 
 
@@ -165,6 +187,24 @@ class TxnLog:
             "SELECT gtid, status FROM global_txns WHERE gtid = ANY(:gtids)", gtids=gtids
         )
         return {r["gtid"]: r["status"] for r in rows}
+
+    def outcomes(self, gtids: list[str]) -> dict[str, dict[str, Any]]:
+        """Status of each known gtid and, once final, for how many seconds it has been (at
+        most: its last update came at or after its finish)."""
+        rows = self.db.fetch_all(
+            "SELECT gtid, status, CASE WHEN status = ANY(:final) "
+            "THEN extract(epoch FROM now() - updated_at) END AS final_for_s "
+            "FROM global_txns WHERE gtid = ANY(:gtids)",
+            gtids=gtids,
+            final=list(FINAL),
+        )
+        return {
+            r["gtid"]: {
+                "status": r["status"],
+                "final_for_s": None if r["final_for_s"] is None else float(r["final_for_s"]),
+            }
+            for r in rows
+        }
 
     def get(self, gtid: str) -> dict[str, Any] | None:
         return self.db.fetch_one(

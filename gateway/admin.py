@@ -7,7 +7,6 @@ address in the change log (GET /admin/changes).
 
 from __future__ import annotations
 
-import hmac
 import re
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -21,7 +20,8 @@ from gateway.ratelimit import SCOPES, Rule
 from gateway.routes import relay, upstream
 from gateway.switches import LEVELS, SWITCHES
 from gateway.upstreams import segment
-from paxkit.errors import ApiError, InvalidInput, NotFound, Unauthorized
+from paxkit.auth import require_bearer
+from paxkit.errors import ApiError, InvalidInput, NotFound
 from paxkit.requests_json import json_body
 
 admin = Blueprint("admin", __name__, url_prefix="/admin")
@@ -36,10 +36,8 @@ MAX_CHANGES = 500
 
 @admin.before_request
 def require_token() -> None:
-    expected = current_app.extensions["paxmart.settings"].admin_token
-    supplied = request.headers.get("Authorization", "")
-    if not hmac.compare_digest(supplied.encode(), f"Bearer {expected}".encode()):
-        raise Unauthorized("A valid 'Authorization: Bearer <admin token>' header is required.")
+    settings = current_app.extensions["paxmart.settings"]
+    require_bearer(settings.admin_token, "admin", "PAXMART_ADMIN_TOKEN")
 
 
 @admin.get("/audit")

@@ -39,6 +39,8 @@ def readyz() -> Any:
 class GatewayComponent(Component):
     """The gateway's objects: its protections and the stores they share."""
 
+    internal = False  # the public entry
+
     def __init__(self, settings: Settings, options: GatewayOptions | None = None) -> None:
         super().__init__("gateway", settings)
         self.gateway = Gateway(settings, options or GatewayOptions.from_settings(settings))

@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 from gateway.breaker import CircuitBreaker, CircuitOpen
 from paxkit.config import Settings
-from paxkit.http import Reply, ServiceClient
+from paxkit.http import Reply, ServiceClient, component_client
 
 UPSTREAMS = ("order", "inventory", "coupon", "redpacket", "coordinator")
 
@@ -67,10 +67,7 @@ class Upstream:
 
 
 def make_clients(settings: Settings) -> dict[str, ServiceClient]:
-    return {
-        name: ServiceClient(name, settings.urls[name], settings.http_timeout_s)
-        for name in UPSTREAMS
-    }
+    return {name: component_client(settings, name, settings.http_timeout_s) for name in UPSTREAMS}
 
 
 def segment(value: str) -> str:

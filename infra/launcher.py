@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -53,6 +54,9 @@ TICK_S = 0.2
 SERVER_CONFIG = REPO_ROOT / "deploy" / "gunicorn.conf.py"
 WORKER_SUFFIX = "-worker"
 START_MARK = "=== "
+# One admin token and one service credential for the whole stack, handed to every process.
+CREDENTIALS = ("PAXMART_ADMIN_TOKEN", "PAXMART_SERVICE_TOKEN")
+CREDENTIALS_FILE = "credentials.env"
 ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit)\b.*$", re.MULTILINE)
 
 
@@ -495,12 +499,51 @@ def _ensure_postgres(settings: Settings) -> None:
         check_server(settings.pg_host, settings.pg_port, settings.pg_user)
 
 
-def _banner(stack: Stack, settings: Settings, log_dir: Path) -> str:
+def credentials_file(state_dir: Path) -> Path:
+    return state_dir / CREDENTIALS_FILE
+
+
+def _read_credentials(path: Path) -> dict[str, str]:
+    """`export NAME=value` lines (the file can be sourced by a shell)."""
+    if not path.exists():
+        return {}
+    found = {}
+    for line in path.read_text().splitlines():
+        name, sep, value = line.removeprefix("export ").partition("=")
+        if sep and name.strip() in CREDENTIALS and value.strip():
+            found[name.strip()] = value.strip()
+    return found
+
+
+def _write_credentials(path: Path, values: Mapping[str, str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.writelines(f"export {name}={value}\n" for name, value in sorted(values.items()))
+
+
+def stack_credentials(state_dir: Path, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """The stack's admin token and service credential: the environment's when set, else
+    the ones stored under the state dir (a restart keeps them), else new ones, stored there."""
+    path = credentials_file(state_dir)
+    stored = _read_credentials(path)
+    chosen = {
+        name: environ.get(name) or stored.get(name) or secrets.token_urlsafe(32)
+        for name in CREDENTIALS
+    }
+    kept = {**stored, **{n: v for n, v in chosen.items() if not environ.get(n)}}
+    if kept != stored:
+        _write_credentials(path, kept)
+    return chosen
+
+
+def _banner(stack: Stack, admin_token: str, state_dir: Path) -> str:
     lines = ["", "paxmart is up", f"  gateway (public entry)  {stack.url('gateway')}"]
     lines += [f"  {name:<22}  {stack.url(name)}" for name in stack.components if name != "gateway"]
     lines += [
-        f"  logs                    {log_dir}",
-        f"  admin token             {settings.admin_token}",
+        f"  logs                    {state_dir / 'logs'}",
+        f"  admin token             {admin_token}",
+        f"  credentials             {credentials_file(state_dir)} (source it for make load)",
         "Ctrl-C stops everything.",
     ]
     return "\n".join(lines)
@@ -512,7 +555,8 @@ def up() -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     settings = load_settings()
     log_dir = settings.state_dir / "logs"
-    stack = Stack({"PAXMART_ADMIN_TOKEN": settings.admin_token}, log_dir)
+    credentials = stack_credentials(settings.state_dir)
+    stack = Stack(credentials, log_dir)
     try:
         _ensure_postgres(settings)
         ensure_redis(settings)
@@ -520,7 +564,7 @@ def up() -> int:
         applied = migrate_all(settings)
         log.info("databases migrated (%d new migrations)", sum(map(len, applied.values())))
         stack.start()
-        print(_banner(stack, settings, log_dir), flush=True)
+        print(_banner(stack, credentials["PAXMART_ADMIN_TOKEN"], settings.state_dir), flush=True)
         while True:
             signal.pause()
     except _Shutdown as exc:

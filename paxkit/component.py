@@ -37,6 +37,9 @@ class Background(Protocol):
 class Component:
     """A component's objects; subclasses override what they have."""
 
+    # Only the other components of the stack may call it (paxkit.auth); the gateway is not.
+    internal = True
+
     def __init__(self, name: str, settings: Settings) -> None:
         self.name = name
         self.settings = settings

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import functools
 import os
-import secrets
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STACK_FILE = REPO_ROOT / "deploy" / "stack.toml"
+
+# Protocol bookkeeping (sent outbox rows, inbox, barrier, XA tombstones, branch timelines,
+# notification attempts) is pruned once older than the retention horizon. It must exceed
+# every window in which a row can still be asked for: message retries and redeliveries
+# (minutes), late protocol calls, recovery. An hour is the least that is accepted.
+MIN_RETENTION_S = 3600.0
+DEFAULT_RETENTION_S = 7 * 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,21 @@ def _env_bool(name: str, default: bool) -> bool:
     return raw.strip().lower() in ("1", "true", "yes", "on")
 
 
+def _env_secret(name: str) -> str | None:
+    """A credential from the environment; None when unset or empty (never made up here)."""
+    return os.environ.get(name) or None
+
+
+def _retention_s() -> float:
+    horizon = _env_float("PAXMART_RETENTION_S", DEFAULT_RETENTION_S)
+    if horizon < MIN_RETENTION_S:
+        raise ValueError(
+            f"PAXMART_RETENTION_S={horizon:g} is below the least safe horizon of "
+            f"{MIN_RETENTION_S:g}s (message retries and late protocol calls need their rows)"
+        )
+    return horizon
+
+
 def component_port(name: str) -> int:
     """Port of a component: PAXMART_<NAME>_PORT, else its default."""
     return _env_int(f"PAXMART_{name.upper()}_PORT", stack_config().entry(name).default_port)
@@ -110,7 +131,8 @@ class Settings:
     urls: dict[str, str]
     redis_url: str
     amqp_url: str
-    admin_token: str
+    # The admin bearer token (gateway /admin/*); None: admin calls are refused.
+    admin_token: str | None
     faults_enabled: bool
     http_timeout_s: float
     branch_timeout_s: float
@@ -134,6 +156,12 @@ class Settings:
     notify_allowed_hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "::1")
     # RabbitMQ exchange and queue prefix: one per deployment sharing a broker.
     mq_namespace: str = "paxmart"
+    # The credential every internal call carries (paxkit/auth.py); None: internal routes
+    # refuse every call and the client sends none.
+    service_token: str | None = None
+    # How old protocol bookkeeping gets before it is pruned, and how often that runs.
+    retention_s: float = DEFAULT_RETENTION_S
+    retention_interval_s: float = 60.0
 
 
 def load_settings() -> Settings:
@@ -156,7 +184,10 @@ def load_settings() -> Settings:
         initiators=stack.initiators,
         redis_url=_env("PAXMART_REDIS_URL", "redis://127.0.0.1:6379/0"),
         amqp_url=_env("PAXMART_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F"),
-        admin_token=admin_token(),
+        admin_token=_env_secret("PAXMART_ADMIN_TOKEN"),
+        service_token=_env_secret("PAXMART_SERVICE_TOKEN"),
+        retention_s=_retention_s(),
+        retention_interval_s=_env_float("PAXMART_RETENTION_INTERVAL_S", 60.0),
         faults_enabled=_env_bool("PAXMART_FAULTS", False),
         http_timeout_s=_env_float("PAXMART_HTTP_TIMEOUT_S", 5.0),
         branch_timeout_s=_env_float("PAXMART_BRANCH_TIMEOUT_S", 3.0),
@@ -178,12 +209,3 @@ def load_settings() -> Settings:
             if h.strip()
         ),
     )
-
-
-def admin_token() -> str:
-    """The admin bearer token: PAXMART_ADMIN_TOKEN, else a random one (the launcher prints it)."""
-    token = os.environ.get("PAXMART_ADMIN_TOKEN")
-    if not token:
-        token = secrets.token_urlsafe(24)
-        os.environ["PAXMART_ADMIN_TOKEN"] = token
-    return token

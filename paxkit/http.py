@@ -28,6 +28,8 @@ from urllib3.exceptions import (
     ReadTimeoutError,
 )
 
+from paxkit.auth import service_headers
+from paxkit.config import Settings
 from paxkit.errors import UpstreamNotReached, UpstreamTimeout, UpstreamUnavailable
 from paxkit.tracing import outgoing_headers
 
@@ -55,15 +57,23 @@ class _Retryable(Exception):
 
 
 class ServiceClient:
-    """Calls one upstream component; thread-safe, one connection pool per client."""
+    """Calls one upstream component; thread-safe, one connection pool per client. With a
+    `credential`, every call carries it (the stack's service credential, paxkit/auth.py)."""
 
     def __init__(
-        self, name: str, base_url: str, timeout_s: float, retries: int = 3, pool_size: int = 64
+        self,
+        name: str,
+        base_url: str,
+        timeout_s: float,
+        retries: int = 3,
+        pool_size: int = 64,
+        credential: str | None = None,
     ) -> None:
         self.name = name
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
         self.retries = retries
+        self.headers = {**JSON_HEADERS, **service_headers(credential)}
         parts = urlsplit(self.base_url)
         self.prefix = parts.path
         self.pool = urllib3.connection_from_url(
@@ -109,7 +119,7 @@ class ServiceClient:
         timeout = timeout_s if timeout_s is not None else self.timeout_s
         url = self.prefix + path + (f"?{urlencode(params, doseq=True)}" if params else "")
         body = None if json is None else jsonlib.dumps(json).encode()
-        sent = {**JSON_HEADERS, **outgoing_headers(), **(headers or {})}
+        sent = {**self.headers, **outgoing_headers(), **(headers or {})}
         try:
             if not idempotent or self.retries <= 1:  # one attempt: no retry machinery
                 return self._once(method, url, body, sent, timeout)
@@ -151,6 +161,11 @@ class ServiceClient:
 
     def close(self) -> None:
         self.pool.close()
+
+
+def component_client(settings: Settings, name: str, timeout_s: float) -> ServiceClient:
+    """A client of another component of this stack, carrying the stack's service credential."""
+    return ServiceClient(name, settings.urls[name], timeout_s, credential=settings.service_token)
 
 
 def _decode(data: bytes) -> Any:

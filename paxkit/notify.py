@@ -18,6 +18,7 @@ import requests
 from sqlalchemy import Connection, text
 
 from paxkit.db import Database
+from paxkit.retention import OLDER_THAN_HORIZON, OldRows, Rule
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,25 @@ Render = Callable[[Connection, str], dict[str, Any] | None]
 BATCH = 20
 LEASE_S = 30
 TIMEOUT_S = 3.0
+
+
+# Retention: a finished notification's attempts, then the notification itself, are needed
+# by nothing (the notifier only claims unfinished ones, and a settled order never queues
+# another); the attempts of one still being retried are kept, whatever their age.
+NOTIFICATION_RULES: tuple[Rule, ...] = (
+    OldRows(
+        "notification_attempts",
+        f"t.at {OLDER_THAN_HORIZON} AND EXISTS (SELECT 1 FROM notifications n "
+        f"WHERE n.id = t.notification_id "
+        f"AND COALESCE(n.delivered_at, n.gave_up_at) {OLDER_THAN_HORIZON})",
+    ),
+    OldRows(
+        "notifications",
+        f"t.created_at {OLDER_THAN_HORIZON} "
+        f"AND COALESCE(t.delivered_at, t.gave_up_at) {OLDER_THAN_HORIZON} "
+        "AND NOT EXISTS (SELECT 1 FROM notification_attempts a WHERE a.notification_id = t.id)",
+    ),
+)
 
 
 def host_allowed(url: str, allowed_hosts: tuple[str, ...]) -> bool:

@@ -13,14 +13,17 @@ from sqlalchemy import Connection
 
 from paxkit.app import make_faults
 from paxkit.audit import HoldStates, Ledger, LedgerAudit, ledger_blueprint
+from paxkit.background import Loop
 from paxkit.barrier import BarrierBranch, SagaActions, TccActions, barrier_blueprint
 from paxkit.component import Background, Component, ComponentSpec
 from paxkit.config import Settings
 from paxkit.consumer import Handler
 from paxkit.db import Database, make_engine
+from paxkit.http import component_client
 from paxkit.messaging import PLACED, REPORTED, participant_queue
 from paxkit.metrics import outbox_probe
 from paxkit.outbox import enqueue
+from paxkit.retention import Retention, Rule, coordinator_outcomes, participant_rules
 from paxkit.runtime import messaging_work
 from paxkit.schema import PARTICIPANT_MIGRATIONS
 from paxkit.web import create_app
@@ -38,6 +41,8 @@ class ParticipantSpec:
     saga: SagaActions | None = None
     ledger: Ledger | None = None
     states: HoldStates | None = None
+    # Tables of its own under retention, beside the protocol tables every participant has.
+    retention: tuple[Rule, ...] = ()
 
 
 Take = Callable[[Connection, dict[str, Any], str], None]  # (conn, payload, into state)
@@ -99,10 +104,15 @@ class ParticipantComponent(Component):
             if spec.tcc is not None or spec.saga is not None
             else None
         )
+        self.retention = protocol_retention(spec.name, settings, self.db, spec.retention)
 
     def register(self, app: Flask) -> None:
-        app.extensions["paxmart.gauges"] = [outbox_probe(self.name, self.db)]
+        app.extensions["paxmart.gauges"] = [
+            outbox_probe(self.name, self.db),
+            self.retention.probe(),
+        ]
         app.extensions["paxmart.db"] = self.db
+        app.extensions["paxmart.retention"] = self.retention
         app.register_blueprint(xa_blueprint(self.xa))
         if self.barrier is not None:
             app.register_blueprint(barrier_blueprint(self.barrier))
@@ -112,17 +122,24 @@ class ParticipantComponent(Component):
         app.register_blueprint(self.spec.reads)
 
     def background(self) -> list[Background]:
-        """msg mode: its part of every order event arrives through its queue (saga actions)."""
-        if self.barrier is None or self.spec.saga is None:
-            return messaging_work(self.name, self.settings, self.db, self.faults)
-        return messaging_work(
-            self.name,
-            self.settings,
-            self.db,
-            self.faults,
-            participant_queue(self.name),
-            branch_message_handler(self.barrier),
+        """Retention, and messaging: in msg mode its part of every order event arrives
+        through its queue (saga actions)."""
+        retention = Loop(
+            f"{self.name}-retention", self.retention.run_once, self.settings.retention_interval_s
         )
+        if self.barrier is None or self.spec.saga is None:
+            return [retention, *messaging_work(self.name, self.settings, self.db, self.faults)]
+        return [
+            retention,
+            *messaging_work(
+                self.name,
+                self.settings,
+                self.db,
+                self.faults,
+                participant_queue(self.name),
+                branch_message_handler(self.barrier),
+            ),
+        ]
 
     def close(self) -> None:
         self.db.dispose()
@@ -142,6 +159,16 @@ def create_participant_app(
 ) -> Flask:
     """A participant's web app on its own (tests, one-off tools)."""
     return create_app(ParticipantComponent(spec, settings, db))
+
+
+def protocol_retention(
+    name: str, settings: Settings, db: Database, own: tuple[Rule, ...] = ()
+) -> Retention:
+    """Pruning of the protocol tables (and the service's own), asking the coordinator which
+    transactions are finished."""
+    coordinator = component_client(settings, "coordinator", settings.http_timeout_s)
+    rules = (*participant_rules(coordinator_outcomes(coordinator)), *own)
+    return Retention(name, db, rules, settings.retention_s)
 
 
 def branch_message_handler(branch: BarrierBranch) -> Handler:

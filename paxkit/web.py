@@ -12,6 +12,7 @@ import logging
 from flask import Flask
 
 from paxkit.app import create_base_app
+from paxkit.auth import require_service_credential
 from paxkit.bootstrap import bootstrap
 from paxkit.component import Background, Component
 from paxkit.logs import configure_logging
@@ -25,6 +26,8 @@ RUNNING = "paxmart.process_work"
 def create_app(component: Component) -> Flask:
     """The component's web app: routes only; it starts nothing."""
     app = create_base_app(component.name, component.settings)
+    if component.internal:
+        require_service_credential(app, component.settings.service_token)
     app.extensions[COMPONENT] = component
     component.register(app)
     return app

@@ -25,6 +25,7 @@ TEST_ENV = {
     "PAXMART_DB_PREFIX": f"paxmart_test{SLOT or ''}_",
     "PAXMART_REDIS_URL": f"redis://127.0.0.1:6379/{15 - SLOT}",
     "PAXMART_ADMIN_TOKEN": "test-admin-token",
+    "PAXMART_SERVICE_TOKEN": "test-service-token",
     "PAXMART_FAULTS": "1",
     "PAXMART_TXN_TIMEOUT_S": "4",
     "PAXMART_BRANCH_TIMEOUT_S": "2",

@@ -22,10 +22,11 @@ from paxkit.component import Background, Component, ComponentSpec
 from paxkit.config import Settings, load_settings
 from paxkit.db import Database, make_engine
 from paxkit.errors import InvalidInput, NotFound
-from paxkit.http import ServiceClient
+from paxkit.http import component_client
 from paxkit.messaging import SETTLEMENTS_QUEUE
 from paxkit.metrics import outbox_probe
-from paxkit.notify import Notifier
+from paxkit.notify import NOTIFICATION_RULES, Notifier
+from paxkit.participant import protocol_retention
 from paxkit.requests_json import json_body
 from paxkit.runtime import messaging_work
 from paxkit.schema import PARTICIPANT_MIGRATIONS
@@ -133,14 +134,12 @@ class OrderComponent(Component):
         self.db = Database(make_engine(settings.db_urls["order"]))
         self.faults = make_faults("order", settings)
         self.orders = OrderRepository(self.db, settings.lock_timeout_ms)
-        self.coordinator = ServiceClient(
-            "coordinator", settings.urls["coordinator"], settings.http_timeout_s
-        )
+        self.coordinator = component_client(settings, "coordinator", settings.http_timeout_s)
         self.placement = OrderPlacement(
             self.orders,
             self.coordinator,
-            ServiceClient("inventory", settings.urls["inventory"], settings.http_timeout_s),
-            ServiceClient("coupon", settings.urls["coupon"], settings.http_timeout_s),
+            component_client(settings, "inventory", settings.http_timeout_s),
+            component_client(settings, "coupon", settings.http_timeout_s),
             settings.txn_timeout_s,
             self.faults,
             settings.notify_allowed_hosts,
@@ -151,9 +150,14 @@ class OrderComponent(Component):
         self.notifier = Notifier(
             self.db, render_order, settings.notify_schedule_s, settings.notify_allowed_hosts
         )
+        self.retention = protocol_retention("order", settings, self.db, NOTIFICATION_RULES)
 
     def register(self, app: Flask) -> None:
-        app.extensions["paxmart.gauges"] = [outbox_probe(self.name, self.db)]
+        app.extensions["paxmart.gauges"] = [
+            outbox_probe(self.name, self.db),
+            self.retention.probe(),
+        ]
+        app.extensions["paxmart.retention"] = self.retention
         app.register_blueprint(orders_bp)
         app.register_blueprint(leftovers_blueprint(self.db))
 
@@ -162,6 +166,7 @@ class OrderComponent(Component):
         return [
             Loop("order-reconciler", self.reconciler.run_once, interval),
             Loop("order-notifier", self.notifier.run_once, NOTIFY_POLL_S),
+            Loop("order-retention", self.retention.run_once, self.settings.retention_interval_s),
             *messaging_work(
                 "order", self.settings, self.db, self.faults, SETTLEMENTS_QUEUE, settle_from_message
             ),

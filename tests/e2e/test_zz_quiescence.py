@@ -44,8 +44,10 @@ def test_every_event_was_relayed(dbs):
 def test_every_transaction_finished(dbs):
     """Recovery finishes what a test left in flight once its lease runs out."""
     wait_until(
-        lambda: not dbs["coordinator"].fetch_all(
-            "SELECT gtid, status FROM global_txns WHERE status NOT IN ('committed', 'aborted')"
+        lambda: (
+            not dbs["coordinator"].fetch_all(
+                "SELECT gtid, status FROM global_txns WHERE status NOT IN ('committed', 'aborted')"
+            )
         ),
         timeout_s=30,
         what="every transaction to finish",

@@ -69,7 +69,12 @@ def participants(fresh_databases: Settings) -> Iterator[Settings]:
 def reconciler(participants: Settings, dbs: dict[str, Database]) -> Iterator[Any]:
     """The order service's reconciler, asking a coordinator served in-process."""
     server = serve(coordinator_app(participants))
-    client = ServiceClient("coordinator", f"http://127.0.0.1:{server.server_port}", 3.0)
+    client = ServiceClient(
+        "coordinator",
+        f"http://127.0.0.1:{server.server_port}",
+        3.0,
+        credential=participants.service_token,
+    )
     yield PendingOrderReconciler(OrderRepository(dbs["order"]), client, horizon_s=0.0)
     server.shutdown()
 

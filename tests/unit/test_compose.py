@@ -38,6 +38,9 @@ MIGRATE = "migrate"
 PUBLISHED = {"gateway"}
 CONDITIONS = {"service_healthy", "service_completed_successfully"}
 ENV_NAME = re.compile(r"PAXMART_[A-Z0-9_]+")
+CREDENTIALS = ("PAXMART_ADMIN_TOKEN", "PAXMART_SERVICE_TOKEN")
+# `${NAME:?message}`: taken from the environment, and compose refuses to start without it.
+REQUIRED_FROM_ENV = re.compile(r"^\$\{(PAXMART_[A-Z0-9_]+):\?[^}]+\}$")
 
 
 # ---------------------------------------------------------------- helpers
@@ -224,10 +227,19 @@ def test_python_services_get_every_component_url_and_only_their_own_database(ser
             assert (url.hostname, url.port) == (comp.name, bind_port(services[comp.name])), (
                 f"{name}: PAXMART_{comp.name.upper()}_URL must point at the {comp.name} service"
             )
-        for key in ("PAXMART_REDIS_URL", "PAXMART_AMQP_URL", "PAXMART_ADMIN_TOKEN"):
+        for key in ("PAXMART_REDIS_URL", "PAXMART_AMQP_URL", *CREDENTIALS):
             assert env.get(key), f"{name}: {key} not set"
         assert urlsplit(env["PAXMART_REDIS_URL"]).hostname in services
         assert urlsplit(env["PAXMART_AMQP_URL"]).hostname in services
+
+
+def test_credentials_come_from_the_environment_with_no_default(services):
+    """One admin token and one service credential for every process, never a default."""
+    for name, svc in python_services(services).items():
+        env = env_of(svc)
+        for key in CREDENTIALS:
+            match = REQUIRED_FROM_ENV.match(env.get(key, ""))
+            assert match and match.group(1) == key, f"{name}: {key} must be ${{{key}:?...}}"
 
 
 def test_app_healthchecks_probe_their_own_healthz(services):

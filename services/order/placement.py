@@ -121,11 +121,7 @@ class OrderPlacement:
     def _catalog(self, request: OrderRequest) -> tuple[dict[str, int], dict[str, int]]:
         reply = self.inventory.get("/products", params={"sku": [i.sku for i in request.items]})
         if not reply.ok:
-            raise ApiError(
-                "The inventory service could not look up prices.",
-                code="upstream_unavailable",
-                status=503,
-            )
+            raise UpstreamUnavailable("The inventory service could not look up prices.")
         items = reply.body["items"]
         return ({p["sku"]: p["price_cents"] for p in items}, {p["sku"]: p["stock"] for p in items})
 
@@ -136,11 +132,7 @@ class OrderPlacement:
         if reply.status == 404:
             return None
         if not reply.ok:
-            raise ApiError(
-                "The coupon service could not look up the coupon.",
-                code="upstream_unavailable",
-                status=503,
-            )
+            raise UpstreamUnavailable("The coupon service could not look up the coupon.")
         return CouponTerms(**reply.body)
 
     def _reject_upfront(

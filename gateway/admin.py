@@ -22,12 +22,13 @@ from gateway.switches import LEVELS, SWITCHES
 from gateway.upstreams import segment
 from paxkit.errors import InvalidInput, NotFound, Unauthorized
 from paxkit.requests_json import json_body
+from paxkit.validation import validate_limit
 
 admin = Blueprint("admin", __name__, url_prefix="/admin")
 
-RULE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-ROUTE = re.compile(r"^/[A-Za-z0-9_./<>:-]{0,199}\*?$")
-ACTOR = re.compile(r"^[ -~]{1,64}$")
+RULE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
+ROUTE = re.compile(r"^/[A-Za-z0-9_./<>:-]{0,199}\*?\Z")
+ACTOR = re.compile(r"^[ -~]{1,64}\Z")
 MAX_RATE = 1_000_000
 MAX_CHANGES = 500
 
@@ -120,7 +121,7 @@ def put_ratelimit(name: str) -> Any:
 
 @admin.delete("/ratelimits/<name>")
 def delete_ratelimit(name: str) -> Any:
-    version = control_store().delete_rule(name, actor())
+    version = control_store().delete_rule(name, actor()) if RULE_NAME.match(name) else None
     if version is None:
         raise NotFound(f"No rate-limit rule {name!r}.", code="rule_not_found")
     current_gateway().control.announce(version)
@@ -130,10 +131,8 @@ def delete_ratelimit(name: str) -> Any:
 @admin.get("/changes")
 def changes() -> Response:
     """The control plane's change log, newest first."""
-    limit = request.args.get("limit", "50")
-    if not limit.isdigit() or not 1 <= int(limit) <= MAX_CHANGES:
-        raise InvalidInput("limit", f"limit must be an integer from 1 to {MAX_CHANGES}")
-    return jsonify({"items": control_store().changes(int(limit))})
+    limit = validate_limit(request.args.get("limit"), 50, MAX_CHANGES)
+    return jsonify({"items": control_store().changes(limit)})
 
 
 def known_switch(name: str) -> None:

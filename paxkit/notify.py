@@ -28,8 +28,11 @@ TIMEOUT_S = 3.0
 
 
 def host_allowed(url: str, allowed_hosts: tuple[str, ...]) -> bool:
-    parts = urlsplit(url)
-    return parts.scheme in ("http", "https") and (parts.hostname or "") in allowed_hosts
+    try:
+        parts = urlsplit(url)
+        return parts.scheme in ("http", "https") and (parts.hostname or "") in allowed_hosts
+    except ValueError:  # a malformed IPv6 host
+        return False
 
 
 class Notifier:

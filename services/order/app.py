@@ -14,14 +14,14 @@ from paxkit.app import make_faults
 from paxkit.background import Loop
 from paxkit.barrier import query_prepared
 from paxkit.config import Settings, load_settings
-from paxkit.errors import InvalidInput, NotFound
+from paxkit.errors import NotFound
 from paxkit.http import ServiceClient
 from paxkit.messaging import SETTLEMENTS_QUEUE
 from paxkit.notify import Notifier
 from paxkit.participant import ParticipantSpec, create_participant_app, db_of
 from paxkit.requests_json import json_body
 from paxkit.runtime import start_messaging
-from paxkit.validation import validate_gtid, validate_user_id
+from paxkit.validation import ID_PATTERN, validate_gtid, validate_limit, validate_user_id
 from paxkit.xa import Rejected
 from services.order.placement import OrderPlacement
 from services.order.reconcile import PendingOrderReconciler
@@ -72,7 +72,7 @@ def query_prepared_message(gtid: str) -> Any:
 
 @orders_bp.get("/orders/<order_id>")
 def get_order(order_id: str) -> Any:
-    row = OrderRepository(db_of(current_app)).get(order_id)
+    row = OrderRepository(db_of(current_app)).get(order_id) if ID_PATTERN.match(order_id) else None
     if row is None:
         raise NotFound(f"No order {order_id!r}.", code="order_not_found")
     return jsonify(order_body(row))
@@ -80,10 +80,8 @@ def get_order(order_id: str) -> Any:
 
 @orders_bp.get("/users/<user_id>/orders")
 def list_orders(user_id: str) -> Any:
-    limit = request.args.get("limit", str(MAX_LIST))
-    if not limit.isdigit() or not 1 <= int(limit) <= MAX_LIST:
-        raise InvalidInput("limit", f"limit must be an integer from 1 to {MAX_LIST}")
-    rows = OrderRepository(db_of(current_app)).for_user(validate_user_id(user_id), int(limit))
+    limit = validate_limit(request.args.get("limit"), MAX_LIST, MAX_LIST)
+    rows = OrderRepository(db_of(current_app)).for_user(validate_user_id(user_id), limit)
     return jsonify({"items": [order_body(r) for r in rows]})
 
 

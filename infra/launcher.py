@@ -317,7 +317,7 @@ class Stack:
     def _command(self, proc: _Proc) -> list[str]:
         return [
             *(self._python, "-m", "gunicorn", "--bind", f"{HOST}:{proc.port}"),
-            *("--worker-class", "gthread", "--workers", str(self._workers)),
+            *("--worker-class", "paxkit.server.ContractWorker", "--workers", str(self._workers)),
             *("--threads", str(threads_for(proc.name, self._workers, self._threads))),
             *("--timeout", "30"),
             *("--graceful-timeout", "5", "--keep-alive", str(KEEP_ALIVE_S)),

@@ -88,6 +88,7 @@ class OrderPlacement:
     ) -> Placed:
         """msg mode: prepare the message at the coordinator, commit the order and its event
         in one local transaction, submit, and answer 202 at once."""
+        self.orders.require_customer(request.user_id)  # before the coordinator hears of it
         row = _order_row(order_id, gtid, request, pricing, "pending", "msg")
         branches = branches_for(row, "msg", request, pricing)
         reply = self.coordinator.post(

@@ -3,8 +3,9 @@
 
 The input classes: NUL, an encoded UTF-16 surrogate (invalid UTF-8), Unicode digits and a
 trailing newline in path segments and `limit`; nesting past any sane depth, unpaired
-surrogates and NULs in JSON strings and field names; a malformed host in `notify_url`.
-(What gunicorn itself refuses is in test_server_rejections.py.)
+surrogates and NULs in JSON strings and field names; a malformed host in `notify_url`; an
+order for a user that does not exist. (What gunicorn itself refuses is in
+test_server_rejections.py.)
 """
 
 from __future__ import annotations
@@ -193,3 +194,26 @@ def test_a_malformed_notify_url_names_the_field(stack, component, path, url):
     body = {"user_id": 1, "items": [{"sku": "SKU-0001", "qty": 1}], "notify_url": url}
     error = assert_refused(send(stack, component, "POST", path, json=body), (400,))
     assert error["field"] == "notify_url"
+
+
+UNKNOWN_USERS = [
+    {"user_id": 1001},
+    {"user_id": 2**31 - 1, "mode": "tcc"},
+    {"user_id": 5000, "mode": "saga", "coupon_id": "C-5000-1"},
+    {"user_id": 5000, "mode": "msg", "red_packet_cents": 10},
+    {"user_id": 5000, "items": [{"sku": "SKU-9999", "qty": 1}]},  # else a failed order
+    {"user_id": 5000, "notify_url": "http://127.0.0.1:9/cb"},
+]
+
+
+@pytest.mark.usefixtures("nothing_recorded")
+@pytest.mark.parametrize("order", UNKNOWN_USERS, ids=lambda o: f"{o['user_id']}-{o.get('mode')}")
+@pytest.mark.parametrize(("component", "path"), ORDER_ROUTES)
+def test_an_order_for_an_unknown_user_is_400_and_not_an_order(stack, component, path, order):
+    stock_before = send(stack, "inventory", "GET", "/products/SKU-0001").json()["stock"]
+    body = {"items": [{"sku": "SKU-0001", "qty": 1}], **order}
+    error = assert_refused(send(stack, component, "POST", path, json=body), (400,))
+    assert (error["code"], error["field"]) == ("unknown_user", "user_id")
+    orders = send(stack, "order", "GET", f"/users/{order['user_id']}/orders").json()
+    assert orders == {"items": []}
+    assert send(stack, "inventory", "GET", "/products/SKU-0001").json()["stock"] == stock_before

@@ -30,7 +30,7 @@ from paxkit.requests_json import json_body
 from paxkit.retention import UNKNOWN, Retention
 from paxkit.runtime import messaging_work
 from paxkit.schema import MESSAGING_SQL
-from paxkit.validation import validate_gtid
+from paxkit.validation import GTID_PATTERN, validate_gtid, validate_limit
 from paxkit.web import create_app as web_app
 
 MAX_LIST = 500
@@ -122,7 +122,7 @@ def transaction_statuses() -> Any:
 
 @bp.get("/transactions/<gtid>")
 def get_transaction(gtid: str) -> Any:
-    txn = _ext("log").get(gtid)
+    txn = _known_transaction(gtid)
     if txn is None:
         raise NotFound(f"No transaction {gtid!r}.", code="transaction_not_found")
     return jsonify(_txn_json(txn))
@@ -133,16 +133,13 @@ def list_transactions() -> Any:
     status = request.args.get("status") or None
     if status is not None and status not in STATUSES:
         raise InvalidInput("status", f"status must be one of {', '.join(STATUSES)}")
-    limit = request.args.get("limit", "50")
-    if not limit.isdigit() or not 1 <= int(limit) <= MAX_LIST:
-        raise InvalidInput("limit", f"limit must be an integer from 1 to {MAX_LIST}")
-    rows = _ext("log").recent(status, int(limit))
+    rows = _ext("log").recent(status, validate_limit(request.args.get("limit"), 50, MAX_LIST))
     return jsonify({"items": [_txn_json(r) for r in rows]})
 
 
 @bp.get("/admin/transactions/<gtid>")
 def transaction_detail(gtid: str) -> Any:
-    txn = _ext("log").get(gtid)
+    txn = _known_transaction(gtid)
     if txn is None:
         raise NotFound(f"No transaction {gtid!r}.", code="transaction_not_found")
     timeline = [{**e, "at": e["at"].isoformat()} for e in _ext("log").events(gtid)]
@@ -158,6 +155,12 @@ def audit() -> Any:
 def recover_now() -> Any:
     """Run one recovery pass now (operators, tests); the loop runs it periodically anyway."""
     return jsonify(_ext("recovery").run_once())
+
+
+def _known_transaction(gtid: str) -> dict[str, Any] | None:
+    """The logged transaction; a gtid of the wrong form is looked up nowhere."""
+    txn: dict[str, Any] | None = _ext("log").get(gtid) if GTID_PATTERN.match(gtid) else None
+    return txn
 
 
 def _txn_json(txn: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,9 @@ import os
 # Threads per worker process; the gateway admits at most workers * threads requests at once.
 workers = int(os.environ.get("PAXMART_WEB_WORKERS", "2"))
 threads = int(os.environ.get("PAXMART_WEB_THREADS", "16"))
-worker_class = "gthread"
+# gthread, whose own rejections (bad request line, URI too long, headers) answer in the
+# contract's JSON error shape.
+worker_class = "paxkit.server.ContractWorker"
 timeout = 30
 graceful_timeout = 5
 # The inter-component clients (paxkit/http.py) pool connections with no idle limit of their

@@ -9,27 +9,26 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
-from sqlalchemy.exc import SQLAlchemyError
 
-from gateway.control import Actor
+from gateway.control import Actor, ControlStore
 from gateway.core import current_gateway
 from gateway.ratelimit import SCOPES, Rule
 from gateway.routes import relay, upstream
 from gateway.switches import LEVELS, SWITCHES
 from gateway.upstreams import segment
 from paxkit.auth import require_bearer
-from paxkit.errors import ApiError, InvalidInput, NotFound
+from paxkit.errors import InvalidInput, NotFound
 from paxkit.requests_json import json_body
+from paxkit.validation import validate_limit
 
 admin = Blueprint("admin", __name__, url_prefix="/admin")
 
-T = TypeVar("T")
-RULE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-ROUTE = re.compile(r"^/[A-Za-z0-9_./<>:-]{0,199}\*?$")
-ACTOR = re.compile(r"^[ -~]{1,64}$")
+RULE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
+ROUTE = re.compile(r"^/[A-Za-z0-9_./<>:-]{0,199}\*?\Z")
+ACTOR = re.compile(r"^[ -~]{1,64}\Z")
 MAX_RATE = 1_000_000
 MAX_CHANGES = 500
 
@@ -83,7 +82,7 @@ def set_switch(name: str) -> Response:
 def clear_switch(name: str) -> Response:
     """Drop the manual setting: the switch follows the level and the breakers again."""
     known_switch(name)
-    version = store_call(lambda store: store.clear_switch(name, actor()))
+    version = control_store().clear_switch(name, actor())
     if version is not None:
         current_gateway().control.announce(version)
     return switches()
@@ -113,14 +112,14 @@ def ratelimits() -> Response:
 @admin.put("/ratelimits/<name>")
 def put_ratelimit(name: str) -> Any:
     rule = parse_rule(name, json_body())
-    version, created = store_call(lambda store: store.put_rule(rule, actor()))
+    version, created = control_store().put_rule(rule, actor())
     current_gateway().control.announce(version)
     return jsonify(rule.as_json()), 201 if created else 200
 
 
 @admin.delete("/ratelimits/<name>")
 def delete_ratelimit(name: str) -> Any:
-    version = store_call(lambda store: store.delete_rule(name, actor()))
+    version = control_store().delete_rule(name, actor()) if RULE_NAME.match(name) else None
     if version is None:
         raise NotFound(f"No rate-limit rule {name!r}.", code="rule_not_found")
     current_gateway().control.announce(version)
@@ -130,10 +129,8 @@ def delete_ratelimit(name: str) -> Any:
 @admin.get("/changes")
 def changes() -> Response:
     """The control plane's change log, newest first."""
-    limit = request.args.get("limit", "50")
-    if not limit.isdigit() or not 1 <= int(limit) <= MAX_CHANGES:
-        raise InvalidInput("limit", f"limit must be an integer from 1 to {MAX_CHANGES}")
-    return jsonify({"items": store_call(lambda store: store.changes(int(limit)))})
+    limit = validate_limit(request.args.get("limit"), 50, MAX_CHANGES)
+    return jsonify({"items": control_store().changes(limit)})
 
 
 def known_switch(name: str) -> None:
@@ -173,18 +170,11 @@ def actor() -> Actor:
     return Actor(name, request.remote_addr)
 
 
-def announce(change: Callable[[Any], int]) -> None:
+def announce(change: Callable[[ControlStore], int]) -> None:
     """Make a change in the store, then push it to every gateway process."""
-    current_gateway().control.announce(store_call(change))
+    current_gateway().control.announce(change(control_store()))
 
 
-def store_call(call: Callable[[Any], T]) -> T:
-    try:
-        return call(current_gateway().control.store)
-    except SQLAlchemyError as err:
-        raise ApiError(
-            "The gateway's control store is unavailable; try again shortly.",
-            code="control_store_unavailable",
-            status=503,
-            headers={"Retry-After": "1"},
-        ) from err
+def control_store() -> ControlStore:
+    """The control plane's database; while it is down, the edge answers 503."""
+    return current_gateway().control.store

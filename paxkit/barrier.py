@@ -197,6 +197,7 @@ class MessageAborted(ApiError):
 
     status = 503
     code = "aborted"
+    retry_after_s = 1
 
 
 def mark_message_committed(conn: Connection, gtid: str, branch: str) -> None:

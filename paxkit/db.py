@@ -8,10 +8,10 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import URL, Connection, Engine, create_engine, text
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-_GID = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
+_GID = re.compile(r"^[A-Za-z0-9_.:-]{1,200}\Z")
 # Errors that say "the database is not answering" (down, connection lost, lock or statement
 # timeout, pool exhausted), as opposed to a bug in the statement.
 UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeout)
@@ -50,7 +50,18 @@ class Database:
             yield conn
 
     def fetch_all(self, sql: str, **params: Any) -> list[dict[str, Any]]:
-        """One read statement, on its own (no explicit transaction around it)."""
+        """One read statement, on its own (no explicit transaction around it).
+
+        A read that finds its pooled connection dead (the server restarted since) runs once
+        more: the pool has dropped every connection by then, so the retry connects afresh."""
+        try:
+            return self._read(sql, params)
+        except DBAPIError as err:
+            if not err.connection_invalidated:
+                raise
+        return self._read(sql, params)
+
+    def _read(self, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
         with self.autocommit_engine.connect() as conn:
             return [dict(row._mapping) for row in conn.execute(text(sql), params)]
 
@@ -67,7 +78,7 @@ class Database:
             try:
                 yield conn
             except BaseException:
-                conn.exec_driver_sql("ROLLBACK")
+                abort(conn)
                 raise
             conn.exec_driver_sql("COMMIT")
 
@@ -80,6 +91,13 @@ class Database:
     def dispose(self) -> None:
         self.engine.dispose()
         self.autocommit_engine.dispose()
+
+
+def abort(conn: Connection) -> None:
+    """ROLLBACK an explicit transaction, unless its connection was lost: the server ended the
+    transaction with it, and a ROLLBACK would only hide the error that lost it."""
+    if not conn.invalidated:
+        conn.exec_driver_sql("ROLLBACK")
 
 
 def quote_gid(gid: str) -> str:

@@ -1,15 +1,22 @@
 """One error table at the edge: every failure leaves a component in the contract's shape.
 
 `{"error": {"code": "<snake_case>", "message": "<sentence>", ...extra}}` with a proper
-status; anything unexpected is logged and answered as a 500 (which is always a bug).
+status. A dependency that is down or too slow (a database, Redis, the broker) is a 503
+with `Retry-After`, whichever route met it; anything else unexpected is logged and
+answered as a 500 (which is always a bug).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
+import pika.exceptions
+import psycopg2
+import redis
 from flask import Flask, Response, jsonify
+from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -20,6 +27,7 @@ class ApiError(Exception):
 
     status = 400
     code = "bad_request"
+    retry_after_s: int | None = None  # when set, answers carry Retry-After unless given one
 
     def __init__(
         self,
@@ -36,7 +44,9 @@ class ApiError(Exception):
             self.code = code
         if status is not None:
             self.status = status
-        self.headers = headers or {}
+        self.headers = dict(headers or {})
+        if self.retry_after_s is not None:
+            self.headers.setdefault("Retry-After", str(self.retry_after_s))
         self.extra = extra
 
     def body(self) -> dict[str, Any]:
@@ -66,6 +76,7 @@ class Unauthorized(ApiError):
 class UpstreamUnavailable(ApiError):
     status = 503
     code = "upstream_unavailable"
+    retry_after_s = 1
 
 
 class UpstreamNotReached(UpstreamUnavailable):
@@ -94,9 +105,71 @@ _HTTP_CODES = {
 }
 
 
+OUTAGE_RETRY_AFTER_S = 1
+
+
+@dataclass(frozen=True)
+class Outage:
+    """A kind of dependency failure, answered 503: the request may succeed when retried."""
+
+    errors: tuple[type[BaseException], ...]
+    code: str
+    message: str
+
+
+# Connection refused or lost, a pool with no free connection, a statement or lock timeout
+# (psycopg2 reports those, deadlocks and serialization failures as OperationalError), and
+# the PendingRollbackError a connection lost inside a transaction leaves behind.
+OUTAGES = (
+    Outage(
+        (
+            sa_exc.OperationalError,
+            sa_exc.InterfaceError,
+            sa_exc.DisconnectionError,
+            sa_exc.PendingRollbackError,
+            sa_exc.TimeoutError,
+            psycopg2.OperationalError,
+            psycopg2.InterfaceError,
+        ),
+        "database_unavailable",
+        "The database is unavailable or did not answer in time; try again shortly.",
+    ),
+    Outage(
+        (redis.ConnectionError, redis.TimeoutError),
+        "redis_unavailable",
+        "Redis is unavailable or did not answer in time; try again shortly.",
+    ),
+    Outage(
+        (pika.exceptions.AMQPError,),
+        "broker_unavailable",
+        "The message broker is unavailable; try again shortly.",
+    ),
+)
+DATABASE_OUTAGE = OUTAGES[0]
+
+
+def outage_of(err: BaseException) -> Outage | None:
+    """The outage behind an error: the error itself, or what it was raised from."""
+    cause: BaseException | None = err
+    while cause is not None:
+        for outage in OUTAGES:
+            if isinstance(cause, outage.errors):
+                return outage
+        if isinstance(cause, sa_exc.DBAPIError) and cause.connection_invalidated:
+            return DATABASE_OUTAGE
+        cause = cause.__cause__
+    return None
+
+
 def error_response(status: int, code: str, message: str, **extra: Any) -> Response:
     response = jsonify({"error": {"code": code, "message": message, **extra}})
     response.status_code = status
+    return response
+
+
+def outage_response(outage: Outage) -> Response:
+    response = error_response(503, outage.code, outage.message)
+    response.headers["Retry-After"] = str(OUTAGE_RETRY_AFTER_S)
     return response
 
 
@@ -118,5 +191,14 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(err: Exception) -> Response:
+        outage = outage_of(err)
+        if outage is not None:
+            log.warning("answered 503 %s: %s", outage.code, _first_line(err))
+            return outage_response(outage)
         log.exception("unhandled error: %s", err)
         return error_response(500, "internal_error", "An unexpected error occurred.")
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"

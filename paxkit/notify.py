@@ -48,8 +48,11 @@ NOTIFICATION_RULES: tuple[Rule, ...] = (
 
 
 def host_allowed(url: str, allowed_hosts: tuple[str, ...]) -> bool:
-    parts = urlsplit(url)
-    return parts.scheme in ("http", "https") and (parts.hostname or "") in allowed_hosts
+    try:
+        parts = urlsplit(url)
+        return parts.scheme in ("http", "https") and (parts.hostname or "") in allowed_hosts
+    except ValueError:  # a malformed IPv6 host
+        return False
 
 
 class Notifier:

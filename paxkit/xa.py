@@ -26,7 +26,7 @@ from psycopg2 import errors as pg_errors
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from paxkit.db import Database, quote_gid
+from paxkit.db import Database, abort, quote_gid
 from paxkit.errors import ApiError, InvalidInput
 from paxkit.faults import Faults
 from paxkit.requests_json import json_body
@@ -121,12 +121,12 @@ class XaBranch:
                 conn.exec_driver_sql("ROLLBACK")
                 return self._vote_again(conn, gid)
             except DBAPIError as err:
-                conn.exec_driver_sql("ROLLBACK")
+                abort(conn)
                 if _is_lock_timeout(err):
                     return Vote(False, "timeout")
                 raise
             except BaseException:
-                conn.exec_driver_sql("ROLLBACK")
+                abort(conn)
                 raise
         self.faults.hit("after_prepare")
         return Vote(True)

@@ -12,7 +12,7 @@ from paxkit.audit import Invariant, Ledger
 from paxkit.config import Settings, load_settings
 from paxkit.errors import NotFound
 from paxkit.participant import Holding, create_participant_app, db_of, participant
-from paxkit.validation import validate_user_id
+from paxkit.validation import ID_PATTERN, validate_user_id
 from paxkit.xa import Rejected
 
 COUPON_COLUMNS = "coupon_id, user_id, discount_cents, min_spend_cents, status"
@@ -68,9 +68,9 @@ def list_coupons(user_id: str) -> Any:
 
 @reads.get("/coupons/<coupon_id>")
 def get_coupon(coupon_id: str) -> Any:
-    row = db_of(current_app).fetch_one(
-        f"SELECT {COUPON_COLUMNS} FROM coupons WHERE coupon_id = :coupon_id", coupon_id=coupon_id
-    )
+    query = f"SELECT {COUPON_COLUMNS} FROM coupons WHERE coupon_id = :coupon_id"
+    known = ID_PATTERN.match(coupon_id)
+    row = db_of(current_app).fetch_one(query, coupon_id=coupon_id) if known else None
     if row is None:
         raise NotFound(f"No coupon {coupon_id!r}.", code="coupon_not_found")
     return jsonify(row)

@@ -12,7 +12,7 @@ from paxkit.audit import Invariant, Ledger
 from paxkit.config import Settings, load_settings
 from paxkit.errors import InvalidInput, NotFound
 from paxkit.participant import Holding, create_participant_app, db_of, participant
-from paxkit.validation import validate_sku
+from paxkit.validation import SKU_PATTERN, validate_limit, validate_sku
 from paxkit.xa import Rejected
 
 PRODUCT_COLUMNS = "sku, name, price_cents, available AS stock"
@@ -99,21 +99,17 @@ def list_products() -> Any:
 @reads.get("/products/top")
 def top_products() -> Any:
     """Best sellers first: the gateway's recommendations."""
-    limit = request.args.get("limit", "10")
-    if not limit.isdigit() or not 1 <= int(limit) <= MAX_SKUS_PER_QUERY:
-        raise InvalidInput("limit", f"limit must be an integer from 1 to {MAX_SKUS_PER_QUERY}")
     rows = db_of(current_app).fetch_all(
         f"SELECT {PRODUCT_COLUMNS} FROM products ORDER BY sold DESC, sku LIMIT :limit",
-        limit=int(limit),
+        limit=validate_limit(request.args.get("limit"), 10, MAX_SKUS_PER_QUERY),
     )
     return jsonify({"items": rows})
 
 
 @reads.get("/products/<sku>")
 def get_product(sku: str) -> Any:
-    row = db_of(current_app).fetch_one(
-        f"SELECT {PRODUCT_COLUMNS} FROM products WHERE sku = :sku", sku=sku
-    )
+    query = f"SELECT {PRODUCT_COLUMNS} FROM products WHERE sku = :sku"
+    row = db_of(current_app).fetch_one(query, sku=sku) if SKU_PATTERN.match(sku) else None
     if row is None:
         raise NotFound(f"No product with SKU {sku!r}.", code="product_not_found")
     return jsonify(row)

@@ -30,7 +30,7 @@ from paxkit.participant import protocol_retention
 from paxkit.requests_json import json_body
 from paxkit.runtime import messaging_work
 from paxkit.schema import PARTICIPANT_MIGRATIONS
-from paxkit.validation import validate_gtid, validate_user_id
+from paxkit.validation import ID_PATTERN, validate_gtid, validate_limit, validate_user_id
 from paxkit.web import create_app as web_app
 from services.order.domain import validate_order_id
 from services.order.placement import OrderPlacement, order_parts
@@ -73,7 +73,7 @@ def query_prepared_message(gtid: str) -> Any:
 
 @orders_bp.get("/orders/<order_id>")
 def get_order(order_id: str) -> Any:
-    row = _order().orders.get(order_id)
+    row = _order().orders.get(order_id) if ID_PATTERN.match(order_id) else None
     if row is None:
         raise NotFound(f"No order {order_id!r}.", code="order_not_found")
     return jsonify(order_body(row))
@@ -81,10 +81,8 @@ def get_order(order_id: str) -> Any:
 
 @orders_bp.get("/users/<user_id>/orders")
 def list_orders(user_id: str) -> Any:
-    limit = request.args.get("limit", str(MAX_LIST))
-    if not limit.isdigit() or not 1 <= int(limit) <= MAX_LIST:
-        raise InvalidInput("limit", f"limit must be an integer from 1 to {MAX_LIST}")
-    rows = _order().orders.for_user(validate_user_id(user_id), int(limit))
+    limit = validate_limit(request.args.get("limit"), MAX_LIST, MAX_LIST)
+    rows = _order().orders.for_user(validate_user_id(user_id), limit)
     return jsonify({"items": [order_body(r) for r in rows]})
 
 

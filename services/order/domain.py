@@ -18,7 +18,8 @@ MAX_CENTS = 10**12
 MAX_URL_LENGTH = 2048
 ALLOWED_FIELDS = {"user_id", "items", "coupon_id", "red_packet_cents", "mode", "notify_url"}
 COUPON_PATTERN = ID_PATTERN
-_HOSTNAME = re.compile(r"^[A-Za-z0-9.-]+$|^\[[0-9A-Fa-f:]+\]$")
+_URL_CHARS = re.compile(r"^[!-~]+\Z")
+_HOSTNAME = re.compile(r"^[A-Za-z0-9.-]+\Z|^\[[0-9A-Fa-f:]+\]\Z")
 
 
 @dataclass(frozen=True)
@@ -149,8 +150,14 @@ def _parse_notify_url(raw: Any) -> str | None:
         return None
     if not isinstance(raw, str) or len(raw) > MAX_URL_LENGTH:
         raise InvalidInput("notify_url", "notify_url must be an http(s) URL")
-    parts = urlsplit(raw)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if not _URL_CHARS.match(raw):
+        raise InvalidInput("notify_url", "notify_url must be printable ASCII without spaces")
+    try:  # urlsplit and its accessors raise on a malformed IPv6 host or port
+        parts = urlsplit(raw)
+        hostname, _ = parts.hostname, parts.port
+    except ValueError as err:
+        raise InvalidInput("notify_url", f"notify_url is not a valid URL: {err}") from err
+    if parts.scheme not in ("http", "https") or not hostname:
         raise InvalidInput("notify_url", "notify_url must be an http(s) URL")
     if not _HOSTNAME.match(parts.netloc.rsplit("@", 1)[-1].rsplit(":", 1)[0] or "-"):
         raise InvalidInput("notify_url", "notify_url has an invalid host")

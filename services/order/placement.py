@@ -136,6 +136,7 @@ class OrderPlacement:
     ) -> Placed:
         """msg mode: prepare the message at the coordinator, commit the order and its event
         in one local transaction, submit, and answer 202 at once."""
+        self.orders.require_customer(request.user_id)  # before the coordinator hears of it
         row = _order_row(order_id, gtid, request, pricing, "pending", "msg")
         branches = branches_for(row)
         reply = self.coordinator.post(
@@ -171,11 +172,7 @@ class OrderPlacement:
     def _catalog(self, request: OrderRequest) -> tuple[dict[str, int], dict[str, int]]:
         reply = self.inventory.get("/products", params={"sku": [i.sku for i in request.items]})
         if not reply.ok:
-            raise ApiError(
-                "The inventory service could not look up prices.",
-                code="upstream_unavailable",
-                status=503,
-            )
+            raise UpstreamUnavailable("The inventory service could not look up prices.")
         items = reply.body["items"]
         return ({p["sku"]: p["price_cents"] for p in items}, {p["sku"]: p["stock"] for p in items})
 
@@ -186,11 +183,7 @@ class OrderPlacement:
         if reply.status == 404:
             return None
         if not reply.ok:
-            raise ApiError(
-                "The coupon service could not look up the coupon.",
-                code="upstream_unavailable",
-                status=503,
-            )
+            raise UpstreamUnavailable("The coupon service could not look up the coupon.")
         return CouponTerms(**reply.body)
 
     def _reject_upfront(

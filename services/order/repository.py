@@ -8,12 +8,20 @@ from typing import Any
 from sqlalchemy import Connection, text
 
 from paxkit.db import Database
+from paxkit.errors import InvalidInput
 
 ORDER_COLUMNS = (
     "order_id, user_id, mode, status, reason, items, coupon_id, total_cents, discount_cents, "
     "red_packet_cents, payable_cents, gtid, created_at, updated_at"
 )
 _BODY_KEYS = ORDER_COLUMNS.replace(" ", "").split(",")
+
+
+class UnknownUser(InvalidInput):
+    """400: no such customer; nothing was recorded."""
+
+    def __init__(self, user_id: int) -> None:
+        super().__init__("user_id", f"No user {user_id}.", code="unknown_user")
 
 
 def order_body(row: dict[str, Any]) -> dict[str, Any]:
@@ -29,26 +37,37 @@ def order_body(row: dict[str, Any]) -> dict[str, Any]:
 
 def insert_order(conn: Connection, order: dict[str, Any]) -> dict[str, Any] | None:
     """Insert a new order in the caller's transaction; returns its stored row, or None when
-    an order with its id exists already (placement is idempotent on the order id)."""
+    an order with its id exists already (placement is idempotent on the order id). The user
+    must be a customer, checked by the insert itself (UnknownUser, nothing inserted, if not)."""
     row = conn.execute(
         text(
             "INSERT INTO orders (order_id, gtid, user_id, mode, txn_mode, status, reason, items, "
             "coupon_id, total_cents, discount_cents, red_packet_cents, payable_cents, notify_url) "
-            "VALUES (:order_id, :gtid, :user_id, :mode, :txn_mode, :status, :reason, "
+            "SELECT :order_id, :gtid, :user_id, :mode, :txn_mode, :status, :reason, "
             "CAST(:items AS jsonb), :coupon_id, :total_cents, :discount_cents, "
-            ":red_packet_cents, :payable_cents, :notify_url) ON CONFLICT (order_id) DO NOTHING "
+            ":red_packet_cents, :payable_cents, :notify_url "
+            "WHERE EXISTS (SELECT 1 FROM customers WHERE user_id = :user_id) "
+            "ON CONFLICT (order_id) DO NOTHING "
             f"RETURNING {ORDER_COLUMNS}"
         ),
         {**order, "items": json.dumps(order["items"])},
     ).first()
     if row is None:
-        return None
+        if _exists(conn, order["order_id"]):
+            return None
+        raise UnknownUser(order["user_id"])
     if order["status"] != "pending" and order["notify_url"]:
         conn.execute(
             text("INSERT INTO notifications (order_id, url) VALUES (:order_id, :url)"),
             {"order_id": order["order_id"], "url": order["notify_url"]},
         )
     return dict(row._mapping)
+
+
+def _exists(conn: Connection, order_id: str) -> bool:
+    """Why an insert came back empty: the order is there already, or its user is unknown."""
+    found = conn.execute(text("SELECT 1 FROM orders WHERE order_id = :id"), {"id": order_id})
+    return found.first() is not None
 
 
 class OrderRepository:
@@ -62,6 +81,12 @@ class OrderRepository:
         notifies = order["status"] != "pending" and order["notify_url"]
         with self.db.transaction() if notifies else self.db.autocommit() as conn:
             return insert_order(conn, order)
+
+    def require_customer(self, user_id: int) -> None:
+        """UnknownUser unless the user is a customer (for a flow that must know before
+        its order insert)."""
+        if self.db.fetch_one("SELECT 1 FROM customers WHERE user_id = :id", id=user_id) is None:
+            raise UnknownUser(user_id)
 
     def get(self, order_id: str) -> dict[str, Any] | None:
         return self.db.fetch_one(

@@ -13,18 +13,21 @@ from coordinator.audit import Auditor
 from coordinator.branches import Branches
 from coordinator.drivers import DRIVERS, Driver
 from coordinator.log import TxnLog
-from coordinator.msgflow import MessageFlow
+from coordinator.msgflow import MessageFlow, report_handler
+from coordinator.ports import Branch, Txn
 from coordinator.recovery import Recovery
 from coordinator.states import STATUSES
 from paxkit.app import create_base_app, make_faults
 from paxkit.background import Loop
 from paxkit.config import DATABASES, Settings, load_settings
 from paxkit.db import Database, make_engine
+from paxkit.deadletters import DeadLetterAdmin, DeadLetters, admin_blueprint, dead_letters_probe
 from paxkit.errors import ApiError, InvalidInput, NotFound
+from paxkit.http import ServiceClient
 from paxkit.messaging import REPORTS_QUEUE, Topology, queue_depths
 from paxkit.metrics import outbox_probe
 from paxkit.requests_json import json_body
-from paxkit.runtime import start_messaging
+from paxkit.runtime import dead_letter_store, start_messaging
 from paxkit.validation import validate_gtid
 
 MAX_LIST = 500
@@ -58,7 +61,7 @@ def _parse_transaction(body: dict[str, Any], branches: Branches) -> dict[str, An
     return {
         "gtid": gtid,
         "mode": body["mode"],
-        "branches": [{"name": b["name"], "payload": b["payload"]} for b in raw],
+        "branches": [Branch(b["name"], b["payload"]) for b in raw],
     }
 
 
@@ -138,16 +141,16 @@ def recover_now() -> Any:
     return jsonify(_ext("recovery").run_once())
 
 
-def _txn_json(txn: dict[str, Any]) -> dict[str, Any]:
+def _txn_json(txn: Txn) -> dict[str, Any]:
     return {
-        "gtid": txn["gtid"],
-        "mode": txn["mode"],
-        "status": txn["status"],
-        "reason": txn["reason"],
-        "branches": [{"name": b["name"]} for b in txn["branches"]],
-        "recovery_attempts": txn["recovery_attempts"],
-        "created_at": txn["created_at"].isoformat(),
-        "updated_at": txn["updated_at"].isoformat(),
+        "gtid": txn.gtid,
+        "mode": txn.mode,
+        "status": txn.status,
+        "reason": txn.reason,
+        "branches": [{"name": b.name} for b in txn.branches],
+        "recovery_attempts": txn.recovery_attempts,
+        "created_at": txn.created_at.isoformat(),
+        "updated_at": txn.updated_at.isoformat(),
     }
 
 
@@ -196,8 +199,18 @@ def create_app(settings: Settings | None = None) -> Flask:
             settings.txn_timeout_s,
             retry_delay_s=settings.recovery_interval_s,
         )
-        for d in ALL_DRIVERS
+        for d in DRIVERS
     }
+    msg = MessageFlow(
+        txn_log,
+        branches,
+        faults,
+        pool,
+        settings.txn_timeout_s,
+        retry_delay_s=settings.recovery_interval_s,
+        resend_s=settings.msg_resend_s,
+    )
+    drivers[msg.mode] = msg
     recovery = Recovery(
         txn_log,
         branches,
@@ -215,19 +228,35 @@ def create_app(settings: Settings | None = None) -> Flask:
             "paxmart.auditor": Auditor(dbs, settings.recovery_horizon_s),
         }
     )
+    dead_letters = dead_letter_store(settings, dbs["coordinator"])
     app.extensions["paxmart.gauges"] = [
         outbox_probe("coordinator", dbs["coordinator"]),
         backlog_probe(txn_log),
         queue_probe(settings),
+        dead_letters_probe("coordinator", dead_letters),
     ]
     app.register_blueprint(bp)
+    app.register_blueprint(admin_blueprint(dead_letter_admin(settings, dead_letters)))
     if settings.background_enabled:
-        msg = drivers["msg"]
-        assert isinstance(msg, MessageFlow)
         app.extensions["paxmart.loops"] = [
             Loop("coordinator-recovery", recovery.run_once, settings.recovery_interval_s).start(),
             *start_messaging(
-                "coordinator", settings, dbs["coordinator"], faults, REPORTS_QUEUE, msg.on_report
+                "coordinator",
+                settings,
+                dbs["coordinator"],
+                faults,
+                REPORTS_QUEUE,
+                report_handler(msg, txn_log),
             ),
         ]
     return app
+
+
+def dead_letter_admin(settings: Settings, own: DeadLetters) -> DeadLetterAdmin:
+    """The coordinator's own dead letters, and every other consumer's, asked over HTTP."""
+    others = {
+        name: ServiceClient(name, settings.urls[name], settings.http_timeout_s)
+        for name in settings.message_consumers
+        if name != "coordinator"
+    }
+    return DeadLetterAdmin("coordinator", own, others)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
+from coordinator.ports import BranchResult
 from paxkit.config import Settings
 from paxkit.errors import ApiError
 from paxkit.http import ServiceClient
@@ -16,19 +15,9 @@ log = logging.getLogger(__name__)
 BRANCH_NAMES = ("order", "inventory", "coupon", "redpacket")
 
 
-@dataclass(frozen=True)
-class BranchResult:
-    """One branch call: ok (a yes vote, or phase 2 done), else the reason."""
-
-    branch: str
-    op: str
-    ok: bool
-    reason: str | None = None
-    detail: str | None = None
-    at: datetime = field(default_factory=lambda: datetime.now(UTC))
-
-
 class Branches:
+    """The participants' protocol endpoints over HTTP (a BranchClient)."""
+
     def __init__(self, settings: Settings) -> None:
         self.clients = {
             name: ServiceClient(name, settings.urls[name], settings.branch_timeout_s)

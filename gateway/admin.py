@@ -1,5 +1,5 @@
 """Admin API behind a bearer token: switches, level, rate limits, change log (the gateway's
-own control plane) and audit and transactions (served by the coordinator).
+own control plane) and audit, transactions and dead letters (served by the coordinator).
 
 Changes are attributed to the `X-Actor` header (default `admin`) and the caller's
 address in the change log (GET /admin/changes).
@@ -32,6 +32,8 @@ ROUTE = re.compile(r"^/[A-Za-z0-9_./<>:-]{0,199}\*?$")
 ACTOR = re.compile(r"^[ -~]{1,64}$")
 MAX_RATE = 1_000_000
 MAX_CHANGES = 500
+# The coordinator answers these by asking every service in turn.
+COORDINATOR_ADMIN_TIMEOUT_S = 60.0
 
 
 @admin.before_request
@@ -44,7 +46,7 @@ def require_token() -> None:
 
 @admin.get("/audit")
 def audit() -> Response:
-    return relay(upstream("coordinator").get("/admin/audit", timeout_s=60.0))
+    return relay(upstream("coordinator").get("/admin/audit", timeout_s=COORDINATOR_ADMIN_TIMEOUT_S))
 
 
 @admin.get("/transactions")
@@ -55,6 +57,24 @@ def transactions() -> Response:
 @admin.get("/transactions/<gtid>")
 def transaction(gtid: str) -> Response:
     return relay(upstream("coordinator").get(f"/admin/transactions/{segment(gtid)}"))
+
+
+@admin.get("/dead-letters")
+def dead_letters() -> Response:
+    """Every consumer's dead letters, gathered by the coordinator."""
+    reply = upstream("coordinator").get(
+        "/admin/dead-letters", params=request.args.to_dict(), timeout_s=COORDINATOR_ADMIN_TIMEOUT_S
+    )
+    return relay(reply)
+
+
+@admin.post("/dead-letters/replay")
+def replay_dead_letters() -> Response:
+    body = json_body() if request.get_data(cache=True) else {}
+    reply = upstream("coordinator").post(
+        "/admin/dead-letters/replay", json=body, timeout_s=COORDINATOR_ADMIN_TIMEOUT_S
+    )
+    return relay(reply)
 
 
 @admin.get("/switches")

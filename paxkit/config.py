@@ -53,6 +53,11 @@ def _env_bool(name: str, default: bool) -> bool:
     return raw.strip().lower() in ("1", "true", "yes", "on")
 
 
+def _env_list(name: str, default: str) -> tuple[str, ...]:
+    """A comma-separated list; blanks dropped."""
+    return tuple(item.strip() for item in _env(name, default).split(",") if item.strip())
+
+
 def component_port(name: str) -> int:
     """Port of a component: PAXMART_<NAME>_PORT, else its default."""
     return _env_int(f"PAXMART_{name.upper()}_PORT", COMPONENT_BY_NAME[name].default_port)
@@ -103,6 +108,12 @@ class Settings:
     notify_allowed_hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "::1")
     # RabbitMQ exchange and queue prefix: one per deployment sharing a broker.
     mq_namespace: str = "paxmart"
+    # msg mode: how long reports may be overdue before the coordinator sends again what is
+    # missing (doubling from there); generous, since a burst legitimately waits in the queues.
+    msg_resend_s: float = 60.0
+    # The components that consume messages, each keeping its own dead letters; the admin
+    # component asks each of them for theirs.
+    message_consumers: tuple[str, ...] = ("coordinator", "order", *PARTICIPANTS)
 
 
 def load_settings() -> Settings:
@@ -138,10 +149,10 @@ def load_settings() -> Settings:
         notify_schedule_s=tuple(
             float(s) for s in _env("PAXMART_NOTIFY_SCHEDULE_S", "1,5,30,120,600").split(",")
         ),
-        notify_allowed_hosts=tuple(
-            h.strip()
-            for h in _env("PAXMART_NOTIFY_ALLOWED_HOSTS", "127.0.0.1,localhost,::1").split(",")
-            if h.strip()
+        notify_allowed_hosts=_env_list("PAXMART_NOTIFY_ALLOWED_HOSTS", "127.0.0.1,localhost,::1"),
+        msg_resend_s=_env_float("PAXMART_MSG_RESEND_S", 60.0),
+        message_consumers=_env_list(
+            "PAXMART_MESSAGE_CONSUMERS", ",".join(("coordinator", "order", *PARTICIPANTS))
         ),
     )
 

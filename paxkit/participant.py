@@ -14,10 +14,19 @@ from paxkit.barrier import BarrierBranch, SagaActions, TccActions, barrier_bluep
 from paxkit.config import Settings
 from paxkit.consumer import Handler
 from paxkit.db import Database, make_engine
-from paxkit.messaging import PLACED, REPORTED, participant_queue
+from paxkit.deadletters import serve_dead_letters
+from paxkit.messaging import (
+    ACTION,
+    COMPENSATION,
+    PLACED,
+    REPORTED,
+    BranchReport,
+    PoisonMessage,
+    participant_queue,
+)
 from paxkit.metrics import outbox_probe
 from paxkit.outbox import enqueue
-from paxkit.runtime import start_messaging
+from paxkit.runtime import dead_letter_store, start_messaging
 from paxkit.xa import AbortHook, Action, XaBranch, xa_blueprint
 
 
@@ -85,6 +94,8 @@ def create_participant_app(
         )
         app.extensions["paxmart.barrier"] = guarded
         app.register_blueprint(barrier_blueprint(guarded))
+        if spec.saga is not None:
+            serve_dead_letters(app, spec.name, dead_letter_store(settings, db))
         if spec.saga is not None and settings.background_enabled:
             app.extensions["paxmart.loops"] = start_messaging(
                 spec.name,
@@ -103,18 +114,26 @@ def branch_message_handler(branch: BarrierBranch) -> Handler:
     barrier, and report the outcome back, all in the consumer's local transaction."""
 
     def handle(conn: Connection, event: dict[str, Any], routing_key: str) -> None:
-        part = event.get("branches", {}).get(branch.name)
+        gtid, parts = event.get("gtid"), event.get("branches")
+        if not isinstance(gtid, str) or not isinstance(parts, dict):
+            raise PoisonMessage("an order event needs a gtid and its branches' parts")
+        part = parts.get(branch.name)
         if part is None:
             return  # this order needs nothing from this service
-        op = "action" if routing_key == PLACED else "compensate"
-        outcome = branch.within(conn, op, str(event["gtid"]), part)
-        enqueue(
-            conn,
-            REPORTED,
-            {"gtid": event["gtid"], "branch": branch.name, "op": op, **outcome.as_json()},
+        if not isinstance(part, dict):
+            raise PoisonMessage(f"the part of {branch.name} is not an object")
+        op = ACTION if routing_key == PLACED else COMPENSATION
+        outcome = branch.within(conn, op, gtid, part)
+        report_back(
+            conn, BranchReport(gtid, branch.name, op, outcome.ok, outcome.reason, outcome.effect)
         )
 
     return handle
+
+
+def report_back(conn: Connection, report: BranchReport) -> None:
+    """Tell the coordinator what this branch did, in the caller's transaction (its outbox)."""
+    enqueue(conn, REPORTED, report.as_json())
 
 
 def db_of(app: Flask) -> Database:

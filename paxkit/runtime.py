@@ -8,13 +8,20 @@ from typing import Protocol
 from paxkit.config import Settings
 from paxkit.consumer import Consumer, Handler
 from paxkit.db import Database
+from paxkit.deadletters import DeadLetters
 from paxkit.faults import Faults
-from paxkit.messaging import QueueSpec, Topology
+from paxkit.messaging import Publisher, QueueSpec, Topology
 from paxkit.outbox import OutboxRelay
 
 
 class Stoppable(Protocol):
     def stop(self, timeout_s: float = 5.0) -> None: ...
+
+
+def dead_letter_store(settings: Settings, db: Database) -> DeadLetters:
+    """A component's dead letters; replays go through a publisher of their own."""
+    topology = Topology(settings.mq_namespace)
+    return DeadLetters(db, lambda: Publisher(settings.amqp_url, topology))
 
 
 def start_messaging(
@@ -33,6 +40,15 @@ def start_messaging(
         ).start()
     ]
     if queue is not None and handler is not None:
-        consumer = Consumer(component, queue, handler, db, settings.amqp_url, topology, faults)
+        consumer = Consumer(
+            component,
+            queue,
+            handler,
+            db,
+            settings.amqp_url,
+            topology,
+            faults,
+            dead_letter_store(settings, db),
+        )
         workers.append(consumer.start())
     return workers

@@ -25,7 +25,6 @@ import time
 from datetime import datetime
 from typing import Any
 
-import pika
 import psycopg2
 import redis
 import requests
@@ -43,7 +42,7 @@ from infra.bench.procs import CpuAccount, RssSampler
 from infra.launcher import Stack
 from infra.util import setup_logging
 from paxkit.config import Settings
-from paxkit.messaging import ALL_QUEUES, RETRY_TIERS_MS, Topology
+from paxkit.messaging import Topology, delete_topology
 from paxkit.migrate import drop_database, migrate_all
 
 log = logging.getLogger(__name__)
@@ -221,19 +220,8 @@ def bench_mode(
 
 
 def remove_broker_state(settings: Settings) -> None:
-    """Delete the bench namespace's queues (with retry tiers and dead letters) and exchange."""
-    topology = Topology(settings.mq_namespace)
-    connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
-    try:
-        channel = connection.channel()
-        for spec in ALL_QUEUES:
-            queue = topology.queue(spec)
-            retries = [queue.retry_queue(tier) for tier in range(len(RETRY_TIERS_MS))]
-            for name in (queue.name, queue.dead_queue, *retries):
-                channel.queue_delete(name)
-        channel.exchange_delete(topology.exchange)
-    finally:
-        connection.close()
+    """Delete the bench namespace's queues (with their retry tiers) and its exchange."""
+    delete_topology(settings.amqp_url, Topology(settings.mq_namespace), exchange=True)
 
 
 def clean_up(settings: Settings) -> None:

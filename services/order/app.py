@@ -14,13 +14,14 @@ from paxkit.app import make_faults
 from paxkit.background import Loop
 from paxkit.barrier import query_prepared
 from paxkit.config import Settings, load_settings
+from paxkit.deadletters import serve_dead_letters
 from paxkit.errors import InvalidInput, NotFound
 from paxkit.http import ServiceClient
-from paxkit.messaging import SETTLEMENTS_QUEUE
+from paxkit.messaging import SETTLEMENTS_QUEUE, PoisonMessage
 from paxkit.notify import Notifier
 from paxkit.participant import ParticipantSpec, create_participant_app, db_of
 from paxkit.requests_json import json_body
-from paxkit.runtime import start_messaging
+from paxkit.runtime import dead_letter_store, start_messaging
 from paxkit.validation import validate_gtid, validate_user_id
 from paxkit.xa import Rejected
 from services.order.placement import OrderPlacement
@@ -91,11 +92,15 @@ SPEC = ParticipantSpec(name="order", xa_action=confirm_order, reads=orders_bp, o
 
 
 def settle_from_message(conn: Connection, event: dict[str, Any], routing_key: str) -> None:
-    """msg mode: the coordinator's settlement of an order arrives through the broker."""
-    if event["status"] == "confirmed":
-        confirm_pending_order(conn, event)
+    """msg mode: the coordinator's settlement of an order arrives through the broker (one
+    that never does is asked for by the reconciler)."""
+    gtid, status, reason = event.get("gtid"), event.get("status"), event.get("reason")
+    if not isinstance(gtid, str) or status not in ("confirmed", "failed"):
+        raise PoisonMessage("a settlement needs a gtid and a status: confirmed or failed")
+    if status == "confirmed":
+        confirm_pending_order(conn, {"gtid": gtid})
     else:
-        fail_pending_order(conn, event["gtid"], event.get("reason") or "aborted")
+        fail_pending_order(conn, gtid, reason if isinstance(reason, str) else "aborted")
 
 
 def render_order(conn: Connection, order_id: str) -> dict[str, Any] | None:
@@ -127,6 +132,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     notifier = Notifier(db, render_order, settings.notify_schedule_s, settings.notify_allowed_hosts)
     app.extensions["paxmart.reconciler"] = reconciler
     app.extensions["paxmart.notifier"] = notifier
+    serve_dead_letters(app, "order", dead_letter_store(settings, db))
     if settings.background_enabled:
         app.extensions["paxmart.loops"] = [
             Loop("order-reconciler", reconciler.run_once, settings.recovery_interval_s).start(),

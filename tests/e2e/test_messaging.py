@@ -46,9 +46,20 @@ def accepted(api, body: dict[str, Any]) -> dict[str, Any]:
     return dict(order)
 
 
+def fresh_stock(api) -> int:
+    """Available stock as inventory has it now: a stale copy (served while a restarted
+    inventory worker boots) is not an answer."""
+
+    def probe() -> dict[str, Any] | None:
+        response = api.get(f"/api/products/{SKU}")
+        return None if response.headers.get("X-Cache") == "STALE" else response.json()
+
+    return int(wait_until(probe, what="a fresh stock read")["stock"])
+
+
 def snapshot(api, user: int) -> dict[str, Any]:
     return {
-        "stock": api.product(SKU)["stock"],
+        "stock": fresh_stock(api),
         "wallet": api.wallet(user),
         "coupon": api.coupon_status(user, f"C-{user}-1"),
     }

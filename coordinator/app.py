@@ -190,26 +190,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     branches = Branches(settings)
     pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="branch")
     faults = make_faults("coordinator", settings)
-    drivers = {
-        d.mode: d(
-            txn_log,
-            branches,
-            faults,
-            pool,
-            settings.txn_timeout_s,
-            retry_delay_s=settings.recovery_interval_s,
-        )
-        for d in DRIVERS
-    }
-    msg = MessageFlow(
-        txn_log,
-        branches,
-        faults,
-        pool,
-        settings.txn_timeout_s,
-        retry_delay_s=settings.recovery_interval_s,
-        resend_s=settings.msg_resend_s,
-    )
+    common = (txn_log, branches, faults, pool, settings.txn_timeout_s, settings.recovery_interval_s)
+    drivers = {d.mode: d(*common) for d in DRIVERS}
+    msg = MessageFlow(*common, resend_s=settings.msg_resend_s)
     drivers[msg.mode] = msg
     recovery = Recovery(
         txn_log,

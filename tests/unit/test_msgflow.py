@@ -23,16 +23,6 @@ _ids = itertools.count(1)
 
 
 @pytest.fixture
-def log() -> FakeTxnLog:
-    return FakeTxnLog()
-
-
-@pytest.fixture
-def branches() -> FakeBranches:
-    return FakeBranches()
-
-
-@pytest.fixture
 def flow(log: FakeTxnLog, branches: FakeBranches) -> MessageFlow:
     pool = ThreadPoolExecutor(max_workers=1)
     faults = Faults("coordinator", None)

@@ -109,8 +109,9 @@ class Settings:
     # RabbitMQ exchange and queue prefix: one per deployment sharing a broker.
     mq_namespace: str = "paxmart"
     # msg mode: how long reports may be overdue before the coordinator sends again what is
-    # missing (doubling from there); generous, since a burst legitimately waits in the queues.
-    msg_resend_s: float = 60.0
+    # missing (doubling from there). Keep it above the longest backlog expected: a burst
+    # waits in the queues legitimately, and copies sent meanwhile only add to the queue.
+    msg_resend_s: float = 120.0
     # The components that consume messages, each keeping its own dead letters; the admin
     # component asks each of them for theirs.
     message_consumers: tuple[str, ...] = ("coordinator", "order", *PARTICIPANTS)
@@ -150,7 +151,7 @@ def load_settings() -> Settings:
             float(s) for s in _env("PAXMART_NOTIFY_SCHEDULE_S", "1,5,30,120,600").split(",")
         ),
         notify_allowed_hosts=_env_list("PAXMART_NOTIFY_ALLOWED_HOSTS", "127.0.0.1,localhost,::1"),
-        msg_resend_s=_env_float("PAXMART_MSG_RESEND_S", 60.0),
+        msg_resend_s=_env_float("PAXMART_MSG_RESEND_S", 120.0),
         message_consumers=_env_list(
             "PAXMART_MESSAGE_CONSUMERS", ",".join(("coordinator", "order", *PARTICIPANTS))
         ),

@@ -124,16 +124,10 @@ def branch_message_handler(branch: BarrierBranch) -> Handler:
             raise PoisonMessage(f"the part of {branch.name} is not an object")
         op = ACTION if routing_key == PLACED else COMPENSATION
         outcome = branch.within(conn, op, gtid, part)
-        report_back(
-            conn, BranchReport(gtid, branch.name, op, outcome.ok, outcome.reason, outcome.effect)
-        )
+        report = BranchReport(gtid, branch.name, op, outcome.ok, outcome.reason, outcome.effect)
+        enqueue(conn, REPORTED, report.as_json())
 
     return handle
-
-
-def report_back(conn: Connection, report: BranchReport) -> None:
-    """Tell the coordinator what this branch did, in the caller's transaction (its outbox)."""
-    enqueue(conn, REPORTED, report.as_json())
 
 
 def db_of(app: Flask) -> Database:

@@ -22,7 +22,7 @@ from gateway.routes import relay, upstream
 from gateway.switches import LEVELS, SWITCHES
 from gateway.upstreams import segment
 from paxkit.errors import ApiError, InvalidInput, NotFound, Unauthorized
-from paxkit.requests_json import json_body
+from paxkit.requests_json import json_body, optional_json_body
 
 admin = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -70,9 +70,10 @@ def dead_letters() -> Response:
 
 @admin.post("/dead-letters/replay")
 def replay_dead_letters() -> Response:
-    body = json_body() if request.get_data(cache=True) else {}
     reply = upstream("coordinator").post(
-        "/admin/dead-letters/replay", json=body, timeout_s=COORDINATOR_ADMIN_TIMEOUT_S
+        "/admin/dead-letters/replay",
+        json=optional_json_body(),
+        timeout_s=COORDINATOR_ADMIN_TIMEOUT_S,
     )
     return relay(reply)
 

@@ -24,7 +24,7 @@ from sqlalchemy import text
 from paxkit.db import Database
 from paxkit.errors import ApiError, InvalidInput
 from paxkit.http import ServiceClient
-from paxkit.requests_json import json_body
+from paxkit.requests_json import optional_json_body
 
 log = logging.getLogger(__name__)
 
@@ -166,11 +166,6 @@ class DeadLetters:
             )
         log.warning("replayed %d dead letters", len(replayed))
         return replayed
-
-
-def optional_json_body() -> dict[str, Any]:
-    """The JSON body, or {} when there is none."""
-    return json_body() if request.get_data(cache=True) else {}
 
 
 def parse_limit(raw: str | None, default: int = 100) -> int:

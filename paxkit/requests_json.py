@@ -29,3 +29,8 @@ def json_body() -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidInput("body", "The body must be a JSON object.", code="invalid_json")
     return body
+
+
+def optional_json_body() -> dict[str, Any]:
+    """The request's JSON object, or {} when the request has no body at all."""
+    return json_body() if request.get_data(cache=True) else {}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,8 @@ from coordinator.audit import Auditor
 from coordinator.branches import Branches
 from coordinator.drivers import DRIVERS, Driver
 from coordinator.log import RETENTION_RULES, TxnLog
-from coordinator.msgflow import MessageFlow
+from coordinator.msgflow import MessageFlow, report_handler
+from coordinator.ports import Branch, Txn
 from coordinator.recovery import Recovery
 from coordinator.states import STATUSES
 from paxkit.app import make_faults
@@ -22,13 +23,14 @@ from paxkit.background import Loop
 from paxkit.component import Background, Component, ComponentSpec
 from paxkit.config import Settings, load_settings
 from paxkit.db import Database, make_engine
+from paxkit.deadletters import DeadLetterAdmin, DeadLetters, admin_blueprint, dead_letters_probe
 from paxkit.errors import ApiError, InvalidInput, NotFound
-from paxkit.http import ServiceClient
+from paxkit.http import ServiceClient, component_client
 from paxkit.messaging import REPORTS_QUEUE, Topology, queue_depths
 from paxkit.metrics import outbox_probe
 from paxkit.requests_json import json_body
 from paxkit.retention import UNKNOWN, Retention
-from paxkit.runtime import messaging_work
+from paxkit.runtime import dead_letter_store, messaging_work
 from paxkit.schema import MESSAGING_SQL
 from paxkit.validation import GTID_PATTERN, validate_gtid, validate_limit
 from paxkit.web import create_app as web_app
@@ -65,7 +67,7 @@ def _parse_transaction(body: dict[str, Any], branches: Branches) -> dict[str, An
     return {
         "gtid": gtid,
         "mode": body["mode"],
-        "branches": [{"name": b["name"], "payload": b["payload"]} for b in raw],
+        "branches": [Branch(b["name"], b["payload"]) for b in raw],
     }
 
 
@@ -157,22 +159,22 @@ def recover_now() -> Any:
     return jsonify(_ext("recovery").run_once())
 
 
-def _known_transaction(gtid: str) -> dict[str, Any] | None:
+def _known_transaction(gtid: str) -> Txn | None:
     """The logged transaction; a gtid of the wrong form is looked up nowhere."""
-    txn: dict[str, Any] | None = _ext("log").get(gtid) if GTID_PATTERN.match(gtid) else None
+    txn: Txn | None = _ext("log").get(gtid) if GTID_PATTERN.match(gtid) else None
     return txn
 
 
-def _txn_json(txn: dict[str, Any]) -> dict[str, Any]:
+def _txn_json(txn: Txn) -> dict[str, Any]:
     return {
-        "gtid": txn["gtid"],
-        "mode": txn["mode"],
-        "status": txn["status"],
-        "reason": txn["reason"],
-        "branches": [{"name": b["name"]} for b in txn["branches"]],
-        "recovery_attempts": txn["recovery_attempts"],
-        "created_at": txn["created_at"].isoformat(),
-        "updated_at": txn["updated_at"].isoformat(),
+        "gtid": txn.gtid,
+        "mode": txn.mode,
+        "status": txn.status,
+        "reason": txn.reason,
+        "branches": [{"name": b.name} for b in txn.branches],
+        "recovery_attempts": txn.recovery_attempts,
+        "created_at": txn.created_at.isoformat(),
+        "updated_at": txn.updated_at.isoformat(),
     }
 
 
@@ -213,17 +215,17 @@ class CoordinatorComponent(Component):
         self.branches = Branches(settings)
         self.faults = make_faults("coordinator", settings)
         pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="branch")
-        self.drivers = {
-            d.mode: d(
-                self.log,
-                self.branches,
-                self.faults,
-                pool,
-                settings.txn_timeout_s,
-                retry_delay_s=settings.recovery_interval_s,
-            )
-            for d in ALL_DRIVERS
-        }
+        common = (
+            self.log,
+            self.branches,
+            self.faults,
+            pool,
+            settings.txn_timeout_s,
+            settings.recovery_interval_s,
+        )
+        self.drivers: dict[str, Driver] = {d.mode: d(*common) for d in DRIVERS}
+        self.msg = MessageFlow(*common, resend_s=settings.msg_resend_s)
+        self.drivers[self.msg.mode] = self.msg
         self.recovery = Recovery(
             self.log,
             self.branches,
@@ -239,6 +241,7 @@ class CoordinatorComponent(Component):
             settings.recovery_horizon_s,
         )
         self.retention = Retention("coordinator", self.db, RETENTION_RULES, settings.retention_s)
+        self.dead_letters = dead_letter_store(settings, self.db)
 
     def register(self, app: Flask) -> None:
         app.extensions.update(
@@ -254,21 +257,26 @@ class CoordinatorComponent(Component):
                     backlog_probe(self.log),
                     queue_probe(self.settings),
                     self.retention.probe(),
+                    dead_letters_probe("coordinator", self.dead_letters),
                 ],
             }
         )
         app.register_blueprint(bp)
+        app.register_blueprint(admin_blueprint(dead_letter_admin(self.settings, self.dead_letters)))
 
     def background(self) -> list[Background]:
-        msg = self.drivers["msg"]
-        assert isinstance(msg, MessageFlow)
         return [
             Loop("coordinator-recovery", self.recovery.run_once, self.settings.recovery_interval_s),
             Loop(
                 "coordinator-retention", self.retention.run_once, self.settings.retention_interval_s
             ),
             *messaging_work(
-                "coordinator", self.settings, self.db, self.faults, REPORTS_QUEUE, msg.on_report
+                "coordinator",
+                self.settings,
+                self.db,
+                self.faults,
+                REPORTS_QUEUE,
+                report_handler(self.msg, self.log),
             ),
         ]
 
@@ -276,10 +284,8 @@ class CoordinatorComponent(Component):
         self.db.dispose()
 
 
-def service_clients(settings: Settings, names: tuple[str, ...]) -> dict[str, ServiceClient]:
-    return {
-        name: ServiceClient(name, settings.urls[name], settings.http_timeout_s) for name in names
-    }
+def service_clients(settings: Settings, names: Iterable[str]) -> dict[str, ServiceClient]:
+    return {name: component_client(settings, name, settings.http_timeout_s) for name in names}
 
 
 COMPONENT = ComponentSpec(
@@ -291,3 +297,11 @@ COMPONENT = ComponentSpec(
 
 def create_app(settings: Settings | None = None) -> Flask:
     return web_app(CoordinatorComponent(settings or load_settings()))
+
+
+def dead_letter_admin(settings: Settings, own: DeadLetters) -> DeadLetterAdmin:
+    """The coordinator's own dead letters, and every other consumer's, asked over HTTP."""
+    others = service_clients(
+        settings, (n for n in settings.message_consumers if n != "coordinator")
+    )
+    return DeadLetterAdmin("coordinator", own, others)

@@ -4,27 +4,14 @@ each with a timeout; outcomes, never exceptions."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
+from coordinator.ports import BranchResult
 from paxkit.config import Settings
 from paxkit.errors import ApiError
 from paxkit.http import component_client
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class BranchResult:
-    """One branch call: ok (a yes vote, or phase 2 done), else the reason."""
-
-    branch: str
-    op: str
-    ok: bool
-    reason: str | None = None
-    detail: str | None = None
-    at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 class Branches:

@@ -11,26 +11,26 @@ Every mode shares the same skeleton (and the same log and recovery):
 - saga: run the actions one by one in the declared order, stopping at the first failure;
   on abort, compensate every branch in reverse order (null compensations are no-ops).
 
-Completion that can't finish now is postponed; recovery retries it with backoff.
+Completion that can't finish now is postponed; recovery retries it with backoff. A driver
+talks to the log and the branches through their interfaces (coordinator/ports.py) only.
 """
 
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
-from coordinator.branches import Branches, BranchResult
-from coordinator.log import Event, TxnLog
+from coordinator.ports import BranchClient, BranchResult, Event, TransactionLog, Txn
 from coordinator.states import (
     ABORTED,
-    ABORTING,
     COMMITTED,
     COMMITTING,
+    FINAL,
     PREPARING,
     decision_of,
-    next_status,
     overall_reason,
 )
 from paxkit.faults import Faults
@@ -38,8 +38,6 @@ from paxkit.metrics import BRANCH_CALLS, TRANSACTIONS
 from paxkit.tracing import in_current_context
 
 log = logging.getLogger(__name__)
-
-Branch = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -66,10 +64,10 @@ class Driver:
 
     def __init__(
         self,
-        txn_log: TxnLog,
-        branches: Branches,
+        txn_log: TransactionLog,
+        branches: BranchClient,
         faults: Faults,
-        pool: ThreadPoolExecutor,
+        pool: Executor,
         txn_timeout_s: float,
         retry_delay_s: float,
     ) -> None:
@@ -80,119 +78,119 @@ class Driver:
         self.txn_timeout_s = txn_timeout_s
         self.retry_delay_s = retry_delay_s
 
-    def forward(self, txn: dict[str, Any]) -> list[BranchResult]:
+    def forward(self, txn: Txn) -> list[BranchResult]:
         raise NotImplementedError
 
-    def complete(self, txn: dict[str, Any], decision: str) -> list[BranchResult]:
+    def complete(self, txn: Txn, decision: str) -> list[BranchResult]:
         raise NotImplementedError
 
-    def run(self, txn: dict[str, Any]) -> Outcome:
+    def run(self, txn: Txn) -> Outcome:
         """Drive a transaction just begun (status preparing) to its outcome."""
         results = self.forward(txn)
         events = [_event(r) for r in results]
         failed = [r for r in results if not r.ok]
         reason = overall_reason([r.reason or "aborted" for r in failed])
-        if reason is None and len(results) < len(txn["branches"]):
+        if reason is None and len(results) < len(txn.branches):
             reason = "aborted"
         self.faults.hit("before_decision")
-        decision = COMMITTING if reason is None else ABORTING
-        status = self.log.decide(txn, decision, reason, self.txn_timeout_s)
-        if status == COMMITTING:
+        decided = self.decide(txn, "commit" if reason is None else "abort", reason)
+        if decided.status == COMMITTING:
             self.faults.hit("after_decision")
-        elif reason is None:
-            reason = "timeout"  # recovery aborted it while the forward phase was slow
-        return self.finish({**txn, "status": status, "reason": reason}, events)
+        return self.finish(decided, events)
 
-    def recover(self, txn: dict[str, Any], lease_s: float, retry_delay_s: float) -> str:
+    def decide(self, txn: Txn, event: str, reason: str | None, lease_s: float | None = None) -> Txn:
+        """Take the decision unless someone took one first (recovery, after the lease ran
+        out): the transaction as the log now has it. One missing from the log (its relaxed
+        begin was lost in a crash) is presumed aborted."""
+        lease = self.txn_timeout_s if lease_s is None else lease_s
+        status = self.log.move(txn.gtid, txn.status, event, reason=reason, lease_s=lease)
+        if status is not None:
+            return txn.at(status, reason)
+        logged = self.log.resolve(txn.gtid, txn.mode)
+        return txn.at(logged.status, logged.reason)  # the branches this driver called
+
+    def recover(self, txn: Txn, lease_s: float, retry_delay_s: float) -> str:
         """Take over a transaction whose driver died or stalled: a forward phase that never
         decided is aborted (presumed abort); a decided one is carried out."""
-        if txn["status"] == PREPARING:
-            status = self.log.decide(txn, ABORTING, "timeout", lease_s)
-            txn = {**txn, "status": status, "reason": txn["reason"] or "timeout"}
+        if txn.status == PREPARING:
+            txn = self.decide(txn, "abort", txn.reason or "timeout", lease_s)
         self.finish(txn, retry_delay_s=retry_delay_s)
-        return decision_of(txn["status"])
+        return decision_of(txn.status)
 
     def finish(
         self,
-        txn: dict[str, Any],
-        events: list[Event] | None = None,
+        txn: Txn,
+        events: Sequence[Event] = (),
         retry_delay_s: float | None = None,
     ) -> Outcome:
         """Carry out a decided transaction; postponed to recovery if a branch can't finish."""
-        gtid, status = txn["gtid"], txn["status"]
-        decision = decision_of(status)
+        decision = decision_of(txn.status)
         results = self.complete(txn, decision)
-        events = (events or []) + [_event(r) for r in results]
+        events = [*events, *(_event(r) for r in results)]
         final = COMMITTED if decision == "commit" else ABORTED
-        if all(r.ok for r in results):
-            if status in (COMMITTING, ABORTING):
-                next_status(status, "done")
-                self.log.finish(gtid, status, final, events)
-                TRANSACTIONS.labels(txn["mode"], final).inc()
-        else:
+        if not all(r.ok for r in results):
             log.warning(
-                "%s of %s incomplete; recovery will retry", decision, gtid, extra={"gtid": gtid}
+                "%s of %s incomplete; recovery will retry",
+                decision,
+                txn.gtid,
+                extra={"gtid": txn.gtid},
             )
-            self.log.postpone(gtid, retry_delay_s or self.retry_delay_s, events)
-        return Outcome(gtid, final, txn.get("reason") if final == ABORTED else None)
+            self.log.postpone(txn.gtid, retry_delay_s or self.retry_delay_s, events)
+        elif txn.status in FINAL:
+            self.log.record(txn.gtid, events)
+        elif self.log.move(txn.gtid, txn.status, "done", events=events) is not None:
+            TRANSACTIONS.labels(txn.mode, final).inc()
+        return Outcome(txn.gtid, final, txn.reason if final == ABORTED else None)
 
-    def _parallel(
-        self, op: str, txn: dict[str, Any], reason: str | None = None
-    ) -> list[BranchResult]:
+    def _parallel(self, op: str, txn: Txn, reason: str | None = None) -> list[BranchResult]:
         call = in_current_context(
-            lambda b: self.branches.call(
-                self.mode, op, b["name"], txn["gtid"], b["payload"], reason
-            )
+            lambda b: self.branches.call(self.mode, op, b.name, txn.gtid, b.payload, reason)
         )
-        return list(self.pool.map(call, txn["branches"]))
+        return list(self.pool.map(call, txn.branches))
 
 
 class TwoPhaseCommit(Driver):
     mode = "2pc"
     durable_begin = False  # presumed abort: a lost begin is an abort
 
-    def forward(self, txn: dict[str, Any]) -> list[BranchResult]:
+    def forward(self, txn: Txn) -> list[BranchResult]:
         return self._parallel("prepare", txn)
 
-    def complete(self, txn: dict[str, Any], decision: str) -> list[BranchResult]:
+    def complete(self, txn: Txn, decision: str) -> list[BranchResult]:
         op = "commit" if decision == "commit" else "rollback"
-        return self._parallel(op, txn, txn.get("reason"))
+        return self._parallel(op, txn, txn.reason)
 
 
 class Tcc(Driver):
     mode = "tcc"
 
-    def forward(self, txn: dict[str, Any]) -> list[BranchResult]:
+    def forward(self, txn: Txn) -> list[BranchResult]:
         return self._parallel("try", txn)
 
-    def complete(self, txn: dict[str, Any], decision: str) -> list[BranchResult]:
+    def complete(self, txn: Txn, decision: str) -> list[BranchResult]:
         return self._parallel("confirm" if decision == "commit" else "cancel", txn)
 
 
 class Saga(Driver):
     mode = "saga"
 
-    def forward(self, txn: dict[str, Any]) -> list[BranchResult]:
+    def forward(self, txn: Txn) -> list[BranchResult]:
         results = []
-        for branch in txn["branches"]:
-            result = self.branches.call(
-                "saga", "action", branch["name"], txn["gtid"], branch["payload"]
-            )
+        for branch in txn.branches:
+            result = self.branches.call("saga", "action", branch.name, txn.gtid, branch.payload)
             results.append(result)
             if not result.ok:
                 break
         return results
 
-    def complete(self, txn: dict[str, Any], decision: str) -> list[BranchResult]:
+    def complete(self, txn: Txn, decision: str) -> list[BranchResult]:
         """Nothing to do after success; on abort, compensate in reverse, stopping at a failure
         (a later compensation must not run before an earlier one has)."""
         if decision == "commit":
             return []
         results = []
-        for branch in reversed(txn["branches"]):
-            result = self.branches.call(
-                "saga", "compensate", branch["name"], txn["gtid"], branch["payload"]
-            )
+        for branch in reversed(txn.branches):
+            result = self.branches.call("saga", "compensate", branch.name, txn.gtid, branch.payload)
             results.append(result)
             if not result.ok:
                 break

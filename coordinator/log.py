@@ -1,31 +1,23 @@
-"""The coordinator's durable log of global transactions and their branch timelines."""
+"""The coordinator's durable log of global transactions and their branch timelines (SQL)."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, text
 
-from coordinator.states import COMMITTING, FINAL, UNFINISHED
+from coordinator.ports import Branch, Event, Txn
+from coordinator.states import FINAL, PREPARING, PRESUMED, UNFINISHED, is_durable, next_status
 from paxkit.db import Database
+from paxkit.messaging import BranchReport
+from paxkit.outbox import enqueue
 from paxkit.retention import MESSAGING_RULES, OLDER_THAN_HORIZON, OldRows, Rule
 
 TXN_COLUMNS = (
     "gtid, mode, status, reason, branches, lease_until, recovery_attempts, created_at, updated_at"
 )
-
-
-@dataclass
-class Event:
-    branch: str
-    op: str
-    outcome: str
-    detail: str | None = None
-    at: datetime = field(default_factory=lambda: datetime.now(UTC))
-
 
 # Prefixed to a write sent on an autocommit connection: the statements of one query string
 # run as one implicit transaction, so SET LOCAL covers exactly that write.
@@ -35,6 +27,13 @@ EVENTS_FROM_JSON = (
     "SELECT :gtid, e.branch, e.op, e.outcome, e.detail, e.at "
     "FROM jsonb_to_recordset(CAST(:events AS jsonb)) "
     "AS e(branch text, op text, outcome text, detail text, at timestamptz)"
+)
+# A guarded transition and the events that came with it, in one statement.
+MOVE = (
+    "WITH moved AS (UPDATE global_txns SET status = :to, reason = COALESCE(:reason, reason), "
+    "lease_until = COALESCE(now() + make_interval(secs => CAST(:lease AS float8)), lease_until), "
+    "updated_at = now() WHERE gtid = :gtid AND status = :from RETURNING status), "
+    f"logged AS ({EVENTS_FROM_JSON}) SELECT status FROM moved"
 )
 
 
@@ -59,7 +58,7 @@ RETENTION_RULES: tuple[Rule, ...] = (
 )
 
 
-def _events_json(events: list[Event]) -> str:
+def _events_json(events: Sequence[Event]) -> str:
     return json.dumps(
         [
             {
@@ -74,97 +73,131 @@ def _events_json(events: list[Event]) -> str:
     )
 
 
+def txn_of(row: Mapping[Any, Any]) -> Txn:
+    return Txn(
+        gtid=row["gtid"],
+        mode=row["mode"],
+        status=row["status"],
+        reason=row["reason"],
+        branches=tuple(Branch(b["name"], b["payload"]) for b in row["branches"]),
+        recovery_attempts=int(row["recovery_attempts"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def report_event(report: BranchReport) -> Event:
+    outcome = "ok" if report.ok else report.reason or "failed"
+    return Event(report.branch, report.op, outcome, report.effect)
+
+
 class TxnLog:
     """Every write is one statement in one round trip. Presumed abort: only the commit
     decision waits for its fsync; losing any other write in a crash is safe, so those are
-    sent with synchronous_commit off (RELAXED)."""
+    sent with synchronous_commit off (RELAXED).
 
-    def __init__(self, db: Database) -> None:
+    `bound(conn)` is the same log inside a caller's transaction (a message consumer's):
+    its writes commit or roll back with the caller's."""
+
+    def __init__(self, db: Database, conn: Connection | None = None) -> None:
         self.db = db
+        self.conn = conn
+
+    def bound(self, conn: Connection) -> TxnLog:
+        return TxnLog(self.db, conn)
 
     def _write(self, sql: str, params: dict[str, Any], durable: bool = False) -> Any:
-        """One write, on its own: the first row it returns, if any."""
+        """One write: the first row it returns, if any."""
+        if self.conn is not None:
+            result = self.conn.execute(text(sql), params)
+            return result.first() if result.returns_rows else None
         with self.db.autocommit() as conn:
             result = conn.execute(text(sql if durable else RELAXED + sql), params)
             return result.first() if result.returns_rows else None
 
+    def _read(self, sql: str, **params: Any) -> list[dict[str, Any]]:
+        if self.conn is not None:
+            return [dict(r._mapping) for r in self.conn.execute(text(sql), params)]
+        return self.db.fetch_all(sql, **params)
+
     def begin(
-        self, gtid: str, mode: str, branches: list[dict[str, Any]], lease_s: float, durable: bool
-    ) -> dict[str, Any] | None:
+        self, gtid: str, mode: str, branches: Sequence[Branch], lease_s: float, durable: bool
+    ) -> Txn | None:
         """Record a transaction as preparing; None if the gtid was already taken.
 
         Only 2PC may begin without waiting for the fsync (presumed abort, and its prepared
-        branches can be listed); TCC and saga must know every branch they touched."""
+        branches can be listed); TCC, saga and msg must know every branch they touched."""
         row = self._write(
             "INSERT INTO global_txns (gtid, mode, status, branches, lease_until) "
-            "VALUES (:gtid, :mode, 'preparing', CAST(:branches AS jsonb), "
+            "VALUES (:gtid, :mode, :status, CAST(:branches AS jsonb), "
             "now() + make_interval(secs => :lease)) ON CONFLICT (gtid) DO NOTHING "
             f"RETURNING {TXN_COLUMNS}",
-            {"gtid": gtid, "mode": mode, "branches": json.dumps(branches), "lease": lease_s},
+            {
+                "gtid": gtid,
+                "mode": mode,
+                "status": PREPARING,
+                "branches": json.dumps([b.as_json() for b in branches]),
+                "lease": lease_s,
+            },
             durable,
         )
-        return dict(row._mapping) if row else None
+        return txn_of(row._mapping) if row else None
 
-    def decide(self, txn: dict[str, Any], decision: str, reason: str | None, lease_s: float) -> str:
-        """Move a preparing transaction to `decision`; returns the status that now holds.
+    def get(self, gtid: str) -> Txn | None:
+        rows = self._read(f"SELECT {TXN_COLUMNS} FROM global_txns WHERE gtid = :gtid", gtid=gtid)
+        return txn_of(rows[0]) if rows else None
 
-        A commit decision is written with synchronous commit: it is the one write that
-        must survive any crash before phase 2 starts. A transaction missing from the log
-        (its relaxed begin was lost in a crash) is aborted: presumed abort."""
-        row = self._write(
-            "UPDATE global_txns SET status = :status, reason = :reason, "
-            "lease_until = now() + make_interval(secs => :lease), updated_at = now() "
-            "WHERE gtid = :gtid AND status = 'preparing' RETURNING status",
-            {"gtid": txn["gtid"], "status": decision, "reason": reason, "lease": lease_s},
-            durable=decision == COMMITTING,
-        )
-        if row is not None:
-            return str(row.status)
-        return str(self.resolve(txn["gtid"], txn["mode"])["status"])
-
-    def resolve(self, gtid: str, mode: str) -> dict[str, Any]:
-        """The status of a transaction; one the log never heard of is recorded aborted first,
-        so a late begin with that gtid is refused (the initiator's check-back)."""
-        with self.db.transaction() as conn:
-            conn.execute(
-                text(
-                    "INSERT INTO global_txns (gtid, mode, status, reason, branches, lease_until)"
-                    " VALUES (:gtid, :mode, 'aborted', 'timeout', '[]', now()) "
-                    "ON CONFLICT (gtid) DO NOTHING"
-                ),
-                {"gtid": gtid, "mode": mode},
-            )
-            row = conn.execute(
-                text(f"SELECT {TXN_COLUMNS} FROM global_txns WHERE gtid = :gtid"), {"gtid": gtid}
-            ).one()
-        return dict(row._mapping)
-
-    def finish(self, gtid: str, from_status: str, to_status: str, events: list[Event]) -> None:
+    def resolve(self, gtid: str, mode: str) -> Txn:
+        """The transaction; one the log never heard of is recorded presumed-aborted first, so
+        a late begin with that gtid is refused (the initiator's check-back)."""
         self._write(
-            "WITH moved AS (UPDATE global_txns SET status = :to, updated_at = now() "
-            "WHERE gtid = :gtid AND status = :from) " + EVENTS_FROM_JSON,
-            {"gtid": gtid, "from": from_status, "to": to_status, "events": _events_json(events)},
+            "INSERT INTO global_txns (gtid, mode, status, reason, branches, lease_until)"
+            " VALUES (:gtid, :mode, :status, 'timeout', '[]', now()) "
+            "ON CONFLICT (gtid) DO NOTHING",
+            {"gtid": gtid, "mode": mode, "status": PRESUMED},
+            durable=True,
         )
+        txn = self.get(gtid)
+        assert txn is not None, "a resolved transaction is in the log"
+        return txn
 
-    def postpone(self, gtid: str, delay_s: float, events: list[Event]) -> None:
-        """Phase 2 did not complete: recovery takes it up again after `delay_s`."""
+    def move(
+        self,
+        gtid: str,
+        from_status: str,
+        event: str,
+        *,
+        reason: str | None = None,
+        lease_s: float | None = None,
+        events: Sequence[Event] = (),
+    ) -> str | None:
+        to_status = next_status(from_status, event)
+        row = self._write(
+            MOVE,
+            {
+                "gtid": gtid,
+                "from": from_status,
+                "to": to_status,
+                "reason": reason,
+                "lease": lease_s,
+                "events": _events_json(events),
+            },
+            durable=is_durable(to_status),
+        )
+        return str(row.status) if row is not None else None
+
+    def postpone(self, gtid: str, delay_s: float, events: Sequence[Event] = ()) -> None:
         self._write(
             "WITH moved AS (UPDATE global_txns SET lease_until = now() + "
             "make_interval(secs => :d), updated_at = now() WHERE gtid = :gtid) " + EVENTS_FROM_JSON,
             {"gtid": gtid, "d": delay_s, "events": _events_json(events)},
         )
 
-    def record(self, gtid: str, events: list[Event]) -> None:
+    def record(self, gtid: str, events: Sequence[Event]) -> None:
         if events:
             self._write(EVENTS_FROM_JSON, {"gtid": gtid, "events": _events_json(events)})
 
-    @staticmethod
-    def write_events(conn: Connection, gtid: str, events: list[Event]) -> None:
-        """Events inside the caller's transaction (a message consumer's, say)."""
-        if events:
-            conn.execute(text(EVENTS_FROM_JSON), {"gtid": gtid, "events": _events_json(events)})
-
-    def claim_expired(self, limit: int, lease_s: float) -> list[dict[str, Any]]:
+    def claim_expired(self, limit: int, lease_s: float) -> list[Txn]:
         """Unfinished transactions whose lease ran out, leased to this caller.
 
         SKIP LOCKED lets several coordinator processes recover at once without sharing
@@ -180,13 +213,77 @@ class TxnLog:
                 ),
                 {"lease": lease_s, "limit": limit, "unfinished": list(UNFINISHED)},
             ).all()
-        return [dict(r._mapping) for r in rows]
+        return [txn_of(r._mapping) for r in rows]
 
-    def statuses(self, gtids: list[str]) -> dict[str, str]:
-        rows = self.db.fetch_all(
-            "SELECT gtid, status FROM global_txns WHERE gtid = ANY(:gtids)", gtids=gtids
+    def statuses(self, gtids: Sequence[str]) -> dict[str, str]:
+        rows = self._read(
+            "SELECT gtid, status FROM global_txns WHERE gtid = ANY(:gtids)", gtids=list(gtids)
         )
         return {r["gtid"]: r["status"] for r in rows}
+
+    # The msg mode.
+
+    def add_report(self, report: BranchReport) -> bool:
+        row = self._write(
+            "WITH added AS (INSERT INTO msg_reports (gtid, branch, op, ok, reason) "
+            "VALUES (:gtid, :branch, :op, :ok, :reason) ON CONFLICT DO NOTHING RETURNING op), "
+            f"logged AS ({EVENTS_FROM_JSON}) SELECT count(*) AS n FROM added",
+            {
+                "gtid": report.gtid,
+                "branch": report.branch,
+                "op": report.op,
+                "ok": report.ok,
+                "reason": report.reason,
+                "events": _events_json([report_event(report)]),
+            },
+        )
+        return bool(row.n)
+
+    def reports(self, gtid: str) -> list[BranchReport]:
+        rows = self._read(
+            "SELECT gtid, branch, op, ok, reason FROM msg_reports WHERE gtid = :gtid", gtid=gtid
+        )
+        return [BranchReport(r["gtid"], r["branch"], r["op"], r["ok"], r["reason"]) for r in rows]
+
+    def lock(self, gtid: str) -> Txn | None:
+        rows = self._read(
+            f"SELECT {TXN_COLUMNS} FROM global_txns WHERE gtid = :gtid FOR UPDATE", gtid=gtid
+        )
+        return txn_of(rows[0]) if rows else None
+
+    def publish(self, routing_key: str, payload: dict[str, Any]) -> None:
+        if self.conn is not None:
+            enqueue(self.conn, routing_key, payload)
+            return
+        with self.db.transaction() as conn:
+            enqueue(conn, routing_key, payload)
+
+    # Reads for operators.
+
+    def events(self, gtid: str) -> list[dict[str, Any]]:
+        return self.db.fetch_all(
+            "SELECT branch, op, outcome, detail, at FROM branch_events WHERE gtid = :gtid "
+            "ORDER BY id",
+            gtid=gtid,
+        )
+
+    def recent(self, status: str | None, limit: int) -> list[Txn]:
+        rows = self.db.fetch_all(
+            f"SELECT {TXN_COLUMNS} FROM global_txns "
+            "WHERE (CAST(:status AS text) IS NULL OR status = :status) "
+            "ORDER BY created_at DESC LIMIT :limit",
+            status=status,
+            limit=limit,
+        )
+        return [txn_of(r) for r in rows]
+
+    def unfinished_counts(self) -> dict[str, int]:
+        rows = self.db.fetch_all(
+            "SELECT status, count(*) AS n FROM global_txns WHERE status = ANY(:unfinished) "
+            "GROUP BY status",
+            unfinished=list(UNFINISHED),
+        )
+        return {r["status"]: int(r["n"]) for r in rows}
 
     def outcomes(self, gtids: list[str]) -> dict[str, dict[str, Any]]:
         """Status of each known gtid and, once final, for how many seconds it has been (at
@@ -205,35 +302,6 @@ class TxnLog:
             }
             for r in rows
         }
-
-    def get(self, gtid: str) -> dict[str, Any] | None:
-        return self.db.fetch_one(
-            f"SELECT {TXN_COLUMNS} FROM global_txns WHERE gtid = :gtid", gtid=gtid
-        )
-
-    def events(self, gtid: str) -> list[dict[str, Any]]:
-        return self.db.fetch_all(
-            "SELECT branch, op, outcome, detail, at FROM branch_events WHERE gtid = :gtid "
-            "ORDER BY id",
-            gtid=gtid,
-        )
-
-    def recent(self, status: str | None, limit: int) -> list[dict[str, Any]]:
-        return self.db.fetch_all(
-            f"SELECT {TXN_COLUMNS} FROM global_txns "
-            "WHERE (CAST(:status AS text) IS NULL OR status = :status) "
-            "ORDER BY created_at DESC LIMIT :limit",
-            status=status,
-            limit=limit,
-        )
-
-    def unfinished_counts(self) -> dict[str, int]:
-        rows = self.db.fetch_all(
-            "SELECT status, count(*) AS n FROM global_txns WHERE status = ANY(:unfinished) "
-            "GROUP BY status",
-            unfinished=list(UNFINISHED),
-        )
-        return {r["status"]: int(r["n"]) for r in rows}
 
     def stuck(self, older_than_s: float) -> list[dict[str, Any]]:
         """Unfinished transactions not touched for longer than `older_than_s`."""

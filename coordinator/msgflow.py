@@ -10,18 +10,31 @@
    and the order is settled confirmed; any business rejection -> `aborting`, every
    branch is told to compensate (null compensation where the action never ran), and when
    all have -> `aborted`, the order settles failed with the reason.
+
+Nothing strands: a transaction whose reports are overdue is taken up by recovery, which
+sends again exactly what is missing (the event to the branches that never reported, the
+compensations not reported), with growing delays. Every branch applies through its
+barrier, so a message sent twice has its effect once and is reported again. A settlement
+that never arrives is asked for by the initiator, which knows its order is still
+pending: its reconciler resolves the transaction here (services/order/reconcile.py).
+
+The decisions are pure functions of the transaction and its reports (`react`,
+`missing`); the flow applies them through the log's interface (coordinator/ports.py).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection, Iterable
+from concurrent.futures import Executor
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
 
-from coordinator.branches import BranchResult
 from coordinator.drivers import Driver, Outcome
-from coordinator.log import Event, TxnLog
+from coordinator.log import TxnLog
+from coordinator.ports import BranchClient, BranchResult, Event, TransactionLog, Txn
 from coordinator.states import (
     ABORTED,
     ABORTING,
@@ -30,179 +43,216 @@ from coordinator.states import (
     SUBMITTED,
     overall_reason,
 )
-from paxkit.errors import ApiError
-from paxkit.messaging import COMPENSATE, SETTLED
+from paxkit.consumer import Handler
+from paxkit.errors import ApiError, NotFound
+from paxkit.faults import Faults
+from paxkit.messaging import ACTION, COMPENSATE, COMPENSATION, PLACED, SETTLED, BranchReport
 from paxkit.metrics import TRANSACTIONS
-from paxkit.outbox import enqueue
 
 log = logging.getLogger(__name__)
 
+RESEND_CAP_S = 600.0
+INITIATOR = "order"
 
-def order_id_of(txn: dict[str, Any]) -> str | None:
-    for branch in txn["branches"]:
-        if "order_id" in branch["payload"]:
-            return str(branch["payload"]["order_id"])
+
+@dataclass(frozen=True)
+class Progress:
+    """What the reports of one msg transaction say so far."""
+
+    applied: frozenset[str] = frozenset()  # branches whose action succeeded
+    refused: frozenset[str] = frozenset()  # branches whose action was rejected
+    rejections: tuple[str, ...] = ()  # the reasons they gave
+    compensated: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, reports: Iterable[BranchReport]) -> Progress:
+        reports = list(reports)
+        actions = [r for r in reports if r.op == ACTION]
+        return cls(
+            applied=frozenset(r.branch for r in actions if r.ok),
+            refused=frozenset(r.branch for r in actions if not r.ok),
+            rejections=tuple(r.reason or "aborted" for r in actions if not r.ok),
+            compensated=frozenset(r.branch for r in reports if r.op == COMPENSATION),
+        )
+
+
+@dataclass(frozen=True)
+class Message:
+    routing_key: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Reaction:
+    """What a transaction does next: a move of the state machine, and messages to send
+    (only if the move happened)."""
+
+    event: str | None = None
+    reason: str | None = None
+    send: tuple[Message, ...] = ()
+
+
+def react(txn: Txn, progress: Progress) -> Reaction:
+    """The next step once the reports say `progress`."""
+    if txn.status in (PREPARING, SUBMITTED):
+        if progress.rejections:
+            reason = overall_reason(list(progress.rejections))
+            return Reaction("abort", reason, (compensations(txn),))
+        if progress.applied >= txn.names:
+            return Reaction("applied", None, (settlement(txn.at(COMMITTED)),))
+    elif txn.status == ABORTING and progress.compensated >= txn.names:
+        return Reaction("done", None, (settlement(txn.at(ABORTED)),))
+    return Reaction()
+
+
+def missing(txn: Txn, progress: Progress) -> tuple[Message, ...]:
+    """What recovery sends again for a transaction whose reports are overdue."""
+    if txn.status == SUBMITTED:
+        silent = txn.names - progress.applied - progress.refused
+        return (order_event(PLACED, txn, silent),) if silent else ()
+    if txn.status == ABORTING:
+        uncompensated = txn.names - progress.compensated
+        return (order_event(COMPENSATE, txn, uncompensated),) if uncompensated else ()
+    return ()
+
+
+def order_id_of(txn: Txn) -> str | None:
+    for branch in txn.branches:
+        if "order_id" in branch.payload:
+            return str(branch.payload["order_id"])
     return None
+
+
+def order_event(routing_key: str, txn: Txn, names: Collection[str] | None = None) -> Message:
+    """The order's event as participants receive it: each branch's part by name (only
+    the named branches' when sent again)."""
+    parts = {b.name: b.payload for b in txn.branches if names is None or b.name in names}
+    return Message(routing_key, {"gtid": txn.gtid, "order_id": order_id_of(txn), "branches": parts})
+
+
+def compensations(txn: Txn) -> Message:
+    return order_event(COMPENSATE, txn)
+
+
+def settlement(txn: Txn) -> Message:
+    """The order's outcome, for the initiator to settle it."""
+    confirmed = txn.status == COMMITTED
+    return Message(
+        SETTLED,
+        {
+            "gtid": txn.gtid,
+            "order_id": order_id_of(txn),
+            "status": "confirmed" if confirmed else "failed",
+            "reason": None if confirmed else txn.reason,
+        },
+    )
 
 
 class MessageFlow(Driver):
     mode = "msg"
 
-    def run(self, txn: dict[str, Any]) -> Outcome:
+    def __init__(
+        self,
+        txn_log: TransactionLog,
+        branches: BranchClient,
+        faults: Faults,
+        pool: Executor,
+        txn_timeout_s: float,
+        retry_delay_s: float,
+        resend_s: float,
+    ) -> None:
+        super().__init__(txn_log, branches, faults, pool, txn_timeout_s, retry_delay_s)
+        self.resend_s = resend_s
+
+    def run(self, txn: Txn) -> Outcome:
         """Preparing the message is all there is to do now; the initiator submits next."""
-        return Outcome(txn["gtid"], txn["status"], None)
+        return Outcome(txn.gtid, txn.status, None)
 
     def submit(self, gtid: str) -> str:
         """The initiator committed its local transaction: the message is final."""
-        with self.log.db.transaction() as conn:
-            status = conn.execute(
-                text(
-                    "UPDATE global_txns SET status = 'submitted', updated_at = now(), "
-                    "lease_until = now() + make_interval(secs => :lease) "
-                    "WHERE gtid = :gtid AND status = 'preparing' RETURNING status"
-                ),
-                {"gtid": gtid, "lease": self.txn_timeout_s},
-            ).scalar()
+        status = self.log.move(gtid, PREPARING, "submit", lease_s=self.resend_s)
+        if status is not None:
+            return status
+        txn = self.log.get(gtid)
+        if txn is None:
+            raise NotFound(f"No transaction {gtid!r}.", code="transaction_not_found")
+        return txn.status
+
+    def on_report(self, txn_log: TransactionLog, report: BranchReport) -> None:
+        """A branch reports (in the consumer's unit of work, `txn_log`)."""
+        if not txn_log.add_report(report):
+            return  # heard before: its consequences were drawn then
+        txn = txn_log.lock(report.gtid)
+        if txn is None:
+            log.error("report for unknown transaction %s", report.gtid, extra={"gtid": report.gtid})
+            return
+        self._apply(txn_log, txn, react(txn, Progress.of(txn_log.reports(txn.gtid))))
+
+    def recover(self, txn: Txn, lease_s: float, retry_delay_s: float) -> str:
+        """The reports are overdue: check back with the initiator (preparing), draw what the
+        reports already say (a move that did not happen with them), or send again what is
+        missing, later again if need be."""
+        if txn.status == PREPARING:
+            return self._check_back(txn)
+        progress = Progress.of(self.log.reports(txn.gtid))
+        reaction = react(txn, progress)
+        if reaction.event is not None:
+            self._apply(self.log, txn, reaction)
+            return "advanced"
+        again = missing(txn, progress)
+        for message in again:
+            self.log.publish(message.routing_key, message.payload)
+        self.log.postpone(txn.gtid, self.resend_delay_s(txn.recovery_attempts))
+        return f"resent_{again[0].routing_key}" if again else "wait_for_reports"
+
+    def resend_delay_s(self, attempts: int) -> float:
+        """Doubling from `resend_s` with every try, up to RESEND_CAP_S."""
+        return float(min(RESEND_CAP_S, self.resend_s * 2 ** min(max(attempts - 1, 0), 10)))
+
+    def _apply(self, txn_log: TransactionLog, txn: Txn, reaction: Reaction) -> None:
+        if reaction.event is not None:
+            status = txn_log.move(
+                txn.gtid, txn.status, reaction.event, reason=reaction.reason, lease_s=self.resend_s
+            )
             if status is None:
-                status = conn.execute(
-                    text("SELECT status FROM global_txns WHERE gtid = :gtid"), {"gtid": gtid}
-                ).scalar()
-        if status is None:
-            raise ApiError(f"No transaction {gtid!r}.", code="transaction_not_found", status=404)
-        return str(status)
+                return  # someone else moved it first: they sent what goes with it
+            if status in (COMMITTED, ABORTED):
+                TRANSACTIONS.labels(self.mode, status).inc()
+        for message in reaction.send:
+            txn_log.publish(message.routing_key, message.payload)
 
-    def recover(self, txn: dict[str, Any], lease_s: float, retry_delay_s: float) -> str:
-        if txn["status"] == PREPARING:
-            return self._check_back(txn, lease_s)
-        if txn["status"] == ABORTING:
-            with self.log.db.transaction() as conn:
-                enqueue(conn, COMPENSATE, _event_payload(txn))
-            return "compensate_again"
-        return "wait_for_reports"  # submitted: reports are on their way through the broker
-
-    def _check_back(self, txn: dict[str, Any], lease_s: float) -> str:
+    def _check_back(self, txn: Txn) -> str:
         """Ask the initiator whether its local transaction committed (QueryPrepared)."""
         try:
-            committed = self.branches.query_prepared(txn["gtid"])
+            committed = self.branches.query_prepared(txn.gtid)
         except ApiError as err:
-            log.warning("check-back of %s failed: %s", txn["gtid"], err.message)
+            log.warning("check-back of %s failed: %s", txn.gtid, err.message)
             return "check_back_failed"
         if committed:
-            self.submit(txn["gtid"])
+            self.submit(txn.gtid)
             return "submitted_by_check_back"
-        self.log.decide(txn, ABORTED, "timeout", lease_s)
-        TRANSACTIONS.labels("msg", ABORTED).inc()
-        self.log.record(txn["gtid"], [Event("order", "check_back", "aborted")])
+        withdrawn = self.log.move(
+            txn.gtid,
+            PREPARING,
+            "withdraw",
+            reason="timeout",
+            events=[Event(INITIATOR, "check_back", "aborted")],
+        )
+        if withdrawn is not None:
+            TRANSACTIONS.labels(self.mode, ABORTED).inc()
         return "aborted_by_check_back"
 
-    def on_report(self, conn: Connection, report: dict[str, Any], routing_key: str) -> None:
-        """A participant reports an action or compensation (in the consumer's transaction)."""
-        gtid, branch, op = report["gtid"], report["branch"], report["op"]
-        conn.execute(
-            text(
-                "INSERT INTO msg_reports (gtid, branch, op, ok, reason) "
-                "VALUES (:gtid, :branch, :op, :ok, :reason) ON CONFLICT DO NOTHING"
-            ),
-            {
-                "gtid": gtid,
-                "branch": branch,
-                "op": op,
-                "ok": bool(report["ok"]),
-                "reason": report.get("reason"),
-            },
-        )
-        TxnLog.write_events(
-            conn,
-            gtid,
-            [
-                Event(
-                    branch,
-                    op,
-                    "ok" if report["ok"] else report.get("reason") or "failed",
-                    report.get("effect"),
-                )
-            ],
-        )
-        row = conn.execute(
-            text(
-                "SELECT gtid, mode, status, reason, branches FROM global_txns "
-                "WHERE gtid = :gtid FOR UPDATE"
-            ),
-            {"gtid": gtid},
-        ).first()
-        if row is None:
-            log.error("report for unknown transaction %s", gtid, extra={"gtid": gtid})
-            return
-        self._advance(conn, dict(row._mapping))
-
-    def _advance(self, conn: Connection, txn: dict[str, Any]) -> None:
-        reports = conn.execute(
-            text("SELECT branch, op, ok, reason FROM msg_reports WHERE gtid = :gtid"),
-            {"gtid": txn["gtid"]},
-        ).all()
-        names = {b["name"] for b in txn["branches"]}
-        if txn["status"] in (PREPARING, SUBMITTED):
-            rejected = [r.reason or "aborted" for r in reports if r.op == "action" and not r.ok]
-            if rejected:
-                txn["reason"] = overall_reason(rejected)
-                self._set(conn, txn, ABORTING)
-                enqueue(conn, COMPENSATE, _event_payload(txn))
-            elif {r.branch for r in reports if r.op == "action" and r.ok} >= names:
-                self._set(conn, txn, COMMITTED)
-                enqueue(
-                    conn,
-                    SETTLED,
-                    {
-                        "gtid": txn["gtid"],
-                        "order_id": order_id_of(txn),
-                        "status": "confirmed",
-                        "reason": None,
-                    },
-                )
-                TRANSACTIONS.labels("msg", COMMITTED).inc()
-        if (
-            txn["status"] == ABORTING
-            and {r.branch for r in reports if r.op == "compensate"} >= names
-        ):
-            self._set(conn, txn, ABORTED)
-            enqueue(
-                conn,
-                SETTLED,
-                {
-                    "gtid": txn["gtid"],
-                    "order_id": order_id_of(txn),
-                    "status": "failed",
-                    "reason": txn["reason"],
-                },
-            )
-            TRANSACTIONS.labels("msg", ABORTED).inc()
-
-    def _set(self, conn: Connection, txn: dict[str, Any], status: str) -> None:
-        conn.execute(
-            text(
-                "UPDATE global_txns SET status = :status, reason = :reason, updated_at = now(), "
-                "lease_until = now() + make_interval(secs => :lease) WHERE gtid = :gtid"
-            ),
-            {
-                "gtid": txn["gtid"],
-                "status": status,
-                "reason": txn["reason"],
-                "lease": self.txn_timeout_s,
-            },
-        )
-        txn["status"] = status
-
-    def forward(self, txn: dict[str, Any]) -> list[BranchResult]:
+    def forward(self, txn: Txn) -> list[BranchResult]:
         return []
 
-    def complete(self, txn: dict[str, Any], decision: str) -> list[BranchResult]:
+    def complete(self, txn: Txn, decision: str) -> list[BranchResult]:
         return []
 
 
-def _event_payload(txn: dict[str, Any]) -> dict[str, Any]:
-    """The order's event as participants receive it: each branch's part by name."""
-    return {
-        "gtid": txn["gtid"],
-        "order_id": order_id_of(txn),
-        "branches": {b["name"]: b["payload"] for b in txn["branches"]},
-    }
+def report_handler(flow: MessageFlow, txn_log: TxnLog) -> Handler:
+    """The consumer's handler of branch reports: each in the consumer's transaction."""
+
+    def handle(conn: Connection, body: dict[str, Any], routing_key: str) -> None:
+        flow.on_report(txn_log.bound(conn), BranchReport.from_json(body))
+
+    return handle

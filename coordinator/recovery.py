@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import Any
 
-from coordinator.branches import Branches
 from coordinator.drivers import Driver
-from coordinator.log import TxnLog
+from coordinator.ports import BranchClient, TransactionLog, Txn
 from coordinator.states import COMMITTED, COMMITTING, PREPARING
 from paxkit.errors import ApiError
 from paxkit.metrics import RECOVERED
@@ -32,8 +30,8 @@ def backoff_s(attempts: int, base_s: float) -> float:
 class Recovery:
     def __init__(
         self,
-        txn_log: TxnLog,
-        branches: Branches,
+        txn_log: TransactionLog,
+        branches: BranchClient,
         drivers: dict[str, Driver],
         horizon_s: float,
         lease_s: float,
@@ -59,12 +57,10 @@ class Recovery:
             count += 1
         return count
 
-    def _finish(self, txn: dict[str, Any]) -> None:
-        log.info(
-            "recovery takes over %s (%s)", txn["gtid"], txn["status"], extra={"gtid": txn["gtid"]}
-        )
-        delay = backoff_s(txn["recovery_attempts"], self.base_delay_s)
-        action = self.drivers[txn["mode"]].recover(txn, self.lease_s, delay)
+    def _finish(self, txn: Txn) -> None:
+        log.info("recovery takes over %s (%s)", txn.gtid, txn.status, extra={"gtid": txn.gtid})
+        delay = backoff_s(txn.recovery_attempts, self.base_delay_s)
+        action = self.drivers[txn.mode].recover(txn, self.lease_s, delay)
         RECOVERED.labels(action).inc()
 
     def resolve_orphans(self) -> int:

@@ -1,22 +1,27 @@
-"""The global transaction's state machine, free of I/O.
+r"""The global transaction's state machine, free of I/O: the one table every status write
+of the coordinator is computed from (the log writes each one guarded, `WHERE status = :from`).
 
+    2pc, tcc, saga:
     preparing --commit--> committing --done--> committed
         |
         +----abort---> aborting ---done--> aborted
 
-    msg mode:  preparing --submit--> submitted --done--> committed
-                   |                     |
-                   +----abort----> aborting (compensate) --done--> aborted
-
-    (msg also moves preparing -> aborted when the check-back finds nothing committed, and
-    preparing -> committed/aborting when the reports overtake the initiator's submit.)
+    msg:
+    preparing --submit--> submitted --applied--> committed
+        |  \                  |
+        |   \--withdraw--> aborted
+        |                     +----abort----> aborting --done--> aborted
+        +--applied/abort--> (the reports overtook the initiator's submit)
 
 `preparing` is the forward phase of every mode: 2PC's prepares, TCC's Tries, a saga's
-actions. `committing`/`aborting` are decided and being carried out (2PC commit/rollback,
-TCC confirm/cancel, saga compensation).
+actions, a prepared message. `committing`/`aborting` are decided and being carried out
+(2PC commit/rollback, TCC confirm/cancel, saga and msg compensation). A msg transaction
+is `applied` when every branch reported its action done; `withdraw` is its check-back
+finding that the initiator never committed: nothing was sent, nothing is left to undo.
 
-A decision is taken once: whoever moves a transaction out of `preparing` first (the
-driver, or recovery after the lease ran out) decides, and everyone else follows the log.
+A decision is taken once: whoever moves a transaction out of `preparing` (or `submitted`)
+first (the driver, the reports, or recovery after the lease ran out) decides, and everyone
+else follows the log.
 """
 
 from __future__ import annotations
@@ -38,9 +43,18 @@ _NEXT = {
     (COMMITTING, "done"): COMMITTED,
     (ABORTING, "done"): ABORTED,
     (PREPARING, "submit"): SUBMITTED,
-    (SUBMITTED, "done"): COMMITTED,
+    (PREPARING, "withdraw"): ABORTED,
+    (PREPARING, "applied"): COMMITTED,
+    (SUBMITTED, "applied"): COMMITTED,
     (SUBMITTED, "abort"): ABORTING,
 }
+
+# Presumed abort: of all moves only a commit decision must reach the disk before anyone
+# acts on it; losing any other write in a crash is safe (it is taken again).
+DURABLE = frozenset({COMMITTING})
+
+# A transaction the log never heard of is recorded as this when someone asks for it.
+PRESUMED = ABORTED
 
 # Which reason wins when several branches vote no: the most specific business reason.
 REASON_PRIORITY = (
@@ -62,6 +76,11 @@ def next_status(current: str, event: str) -> str:
         return _NEXT[(current, event)]
     except KeyError:
         raise IllegalTransition(f"{event!r} is not allowed in {current!r}") from None
+
+
+def is_durable(status: str) -> bool:
+    """Whether a move into `status` must wait for its fsync."""
+    return status in DURABLE
 
 
 def decision_of(status: str) -> str:

@@ -1,5 +1,5 @@
 """Admin API behind a bearer token: switches, level, rate limits, change log (the gateway's
-own control plane) and audit and transactions (served by the coordinator).
+own control plane) and audit, transactions and dead letters (served by the coordinator).
 
 Changes are attributed to the `X-Actor` header (default `admin`) and the caller's
 address in the change log (GET /admin/changes).
@@ -21,7 +21,7 @@ from gateway.switches import LEVELS, SWITCHES
 from gateway.upstreams import segment
 from paxkit.auth import require_bearer
 from paxkit.errors import InvalidInput, NotFound
-from paxkit.requests_json import json_body
+from paxkit.requests_json import json_body, optional_json_body
 from paxkit.validation import validate_limit
 
 admin = Blueprint("admin", __name__, url_prefix="/admin")
@@ -31,6 +31,8 @@ ROUTE = re.compile(r"^/[A-Za-z0-9_./<>:-]{0,199}\*?\Z")
 ACTOR = re.compile(r"^[ -~]{1,64}\Z")
 MAX_RATE = 1_000_000
 MAX_CHANGES = 500
+# The coordinator answers these by asking every service in turn.
+COORDINATOR_ADMIN_TIMEOUT_S = 60.0
 
 
 @admin.before_request
@@ -41,7 +43,7 @@ def require_token() -> None:
 
 @admin.get("/audit")
 def audit() -> Response:
-    return relay(upstream("coordinator").get("/admin/audit", timeout_s=60.0))
+    return relay(upstream("coordinator").get("/admin/audit", timeout_s=COORDINATOR_ADMIN_TIMEOUT_S))
 
 
 @admin.get("/transactions")
@@ -52,6 +54,25 @@ def transactions() -> Response:
 @admin.get("/transactions/<gtid>")
 def transaction(gtid: str) -> Response:
     return relay(upstream("coordinator").get(f"/admin/transactions/{segment(gtid)}"))
+
+
+@admin.get("/dead-letters")
+def dead_letters() -> Response:
+    """Every consumer's dead letters, gathered by the coordinator."""
+    reply = upstream("coordinator").get(
+        "/admin/dead-letters", params=request.args.to_dict(), timeout_s=COORDINATOR_ADMIN_TIMEOUT_S
+    )
+    return relay(reply)
+
+
+@admin.post("/dead-letters/replay")
+def replay_dead_letters() -> Response:
+    reply = upstream("coordinator").post(
+        "/admin/dead-letters/replay",
+        json=optional_json_body(),
+        timeout_s=COORDINATOR_ADMIN_TIMEOUT_S,
+    )
+    return relay(reply)
 
 
 @admin.get("/switches")

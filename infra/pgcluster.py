@@ -3,6 +3,9 @@
 As root the cluster lives in /var/tmp (the `postgres` user may not be allowed into the
 checkout) and every server binary runs as `postgres`; `<state_dir>/pg` links to it.
 As a normal user it lives in `<state_dir>/pg`.
+
+A named cluster (`name=`, on the port of the settings given) is a second one beside it,
+in `pg-<name>`: tests put one service's database there to take it down alone.
 """
 
 from __future__ import annotations
@@ -113,15 +116,19 @@ def _postgres_user() -> pwd.struct_passwd:
         ) from None
 
 
-def _cluster_dir(settings: Settings) -> Path:
+def _folder(name: str) -> str:
+    return f"pg-{name}" if name else "pg"
+
+
+def _cluster_dir(settings: Settings, name: str = "") -> Path:
     if _as_root():
         digest = hashlib.sha1(str(REPO_ROOT).encode()).hexdigest()[:10]
-        return Path("/var/tmp") / f"paxmart-pg-{digest}"
-    return settings.state_dir / "pg"
+        return Path("/var/tmp") / f"paxmart-{_folder(name)}-{digest}"
+    return settings.state_dir / _folder(name)
 
 
-def _layout(settings: Settings) -> _Layout:
-    cluster_dir = _cluster_dir(settings)
+def _layout(settings: Settings, name: str = "") -> _Layout:
+    cluster_dir = _cluster_dir(settings, name)
     socket_name = f".s.PGSQL.{settings.pg_port}"
     too_long = len(str(cluster_dir / socket_name)) > MAX_SOCKET_PATH
     return _Layout(
@@ -155,9 +162,9 @@ def _prepare_cluster_dir(layout: _Layout) -> None:
     _chown_to_postgres(layout.cluster_dir)
 
 
-def _link_state_dir(settings: Settings, cluster_dir: Path) -> None:
+def _link_state_dir(settings: Settings, cluster_dir: Path, name: str = "") -> None:
     """Make `<state_dir>/pg` point at the cluster when it lives elsewhere (root)."""
-    link = settings.state_dir / "pg"
+    link = settings.state_dir / _folder(name)
     if link == cluster_dir:
         return
     settings.state_dir.mkdir(parents=True, exist_ok=True)
@@ -320,12 +327,13 @@ def _require_local(settings: Settings) -> None:
         )
 
 
-def ensure_cluster(settings: Settings) -> ClusterInfo:
-    """Create, configure and start the project cluster unless it already runs (idempotent)."""
+def ensure_cluster(settings: Settings, name: str = "") -> ClusterInfo:
+    """Create, configure and start the project cluster (or the named one) unless it already
+    runs (idempotent)."""
     _require_local(settings)
-    layout = _layout(settings)
+    layout = _layout(settings, name)
     _prepare_cluster_dir(layout)
-    _link_state_dir(settings, layout.cluster_dir)
+    _link_state_dir(settings, layout.cluster_dir, name)
     with _locked(layout):
         bindir = find_bindir(_data_version(layout))
         if _data_version(layout) is None:
@@ -354,9 +362,9 @@ def ensure_cluster(settings: Settings) -> ClusterInfo:
     )
 
 
-def stop_cluster(settings: Settings) -> bool:
-    """Stop the project cluster; True when it was running."""
-    layout = _layout(settings)
+def stop_cluster(settings: Settings, name: str = "") -> bool:
+    """Stop the project cluster (or the named one); True when it was running."""
+    layout = _layout(settings, name)
     if _data_version(layout) is None:
         return False
     with _locked(layout):

@@ -67,6 +67,44 @@ class Outcome:
         return {"ok": self.ok, "effect": self.effect, "reason": self.reason}
 
 
+@dataclass(frozen=True)
+class BarrierRows:
+    """What a call found when it claimed its barrier rows: whether it inserted its own row
+    (else who wrote it) and, for a compensation, whether it inserted the row of the forward
+    operation it undoes (then that operation never ran)."""
+
+    own_new: bool
+    forward_new: bool = False
+    own_writer: str | None = None
+
+
+APPLY = Outcome(True, "applied")
+DUPLICATE = Outcome(True, "duplicate")
+NULL_COMPENSATION = Outcome(True, "null")
+HANGING = Outcome(False, "refused", "aborted")
+
+
+def barrier_verdict(op: str, rows: BarrierRows) -> Outcome:
+    """The barrier's decision table: what a call of `op` does, given its barrier rows.
+
+    | call         | own row new | forward row new | own row written by | verdict   |
+    |--------------|-------------|-----------------|--------------------|-----------|
+    | forward      | yes         | -               | -                  | apply     |
+    | forward      | no          | -               | itself             | duplicate |
+    | forward      | no          | -               | a compensation     | refused   |
+    | compensation | yes         | no              | -                  | apply     |
+    | compensation | yes         | yes             | -                  | null      |
+    | compensation | no          | any             | -                  | duplicate |
+    """
+    if op in FORWARD_OF:
+        if not rows.own_new:
+            return DUPLICATE
+        return NULL_COMPENSATION if rows.forward_new else APPLY
+    if rows.own_new:
+        return APPLY
+    return DUPLICATE if rows.own_writer == op else HANGING
+
+
 class BarrierBranch:
     """One service's branch of every TCC and saga transaction."""
 
@@ -120,31 +158,33 @@ class BarrierBranch:
         return outcome
 
     def _guarded(self, conn: Connection, op: str, gtid: str, payload: dict[str, Any]) -> Outcome:
+        verdict = barrier_verdict(op, self._rows(conn, op, gtid))
+        if verdict == NULL_COMPENSATION:
+            log.info(
+                "null compensation %s of %s", op, gtid, extra={"gtid": gtid, "branch": self.name}
+            )
+        elif verdict == HANGING:
+            log.warning(
+                "hanging %s of %s refused: it was compensated already",
+                op,
+                gtid,
+                extra={"gtid": gtid, "branch": self.name},
+            )
+        elif verdict == APPLY:
+            self.actions[op](conn, {**payload, "gtid": gtid})
+        return verdict
+
+    def _rows(self, conn: Connection, op: str, gtid: str) -> BarrierRows:
+        """Claim the rows a call needs and read what was there (in the call's transaction)."""
         forward = FORWARD_OF.get(op)
-        if forward is not None:
-            never_ran = self._insert(conn, gtid, forward, written_by=op)
-            if not self._insert(conn, gtid, op, written_by=op):
-                return Outcome(True, "duplicate")
-            if never_ran:
-                log.info(
-                    "null compensation %s of %s",
-                    op,
-                    gtid,
-                    extra={"gtid": gtid, "branch": self.name},
-                )
-                return Outcome(True, "null")
-        elif not self._insert(conn, gtid, op, written_by=op):
-            if self._written_by(conn, gtid, op) != op:
-                log.warning(
-                    "hanging %s of %s refused: it was compensated already",
-                    op,
-                    gtid,
-                    extra={"gtid": gtid, "branch": self.name},
-                )
-                return Outcome(False, "refused", "aborted")
-            return Outcome(True, "duplicate")
-        self.actions[op](conn, {**payload, "gtid": gtid})
-        return Outcome(True, "applied")
+        if forward is not None:  # a compensation also claims the row of what it undoes
+            forward_new = self._insert(conn, gtid, forward, written_by=op)
+            return BarrierRows(
+                own_new=self._insert(conn, gtid, op, written_by=op), forward_new=forward_new
+            )
+        if self._insert(conn, gtid, op, written_by=op):
+            return BarrierRows(own_new=True)
+        return BarrierRows(own_new=False, own_writer=self._written_by(conn, gtid, op))
 
     def _insert(self, conn: Connection, gtid: str, op: str, written_by: str) -> bool:
         return insert_barrier(conn, gtid, self.name, op, written_by)

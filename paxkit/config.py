@@ -102,6 +102,11 @@ def _retention_s() -> float:
     return horizon
 
 
+def _env_list(name: str, default: str) -> tuple[str, ...]:
+    """A comma-separated list; blanks dropped."""
+    return tuple(item.strip() for item in _env(name, default).split(",") if item.strip())
+
+
 def component_port(name: str) -> int:
     """Port of a component: PAXMART_<NAME>_PORT, else its default."""
     return _env_int(f"PAXMART_{name.upper()}_PORT", stack_config().entry(name).default_port)
@@ -162,6 +167,13 @@ class Settings:
     # How old protocol bookkeeping gets before it is pruned, and how often that runs.
     retention_s: float = DEFAULT_RETENTION_S
     retention_interval_s: float = 60.0
+    # msg mode: how long reports may be overdue before the coordinator sends again what is
+    # missing (doubling from there). Keep it above the longest backlog expected: a burst
+    # waits in the queues legitimately, and copies sent meanwhile only add to the queue.
+    msg_resend_s: float = 120.0
+    # The components that consume messages, each keeping its own dead letters; the admin
+    # component asks each of them for theirs.
+    message_consumers: tuple[str, ...] = ()
 
 
 def load_settings() -> Settings:
@@ -203,9 +215,10 @@ def load_settings() -> Settings:
         notify_schedule_s=tuple(
             float(s) for s in _env("PAXMART_NOTIFY_SCHEDULE_S", "1,5,30,120,600").split(",")
         ),
-        notify_allowed_hosts=tuple(
-            h.strip()
-            for h in _env("PAXMART_NOTIFY_ALLOWED_HOSTS", "127.0.0.1,localhost,::1").split(",")
-            if h.strip()
+        notify_allowed_hosts=_env_list("PAXMART_NOTIFY_ALLOWED_HOSTS", "127.0.0.1,localhost,::1"),
+        msg_resend_s=_env_float("PAXMART_MSG_RESEND_S", 120.0),
+        message_consumers=_env_list(
+            "PAXMART_MESSAGE_CONSUMERS",
+            ",".join(("coordinator", *stack.initiators, *stack.participants)),
         ),
     )

@@ -1,20 +1,25 @@
-"""A reliable message consumer: inbox dedupe, ack after commit, bounded retries, dead letters.
+"""A reliable message consumer: inbox dedupe, ack after commit, retries, dead letters.
 
 Work runs on a small pool of threads, never on the connection's I/O thread, so heartbeats
-are never starved; acks, retries and dead-lettering are handed back to the I/O thread with
+are never starved; acks and retries are handed back to the I/O thread with
 `add_callback_threadsafe` (pika's connections are not thread-safe). A handler runs in one
 local transaction with the message's inbox row: a redelivered message (consumer killed
-after its commit, before its ack) finds the row and is only acked. Transient failures go
-to a delay queue and come back; after `max_attempts`, or if the message is malformed
-(`PoisonMessage`), it goes to the dead-letter queue with the reason.
+after its commit, before its ack) finds the row and is only acked.
+
+A failure is classified (`classify`): a transient one (a database, broker or network
+error) goes to a delay queue and comes back, for as long as it takes, the delays growing
+up to the last tier; a message that can never be handled (`PoisonMessage`: undecodable,
+invalid) is recorded in the component's own dead letters (paxkit/deadletters.py) and
+acked; any other error is retried until it has failed `max_attempts` times (transient
+failures do not count) before it is dead-lettered too.
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
 import json
 import logging
-import random
 import threading
 import uuid
 from collections.abc import Callable
@@ -22,22 +27,78 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pika
+import psycopg2
 from pika.adapters.blocking_connection import BlockingChannel
 from sqlalchemy import Connection, text
+from sqlalchemy import exc as sa_exc
 
+from paxkit.backoff import reconnect_backoff
 from paxkit.db import Database
+from paxkit.deadletters import DeadLetters
+from paxkit.errors import ApiError
 from paxkit.faults import Faults
-from paxkit.messaging import RETRY_TIERS_MS, QueueSpec, Topology, connect, properties
+from paxkit.messaging import (
+    PoisonMessage,
+    PublishFailed,
+    QueueSpec,
+    Topology,
+    connect,
+    declare_queue,
+    properties,
+)
 from paxkit.tracing import parse, trace
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Connection, dict[str, Any], str], None]  # (conn, payload, routing key)
-RECONNECT_CAP_S = 10.0
+# Headers a retried message carries: its attempts (which pick the delay) and how many of
+# them failed unexpectedly (which may end in the dead letters).
+ATTEMPTS = "x-attempts"
+UNEXPECTED = "x-unexpected-failures"
+COUNTS = (ATTEMPTS, UNEXPECTED)
 
 
-class PoisonMessage(Exception):
-    """A message that can never be handled; it goes straight to the dead-letter queue."""
+class Failure(enum.Enum):
+    POISON = "poison"  # can never succeed: dead-lettered at once
+    TRANSIENT = "transient"  # a server or the network is away: retried as long as it takes
+    UNEXPECTED = "unexpected"  # anything else: retried a few times, then dead-lettered
+
+
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    sa_exc.OperationalError,  # connection refused or lost, timeouts, lock waits, deadlocks
+    sa_exc.InterfaceError,  # a connection closed under us
+    sa_exc.DisconnectionError,
+    sa_exc.TimeoutError,  # no connection free in the pool in time
+    psycopg2.OperationalError,
+    psycopg2.InterfaceError,
+    pika.exceptions.AMQPError,
+    PublishFailed,
+    OSError,  # sockets: refused, reset, timed out
+)
+
+
+def classify(error: BaseException) -> Failure:
+    """What kind of failure a handler's error is."""
+    if isinstance(error, PoisonMessage):
+        return Failure.POISON
+    if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
+        return Failure.TRANSIENT
+    if isinstance(error, TRANSIENT_ERRORS):
+        return Failure.TRANSIENT
+    if isinstance(error, ApiError) and error.status >= 500:  # an upstream is unavailable
+        return Failure.TRANSIENT
+    return Failure.UNEXPECTED
+
+
+def dead_letter_reason(error: BaseException, unexpected: int, max_attempts: int) -> str | None:
+    """Why a failed message goes to the dead letters, or None: it is retried. `unexpected`
+    counts its unexpected failures, this one included (transient ones never count)."""
+    kind = classify(error)
+    if kind is Failure.POISON:
+        return f"poison: {error}"
+    if kind is Failure.UNEXPECTED and unexpected >= max_attempts:
+        return f"failed {unexpected} times: {error!r}"
+    return None
 
 
 def claim_in_inbox(conn: Connection, message_id: str, consumer: str) -> bool:
@@ -64,6 +125,7 @@ class Consumer:
         amqp_url: str,
         topology: Topology,
         faults: Faults,
+        dead_letters: DeadLetters,
         prefetch: int = 16,
         workers: int = 4,
         max_attempts: int = 5,
@@ -75,6 +137,7 @@ class Consumer:
         self.db = db
         self.amqp_url = amqp_url
         self.faults = faults
+        self.dead_letters = dead_letters
         self.prefetch = prefetch
         self.max_attempts = max_attempts
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"consume-{name}")
@@ -95,24 +158,23 @@ class Consumer:
         self._thread.join(timeout_s)
 
     def _run(self) -> None:
-        failures = 0
+        backoff = reconnect_backoff()
         while not self._stop.is_set():
             try:
-                self._consume()
-                failures = 0
+                self._consume(on_connected=backoff.succeeded)
             except Exception as err:  # a consumer must outlive any failure: back off, retry
-                failures += 1
-                delay = min(RECONNECT_CAP_S, 0.2 * 2 ** min(failures, 6)) * random.uniform(0.5, 1)
+                delay = backoff.failed()
                 log.warning(
                     "consumer %s lost the broker (%r); reconnecting in %.1fs", self.name, err, delay
                 )
                 self._stop.wait(delay)
 
-    def _consume(self) -> None:
+    def _consume(self, on_connected: Callable[[], None]) -> None:
         connection = connect(self.amqp_url)
         self._connection = connection
         channel = connection.channel()
         self.topology.declare(channel)
+        declare_queue(channel, self.spec, self.topology.exchange)
         publisher = connection.channel()
         publisher.confirm_delivery()
         channel.basic_qos(prefetch_count=self.prefetch)
@@ -126,6 +188,7 @@ class Consumer:
             )
 
         channel.basic_consume(self.spec.name, on_message)
+        on_connected()
         try:
             channel.start_consuming()
         finally:
@@ -142,35 +205,30 @@ class Consumer:
         body: bytes,
         routing_key: str,
     ) -> None:
-        attempts = int(dict(props.headers or {}).get("x-attempts", 0)) + 1
-        props.headers = {**(props.headers or {}), "x-routing-key": routing_key}
+        headers = dict(props.headers or {})
+        attempts = int(headers.get(ATTEMPTS, 0)) + 1
+        props.headers = {**headers, "x-routing-key": routing_key}
         try:
             self._handle(props.message_id, body, routing_key, props.headers.get("traceparent"))
-        except PoisonMessage as poison:
-            reason = str(poison)
-            self._later(
-                connection,
-                lambda: self._dead(channel, publisher, tag, props, body, reason, attempts),
-            )
-            return
         except Exception as failure:
-            reason = repr(failure)
+            kind = classify(failure)
+            unexpected = int(headers.get(UNEXPECTED, 0)) + (kind is Failure.UNEXPECTED)
+            reason = dead_letter_reason(failure, unexpected, self.max_attempts)
+            if reason is not None and self._dead(props, body, routing_key, reason, attempts):
+                self._later(connection, lambda: channel.basic_ack(tag))
+                return
             log.warning(
-                "consumer %s: message %s failed (attempt %d): %s",
+                "consumer %s: message %s failed (attempt %d, %s): %r",
                 self.name,
                 props.message_id,
                 attempts,
-                reason,
+                kind.value,
+                failure,
             )
-            if attempts >= self.max_attempts:
-                self._later(
-                    connection,
-                    lambda: self._dead(channel, publisher, tag, props, body, reason, attempts),
-                )
-            else:
-                self._later(
-                    connection, lambda: self._retry(channel, publisher, tag, props, body, attempts)
-                )
+            counts = {ATTEMPTS: attempts, UNEXPECTED: unexpected}
+            self._later(
+                connection, lambda: self._retry(channel, publisher, tag, props, body, counts)
+            )
             return
         self.faults.hit("consumer_after_commit")
         self._later(connection, lambda: channel.basic_ack(tag))
@@ -210,33 +268,22 @@ class Consumer:
         tag: int,
         props: Any,
         body: bytes,
-        attempts: int,
+        counts: dict[str, int],
     ) -> None:
-        tier = min(attempts - 1, len(RETRY_TIERS_MS) - 1)
-        headers = {**(props.headers or {}), "x-attempts": attempts}
-        publisher.basic_publish(
-            "", self.spec.retry_queue(tier), body, properties(props.message_id, headers)
-        )
+        headers = {**(props.headers or {}), **counts}
+        queue = self.spec.retry_delay_queue(counts[ATTEMPTS])
+        publisher.basic_publish("", queue, body, properties(props.message_id, headers))
         channel.basic_ack(tag)
 
-    def _dead(
-        self,
-        channel: BlockingChannel,
-        publisher: BlockingChannel,
-        tag: int,
-        props: Any,
-        body: bytes,
-        reason: str,
-        attempts: int,
-    ) -> None:
+    def _dead(self, props: Any, body: bytes, routing_key: str, reason: str, attempts: int) -> bool:
+        """Record the message in the dead letters; False if that failed (it is retried)."""
+        headers = {k: v for k, v in (props.headers or {}).items() if k not in COUNTS}
+        try:
+            self.dead_letters.record(
+                self.spec.name, props.message_id, routing_key, body, headers, reason, attempts
+            )
+        except Exception as err:
+            log.warning("consumer %s: cannot record a dead letter yet: %r", self.name, err)
+            return False
         log.error("consumer %s: message %s dead-lettered: %s", self.name, props.message_id, reason)
-        headers = {
-            **(props.headers or {}),
-            "x-attempts": attempts,
-            "x-death-reason": reason[:500],
-            "x-original-queue": self.spec.name,
-        }
-        publisher.basic_publish(
-            "", self.spec.dead_queue, body, properties(props.message_id or "none", headers)
-        )
-        channel.basic_ack(tag)
+        return True

@@ -1,15 +1,16 @@
-"""RabbitMQ plumbing: connections, the topology (declared by code, idempotently), and a
-publisher with confirms.
+"""RabbitMQ plumbing: connections, the topology (declared by code, idempotently), a
+publisher with confirms, and the protocol's message shapes.
 
-Every consumer queue `Q` comes with retry tiers `Q.retry.<ms>` (a TTL queue whose expired
-messages dead-letter back into `Q`) and a dead-letter queue `Q.dead` for poison messages.
+Every consumer queue `Q` comes with retry tiers `Q.retry.<ms>`: TTL queues whose expired
+messages dead-letter back into `Q`. A message that can never be handled is recorded in
+its consumer's own database instead (paxkit/deadletters.py), where it can be replayed.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import pika
@@ -28,23 +29,66 @@ REPORTED = "branch.reported"  # {gtid, branch, op, ok, reason, effect}
 SETTLED = "txn.settled"  # {gtid, order_id, status, reason}
 
 
+# What a branch report says it did (op): its action, or its compensation.
+ACTION = "action"
+COMPENSATION = "compensate"
+REPORT_OPS = (ACTION, COMPENSATION)
+
+
 class PublishFailed(Exception):
     """The broker did not take the message (nacked, unroutable, or the connection failed)."""
 
 
+class PoisonMessage(Exception):
+    """A message that can never be handled (undecodable, invalid): it is dead-lettered."""
+
+
+@dataclass(frozen=True)
+class BranchReport:
+    """A branch's report to the coordinator of one operation it carried out."""
+
+    gtid: str
+    branch: str
+    op: str
+    ok: bool
+    reason: str | None = None
+    effect: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> BranchReport:
+        """The report in a message body; PoisonMessage when it is not one."""
+        gtid, branch, op, ok = (body.get(k) for k in ("gtid", "branch", "op", "ok"))
+        if not isinstance(gtid, str) or not isinstance(branch, str) or not gtid or not branch:
+            raise PoisonMessage("a report needs a gtid and a branch")
+        if op not in REPORT_OPS or not isinstance(ok, bool):
+            raise PoisonMessage(f"a report's op must be one of {REPORT_OPS} and ok a boolean")
+        reason, effect = body.get("reason"), body.get("effect")
+        if not isinstance(reason, str | None) or not isinstance(effect, str | None):
+            raise PoisonMessage("a report's reason and effect are strings")
+        return cls(gtid, branch, op, ok, reason, effect)
+
+
 @dataclass(frozen=True)
 class QueueSpec:
-    """A consumer's queue and the routing keys that feed it."""
+    """A consumer's queue, the routing keys that feed it, and its retry delays."""
 
     name: str
     routing_keys: tuple[str, ...]
+    retry_tiers_ms: tuple[int, ...] = RETRY_TIERS_MS
 
     def retry_queue(self, tier: int) -> str:
-        return f"{self.name}.retry.{RETRY_TIERS_MS[tier]}"
+        return f"{self.name}.retry.{self.retry_tiers_ms[tier]}"
+
+    def retry_delay_queue(self, attempts: int) -> str:
+        """Where a message failed `attempts` times waits: growing delays, capped at the last."""
+        return self.retry_queue(min(attempts, len(self.retry_tiers_ms)) - 1)
 
     @property
-    def dead_queue(self) -> str:
-        return f"{self.name}.dead"
+    def retry_queues(self) -> list[str]:
+        return [self.retry_queue(tier) for tier in range(len(self.retry_tiers_ms))]
 
 
 def connect(amqp_url: str) -> pika.BlockingConnection:
@@ -59,12 +103,12 @@ def connect(amqp_url: str) -> pika.BlockingConnection:
 
 
 def declare_queue(channel: BlockingChannel, spec: QueueSpec, exchange: str) -> None:
-    """The queue, its bindings, its retry tiers and its dead-letter queue (idempotent)."""
+    """The queue, its bindings and its retry tiers (idempotent)."""
     channel.exchange_declare(exchange, exchange_type="topic", durable=True)
     channel.queue_declare(spec.name, durable=True)
     for key in spec.routing_keys:
         channel.queue_bind(spec.name, exchange, routing_key=key)
-    for tier, ttl_ms in enumerate(RETRY_TIERS_MS):
+    for tier, ttl_ms in enumerate(spec.retry_tiers_ms):
         channel.queue_declare(
             spec.retry_queue(tier),
             durable=True,
@@ -74,7 +118,6 @@ def declare_queue(channel: BlockingChannel, spec: QueueSpec, exchange: str) -> N
                 "x-dead-letter-routing-key": spec.name,
             },
         )
-    channel.queue_declare(spec.dead_queue, durable=True)
 
 
 @dataclass(frozen=True)
@@ -84,6 +127,7 @@ class Topology:
 
     namespace: str
     queues: tuple[QueueSpec, ...] = ()
+    retry_tiers_ms: tuple[int, ...] = RETRY_TIERS_MS
 
     @classmethod
     def of(cls, settings: Settings) -> Topology:
@@ -95,12 +139,16 @@ class Topology:
         return self.namespace
 
     def queue(self, spec: QueueSpec) -> QueueSpec:
-        return QueueSpec(f"{self.namespace}.{spec.name}", spec.routing_keys)
+        return QueueSpec(f"{self.namespace}.{spec.name}", spec.routing_keys, self.retry_tiers_ms)
+
+    @property
+    def all_queues(self) -> list[QueueSpec]:
+        return [self.queue(spec) for spec in self.queues]
 
     def declare(self, channel: BlockingChannel) -> None:
         """Every queue of the system, so a publish is never unroutable for want of one."""
-        for spec in self.queues:
-            declare_queue(channel, self.queue(spec), self.exchange)
+        for spec in self.all_queues:
+            declare_queue(channel, spec, self.exchange)
 
 
 def properties(message_id: str, headers: dict[str, Any] | None = None) -> pika.BasicProperties:
@@ -142,6 +190,19 @@ class Publisher:
         except pika.exceptions.AMQPError as err:
             raise PublishFailed(f"{routing_key}: broker connection failed: {err!r}") from err
 
+    def send_to_queue(
+        self, queue: str, body: bytes, message_id: str | None, headers: dict[str, Any]
+    ) -> None:
+        """Put a message straight into one queue (a replayed dead letter), confirmed."""
+        try:
+            self.channel.basic_publish(
+                "", queue, body, properties(message_id or "", headers), mandatory=True
+            )
+        except (pika.exceptions.UnroutableError, pika.exceptions.NackError) as err:
+            raise PublishFailed(f"{queue}: {err}") from err
+        except pika.exceptions.AMQPError as err:
+            raise PublishFailed(f"{queue}: broker connection failed: {err!r}") from err
+
     def close(self) -> None:
         if self.connection.is_open:
             self.connection.close()
@@ -162,35 +223,29 @@ def stack_queues(participants: tuple[str, ...]) -> tuple[QueueSpec, ...]:
 
 
 def queue_depths(amqp_url: str, topology: Topology) -> dict[str, int]:
-    """Messages waiting in every queue and dead-letter queue (consumer lag, poison count)."""
+    """Messages waiting in every queue (consumer lag) and in its retry tiers."""
     connection = connect(amqp_url)
     try:
         channel = connection.channel()
         depths = {}
-        for spec in topology.queues:
-            queue = topology.queue(spec)
-            for name in (queue.name, queue.dead_queue):
+        for queue in topology.all_queues:
+            for name in (queue.name, *queue.retry_queues):
                 depths[name] = channel.queue_declare(name, passive=True).method.message_count
         return depths
     finally:
         connection.close()
 
 
-def delete_topology(amqp_url: str, topology: Topology) -> None:
-    """Drop every queue and the exchange of a deployment (tests and benchmarks start from an
-    empty broker namespace)."""
+def delete_topology(amqp_url: str, topology: Topology, exchange: bool = False) -> None:
+    """Drop every queue of a deployment, and its exchange if asked (tests and benchmarks
+    start from an empty broker, and leave nothing behind)."""
     connection = connect(amqp_url)
     try:
         channel = connection.channel()
-        for spec in topology.queues:
-            queue = topology.queue(spec)
-            names = [
-                queue.name,
-                queue.dead_queue,
-                *map(queue.retry_queue, range(len(RETRY_TIERS_MS))),
-            ]
-            for name in names:
+        for queue in topology.all_queues:
+            for name in (queue.name, *queue.retry_queues):
                 channel.queue_delete(name)
-        channel.exchange_delete(topology.exchange)
+        if exchange:
+            channel.exchange_delete(topology.exchange)
     finally:
         connection.close()

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import select
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import psycopg2
 from sqlalchemy import Connection, text
 
+from paxkit.backoff import reconnect_backoff
 from paxkit.faults import Faults
 from paxkit.messaging import Publisher, Topology
 from paxkit.tracing import traceparent
@@ -29,7 +30,6 @@ log = logging.getLogger(__name__)
 CHANNEL = "paxmart_outbox"
 BATCH = 200
 IDLE_WAIT_S = 1.0
-RECONNECT_CAP_S = 10.0
 
 
 def enqueue(conn: Connection, routing_key: str, payload: dict[str, Any]) -> None:
@@ -67,18 +67,18 @@ class OutboxRelay:
         self._thread.join(timeout_s)
 
     def _run(self) -> None:
-        failures = 0
+        backoff = reconnect_backoff()
         while not self._stop.is_set():
             try:
-                self._serve()
+                self._serve(on_success=backoff.succeeded)
             except Exception as err:  # a relay must outlive any failure: log, back off, retry
-                failures += 1
-                delay = min(RECONNECT_CAP_S, 0.2 * 2 ** min(failures, 6)) * random.uniform(0.5, 1)
+                delay = backoff.failed()
                 log.warning("outbox relay %s: %s; reconnecting in %.1fs", self.name, err, delay)
                 self._stop.wait(delay)
 
-    def _serve(self) -> None:
-        """Drain, then sleep on LISTEN until a commit notifies (or a second passes)."""
+    def _serve(self, on_success: Callable[[], None]) -> None:
+        """Drain, then sleep on LISTEN until a commit notifies (or a second passes); every
+        drained pass counts as a success (the reconnect backoff starts over)."""
         listener = psycopg2.connect(self.db_url, connect_timeout=5)
         listener.autocommit = True
         worker = psycopg2.connect(self.db_url, connect_timeout=5)
@@ -89,6 +89,7 @@ class OutboxRelay:
             while not self._stop.is_set():
                 while self.relay_batch(worker, publisher) == BATCH:
                     pass
+                on_success()
                 if select.select([listener], [], [], IDLE_WAIT_S)[0]:
                     listener.poll()
                     listener.notifies.clear()

@@ -19,12 +19,21 @@ from paxkit.component import Background, Component, ComponentSpec
 from paxkit.config import Settings
 from paxkit.consumer import Handler
 from paxkit.db import Database, make_engine
+from paxkit.deadletters import serve_dead_letters
 from paxkit.http import component_client
-from paxkit.messaging import PLACED, REPORTED, participant_queue
+from paxkit.messaging import (
+    ACTION,
+    COMPENSATION,
+    PLACED,
+    REPORTED,
+    BranchReport,
+    PoisonMessage,
+    participant_queue,
+)
 from paxkit.metrics import outbox_probe
 from paxkit.outbox import enqueue
 from paxkit.retention import Retention, Rule, coordinator_outcomes, participant_rules
-from paxkit.runtime import messaging_work
+from paxkit.runtime import dead_letter_store, messaging_work
 from paxkit.schema import PARTICIPANT_MIGRATIONS
 from paxkit.web import create_app
 from paxkit.xa import Action, XaBranch, xa_blueprint
@@ -116,6 +125,8 @@ class ParticipantComponent(Component):
         app.register_blueprint(xa_blueprint(self.xa))
         if self.barrier is not None:
             app.register_blueprint(barrier_blueprint(self.barrier))
+        if self.spec.saga is not None:
+            serve_dead_letters(app, self.name, dead_letter_store(self.settings, self.db))
         if self.spec.ledger is not None and self.spec.states is not None:
             audit = LedgerAudit(self.name, self.db, self.spec.ledger, self.spec.states)
             app.register_blueprint(ledger_blueprint(audit))
@@ -176,16 +187,18 @@ def branch_message_handler(branch: BarrierBranch) -> Handler:
     barrier, and report the outcome back, all in the consumer's local transaction."""
 
     def handle(conn: Connection, event: dict[str, Any], routing_key: str) -> None:
-        part = event.get("branches", {}).get(branch.name)
+        gtid, parts = event.get("gtid"), event.get("branches")
+        if not isinstance(gtid, str) or not isinstance(parts, dict):
+            raise PoisonMessage("an order event needs a gtid and its branches' parts")
+        part = parts.get(branch.name)
         if part is None:
             return  # this order needs nothing from this service
-        op = "action" if routing_key == PLACED else "compensate"
-        outcome = branch.within(conn, op, str(event["gtid"]), part)
-        enqueue(
-            conn,
-            REPORTED,
-            {"gtid": event["gtid"], "branch": branch.name, "op": op, **outcome.as_json()},
-        )
+        if not isinstance(part, dict):
+            raise PoisonMessage(f"the part of {branch.name} is not an object")
+        op = ACTION if routing_key == PLACED else COMPENSATION
+        outcome = branch.within(conn, op, gtid, part)
+        report = BranchReport(gtid, branch.name, op, outcome.ok, outcome.reason, outcome.effect)
+        enqueue(conn, REPORTED, report.as_json())
 
     return handle
 

@@ -80,3 +80,8 @@ def unfit(body: Any) -> str | None:
 
 def _invalid(message: str) -> InvalidInput:
     return InvalidInput("body", message, code="invalid_json")
+
+
+def optional_json_body() -> dict[str, Any]:
+    """The request's JSON object, or {} when the request has no body at all."""
+    return json_body() if request.get_data(cache=True) else {}

@@ -6,9 +6,16 @@ from paxkit.component import Background
 from paxkit.config import Settings
 from paxkit.consumer import Consumer, Handler
 from paxkit.db import Database
+from paxkit.deadletters import DeadLetters
 from paxkit.faults import Faults
-from paxkit.messaging import QueueSpec, Topology
+from paxkit.messaging import Publisher, QueueSpec, Topology
 from paxkit.outbox import OutboxRelay
+
+
+def dead_letter_store(settings: Settings, db: Database) -> DeadLetters:
+    """A component's dead letters; replays go through a publisher of their own."""
+    topology = Topology.of(settings)
+    return DeadLetters(db, lambda: Publisher(settings.amqp_url, topology))
 
 
 def messaging_work(
@@ -25,5 +32,16 @@ def messaging_work(
         OutboxRelay(component, settings.db_urls[component], settings.amqp_url, topology, faults)
     ]
     if queue is not None and handler is not None:
-        work.append(Consumer(component, queue, handler, db, settings.amqp_url, topology, faults))
+        work.append(
+            Consumer(
+                component,
+                queue,
+                handler,
+                db,
+                settings.amqp_url,
+                topology,
+                faults,
+                dead_letter_store(settings, db),
+            )
+        )
     return work

@@ -224,7 +224,7 @@ def clean_up(settings: Settings) -> None:
     for url in settings.db_urls.values():
         drop_database(url)
     redis.Redis.from_url(settings.redis_url, socket_timeout=2).flushdb()
-    delete_topology(settings.amqp_url, Topology.of(settings))
+    delete_topology(settings.amqp_url, Topology.of(settings), exchange=True)
 
 
 def fresh_state(settings: Settings) -> None:

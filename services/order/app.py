@@ -21,14 +21,15 @@ from paxkit.barrier import query_prepared
 from paxkit.component import Background, Component, ComponentSpec
 from paxkit.config import Settings, load_settings
 from paxkit.db import Database, make_engine
+from paxkit.deadletters import serve_dead_letters
 from paxkit.errors import InvalidInput, NotFound
 from paxkit.http import component_client
-from paxkit.messaging import SETTLEMENTS_QUEUE
+from paxkit.messaging import SETTLEMENTS_QUEUE, PoisonMessage
 from paxkit.metrics import outbox_probe
 from paxkit.notify import NOTIFICATION_RULES, Notifier
 from paxkit.participant import protocol_retention
 from paxkit.requests_json import json_body
-from paxkit.runtime import messaging_work
+from paxkit.runtime import dead_letter_store, messaging_work
 from paxkit.schema import PARTICIPANT_MIGRATIONS
 from paxkit.validation import ID_PATTERN, validate_gtid, validate_limit, validate_user_id
 from paxkit.web import create_app as web_app
@@ -110,11 +111,15 @@ def audit_orders() -> Any:
 
 
 def settle_from_message(conn: Connection, event: dict[str, Any], routing_key: str) -> None:
-    """msg mode: the coordinator's settlement of an order arrives through the broker."""
-    if event["status"] == "confirmed":
-        settle_pending_order(conn, event["gtid"], "confirmed", None)
+    """msg mode: the coordinator's settlement of an order arrives through the broker (one
+    that never does is asked for by the reconciler)."""
+    gtid, status, reason = event.get("gtid"), event.get("status"), event.get("reason")
+    if not isinstance(gtid, str) or status not in ("confirmed", "failed"):
+        raise PoisonMessage("a settlement needs a gtid and a status: confirmed or failed")
+    if status == "confirmed":
+        settle_pending_order(conn, gtid, "confirmed", None)
     else:
-        settle_pending_order(conn, event["gtid"], "failed", event.get("reason") or "aborted")
+        settle_pending_order(conn, gtid, "failed", reason if isinstance(reason, str) else "aborted")
 
 
 def render_order(conn: Connection, order_id: str) -> dict[str, Any] | None:
@@ -158,6 +163,7 @@ class OrderComponent(Component):
         app.extensions["paxmart.retention"] = self.retention
         app.register_blueprint(orders_bp)
         app.register_blueprint(leftovers_blueprint(self.db))
+        serve_dead_letters(app, self.name, dead_letter_store(self.settings, self.db))
 
     def background(self) -> list[Background]:
         interval = self.settings.recovery_interval_s

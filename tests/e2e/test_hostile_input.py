@@ -15,9 +15,11 @@ from typing import Any
 import pytest
 import requests
 
-from paxkit.config import PARTICIPANTS
+from paxkit.config import stack_config
 from paxkit.db import Database
 from tests.e2e.conftest import ADMIN
+
+PARTICIPANTS = stack_config().participants
 
 GTID = "gtx-hostile-1"
 RULE = {"route": "/api/orders", "rate_per_s": 1, "burst": 1}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tests.e2e.conftest import ADMIN
 from tests.helpers import wait_until
 
 
@@ -52,6 +53,11 @@ def test_every_transaction_finished(dbs):
         timeout_s=30,
         what="every transaction to finish",
     )
+
+
+def test_no_message_is_left_dead(api):
+    letters = api.get("/admin/dead-letters", headers=ADMIN).json()
+    assert (letters["total"], letters["unavailable"]) == (0, []), letters["items"]
 
 
 def test_audit_is_clean(api):

@@ -134,7 +134,6 @@ def nowhere(settings: Settings) -> Settings:
         urls={name: f"http://127.0.0.1:{port}" for name in settings.urls},
         redis_url=f"redis://127.0.0.1:{port}/0",
         amqp_url=f"amqp://guest:guest@127.0.0.1:{port}/%2F",
-        background_enabled=False,
         faults_enabled=False,
     )
 
@@ -190,9 +189,7 @@ def test_redis_down_under_fault_points_is_503_and_nothing_runs(
     settings: Settings, scratch_db: Callable[[str], Database], nowhere: Settings
 ):
     db = scratch_db("inventory")
-    dead_redis = dataclasses.replace(
-        settings, redis_url=nowhere.redis_url, background_enabled=False, faults_enabled=True
-    )
+    dead_redis = dataclasses.replace(settings, redis_url=nowhere.redis_url, faults_enabled=True)
     app = create_participant_app(INVENTORY, dead_redis, db=db)
     assert_unavailable(call(app, "POST", "/tcc/try", branch_body()), "redis_unavailable")
     assert db.fetch_one("SELECT count(*) AS n FROM barrier") == {"n": 0}
@@ -205,9 +202,7 @@ def test_redis_down_under_fault_points_is_503_and_nothing_runs(
 def pooled(settings: Settings, scratch_db: Callable[[str], Database]) -> tuple[Flask, Database]:
     """An inventory app alone on a scratch database, its pools warmed by one read."""
     db = scratch_db("inventory")
-    app = create_participant_app(
-        INVENTORY, dataclasses.replace(settings, background_enabled=False), db=db
-    )
+    app = create_participant_app(INVENTORY, settings, db=db)
     assert call(app, "GET", "/products/SKU-0001", None).status_code == 200
     return app, db
 

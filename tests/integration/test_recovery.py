@@ -23,6 +23,7 @@ from coordinator.app import create_app as coordinator_app
 from coordinator.branches import Branches
 from coordinator.drivers import DRIVERS
 from coordinator.log import TxnLog
+from coordinator.ports import Branch, Txn
 from coordinator.recovery import Recovery
 from paxkit.config import Settings
 from paxkit.db import Database
@@ -117,19 +118,20 @@ def staged_order(dbs: dict[str, Database]) -> dict[str, Any]:
     )
     common = {"order_id": order_id, "gtid": gtid}
     branches = [
-        {"name": "inventory", "payload": {**common, "items": [{"sku": SKU, "qty": 3}]}},
-        {"name": "redpacket", "payload": {**common, "user_id": USER, "amount_cents": 100}},
+        Branch("inventory", {**common, "items": [{"sku": SKU, "qty": 3}]}),
+        Branch("redpacket", {**common, "user_id": USER, "amount_cents": 100}),
     ]
     return {"order_id": order_id, "gtid": gtid, "mode": "2pc", "branches": branches}
 
 
 def prepare_all(parts: dict[str, Any], txn: dict[str, Any]) -> None:
     for branch in txn["branches"]:
-        assert (
-            parts["branches"]
-            .call("2pc", "prepare", branch["name"], txn["gtid"], branch["payload"])
-            .ok
-        )
+        assert parts["branches"].call("2pc", "prepare", branch.name, txn["gtid"], branch.payload).ok
+
+
+def status_of(parts: dict[str, Any], gtid: str) -> str:
+    txn: Txn = parts["log"].get(gtid)
+    return txn.status
 
 
 def snapshot(dbs: dict[str, Database]) -> dict[str, Any]:
@@ -161,15 +163,15 @@ def prepared_count(dbs: dict[str, Database], gtid: str) -> int:
 def test_crash_after_commit_decision_is_committed_by_recovery(parts, dbs, reconciler):
     txn = staged_order(dbs)
     before = snapshot(dbs)
-    begun = parts["log"].begin(txn["gtid"], "2pc", txn["branches"], lease_s=0, durable=False)
+    parts["log"].begin(txn["gtid"], "2pc", txn["branches"], lease_s=0, durable=False)
     prepare_all(parts, txn)
-    assert parts["log"].decide(begun, "committing", None, lease_s=0) == "committing"
+    assert parts["log"].move(txn["gtid"], "preparing", "commit", lease_s=0) == "committing"
     # ...the coordinator dies here: nothing of phase 2 happened.
     assert prepared_count(dbs, txn["gtid"]) == 2
 
     parts["recovery"].finish_in_doubt()
 
-    assert parts["log"].get(txn["gtid"])["status"] == "committed"
+    assert status_of(parts, txn["gtid"]) == "committed"
     assert prepared_count(dbs, txn["gtid"]) == 0
     assert order_status(dbs, txn["order_id"]) == ("pending", None), "no branch of its own"
     reconciler.run_once()
@@ -188,7 +190,7 @@ def test_crash_before_decision_is_rolled_back_by_recovery(parts, dbs, reconciler
 
     parts["recovery"].finish_in_doubt()
 
-    assert parts["log"].get(txn["gtid"])["status"] == "aborted"
+    assert status_of(parts, txn["gtid"]) == "aborted"
     assert prepared_count(dbs, txn["gtid"]) == 0
     reconciler.run_once()
     assert order_status(dbs, txn["order_id"]) == ("failed", "timeout")
@@ -214,13 +216,14 @@ def test_live_transactions_are_not_touched(parts, dbs, reconciler):
     begun = parts["log"].begin(txn["gtid"], "2pc", txn["branches"], lease_s=60, durable=False)
     prepare_all(parts, txn)
     parts["recovery"].run_once()
-    assert parts["log"].get(txn["gtid"])["status"] == "preparing"
+    assert status_of(parts, txn["gtid"]) == "preparing"
     assert prepared_count(dbs, txn["gtid"]) == 2
     reconciler.run_once()
     assert order_status(dbs, txn["order_id"]) == ("pending", None), "still undecided"
     # The driver finishes it as usual.
-    assert parts["log"].decide(begun, "committing", None, lease_s=60) == "committing"
-    assert parts["driver"].finish({**begun, "status": "committing"}).status == "committed"
+    decided = parts["driver"].decide(begun, "commit", None)
+    assert decided.status == "committing"
+    assert parts["driver"].finish(decided).status == "committed"
     reconciler.run_once()
     assert order_status(dbs, txn["order_id"]) == ("confirmed", None)
 
@@ -231,7 +234,7 @@ def test_two_recoverers_never_claim_the_same_transaction(parts, dbs):
         parts["log"].begin(gtid, "2pc", [], lease_s=0, durable=True)
     with ThreadPoolExecutor(max_workers=2) as pool:
         claims = list(pool.map(lambda _: parts["log"].claim_expired(8, 30), range(2)))
-    mine = [{t["gtid"] for t in claim} & set(gtids) for claim in claims]
+    mine = [{t.gtid for t in claim} & set(gtids) for claim in claims]
     assert not mine[0] & mine[1]
     assert len(mine[0] | mine[1]) == len(gtids)
     with dbs["coordinator"].transaction() as conn:

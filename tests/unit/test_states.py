@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from coordinator.states import (
+    STATUSES,
     IllegalTransition,
     decision_of,
+    is_durable,
     next_status,
     overall_reason,
 )
@@ -19,8 +21,14 @@ def test_commit_path():
 
 def test_message_path():
     assert next_status("preparing", "submit") == "submitted"
-    assert next_status("submitted", "done") == "committed"
+    assert next_status("submitted", "applied") == "committed"
     assert next_status("submitted", "abort") == "aborting"
+    assert next_status("preparing", "withdraw") == "aborted"
+    assert next_status("preparing", "applied") == "committed"  # reports before the submit
+
+
+def test_only_a_commit_decision_waits_for_the_disk():
+    assert [s for s in STATUSES if is_durable(s)] == ["committing"]
 
 
 def test_abort_path():
@@ -36,6 +44,12 @@ def test_abort_path():
         ("committed", "done"),
         ("aborted", "commit"),
         ("preparing", "done"),
+        ("submitted", "done"),
+        ("submitted", "commit"),
+        ("submitted", "withdraw"),
+        ("committing", "applied"),
+        ("aborting", "withdraw"),
+        ("committed", "submit"),
     ],
 )
 def test_a_decision_is_never_reversed(status, event):

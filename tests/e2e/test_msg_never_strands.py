@@ -1,0 +1,315 @@
+"""msg mode never strands an order: lost messages are sent again, and a participant's
+database down for longer than any retry schedule ever allowed only delays the orders.
+
+The stack here is one of the module's own (own ports, databases, Redis db and broker
+namespace) whose redpacket database lives in a Postgres cluster of its own, so the test
+can stop that server alone. PAXMART_OUTAGE_S sets the outage (90 s by default); it must
+stay above the ~66 s after which transient failures used to be dead-lettered.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import pytest
+import redis
+import requests
+
+from infra.launcher import Stack
+from infra.pgcluster import ensure_cluster, stop_cluster
+from paxkit.config import Settings
+from paxkit.db import Database, make_engine
+from paxkit.messaging import (
+    SETTLEMENTS_QUEUE,
+    Topology,
+    connect,
+    delete_topology,
+    participant_queue,
+    queue_depths,
+)
+from paxkit.migrate import migrate_all
+from tests.conftest import PORT_BASE, SLOT, TEST_ENV
+from tests.e2e.conftest import ADMIN, Api
+from tests.helpers import wait_until
+
+OUTAGE_S = float(os.environ.get("PAXMART_OUTAGE_S", "90"))
+OLD_DEAD_LETTER_AFTER_S = 66  # 1 + 5 + 30 + 30 s of retry tiers, then the dead-letter queue
+PARTICIPANT = "redpacket"
+PORT_OFFSET = 50
+PREFIX = f"paxmart_test{SLOT or ''}_strand_"
+RESEND_S = 15
+ORDERS_PER_S = 4.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class OwnStack:
+    stack: Stack
+    api: Api
+    settings: Settings
+    cluster: Settings  # where the participant's database lives
+    dbs: dict[str, Database] = field(default_factory=dict)
+
+    @property
+    def topology(self) -> Topology:
+        return Topology.of(self.settings)
+
+    def queue(self, name: str) -> str:
+        spec = SETTLEMENTS_QUEUE if name == "order" else participant_queue(name)
+        return self.topology.queue(spec).name
+
+
+def stack_env(cluster_port: int) -> dict[str, str]:
+    ports = {
+        f"PAXMART_{name.upper()}_PORT": str(PORT_BASE + PORT_OFFSET + offset)
+        for name, offset in (
+            ("gateway", 0),
+            ("coordinator", 10),
+            ("order", 11),
+            ("inventory", 12),
+            ("coupon", 13),
+            ("redpacket", 14),
+        )
+    }
+    return {
+        **TEST_ENV,
+        **ports,
+        "PAXMART_DB_PREFIX": PREFIX,
+        "PAXMART_REDIS_URL": f"redis://127.0.0.1:6379/{10 - SLOT}",
+        f"PAXMART_{PARTICIPANT.upper()}_DB_URL": (
+            f"postgresql://postgres@127.0.0.1:{cluster_port}/{PREFIX}{PARTICIPANT}"
+        ),
+        "PAXMART_MSG_RESEND_S": str(RESEND_S),
+    }
+
+
+def stack_settings(base: Settings, env: dict[str, str], cluster_port: int) -> Settings:
+    """The settings the stack's components read from `env`, for migrating and asserting."""
+    urls = {
+        name: f"postgresql://postgres@127.0.0.1:{base.pg_port}/{PREFIX}{name}"
+        for name in base.components
+    }
+    urls[PARTICIPANT] = env[f"PAXMART_{PARTICIPANT.upper()}_DB_URL"]
+    return replace(
+        base,
+        db_prefix=PREFIX,
+        db_urls=urls,
+        redis_url=env["PAXMART_REDIS_URL"],
+        mq_namespace=PREFIX.rstrip("_"),
+    )
+
+
+@pytest.fixture(scope="module")
+def own(fresh_databases: Settings) -> Iterator[OwnStack]:
+    cluster = replace(fresh_databases, pg_port=free_port())
+    ensure_cluster(cluster, name=PARTICIPANT)
+    env = stack_env(cluster.pg_port)
+    settings = stack_settings(fresh_databases, env, cluster.pg_port)
+    migrate_all(settings, reset=True)
+    delete_topology(settings.amqp_url, Topology.of(settings))
+    redis.Redis.from_url(settings.redis_url, socket_timeout=2).flushdb()
+    dbs = {n: Database(make_engine(u, pool_size=2)) for n, u in settings.db_urls.items()}
+    try:
+        log_dir = fresh_databases.state_dir / "test-logs-strand"
+        with Stack(env, log_dir, workers=2, threads=8) as stack:
+            yield OwnStack(stack, Api(stack.url("gateway")), settings, cluster, dbs)
+    finally:
+        for db in dbs.values():
+            db.dispose()
+        stop_cluster(cluster, name=PARTICIPANT)
+
+
+def msg_order(user: int, sku: int, red_packet_cents: int = 10) -> dict[str, Any]:
+    return {
+        "user_id": user,
+        "items": [{"sku": f"SKU-{sku:04d}", "qty": 1}],
+        "red_packet_cents": red_packet_cents,
+        "mode": "msg",
+    }
+
+
+def accepted(api: Api, body: dict[str, Any]) -> dict[str, Any]:
+    response = api.order(body)
+    assert response.status_code == 202, response.text
+    return dict(response.json())
+
+
+def depth(own: OwnStack, queue: str) -> int:
+    return queue_depths(own.settings.amqp_url, own.topology)[queue]
+
+
+def purge(own: OwnStack, queue: str) -> None:
+    """Lose every message waiting in a queue, as a broker that lost its data would."""
+    connection = connect(own.settings.amqp_url)
+    try:
+        connection.channel().queue_purge(queue)
+    finally:
+        connection.close()
+
+
+def balance(own: OwnStack, user: int) -> int:
+    return int(own.api.wallet(user)["balance_cents"])
+
+
+def resent(own: OwnStack, gtid: str) -> int:
+    """Events the coordinator sent again for this transaction."""
+    row = own.dbs["coordinator"].fetch_one(
+        "SELECT count(*) AS n FROM outbox WHERE routing_key = 'order.placed' "
+        "AND payload->>'gtid' = :g",
+        g=gtid,
+    )
+    return int(row["n"]) if row else 0
+
+
+def test_an_event_lost_on_its_way_to_a_participant_is_sent_again(own):
+    user = 11
+    own.stack.kill(PARTICIPANT, restart=False)
+    order = accepted(own.api, msg_order(user, 1, red_packet_cents=70))
+    queue = own.queue(PARTICIPANT)
+    wait_until(lambda: depth(own, queue) == 1, what="the event waiting for the participant")
+    purge(own, queue)
+    own.stack.restart(PARTICIPANT)
+
+    settled = own.api.settled(order["order_id"], timeout_s=RESEND_S * 4)
+
+    assert (settled["status"], settled["reason"]) == ("confirmed", None)
+    assert balance(own, user) == 100000 - 70
+    assert resent(own, order["gtid"]) >= 1
+
+
+def test_a_settlement_lost_on_its_way_to_the_order_is_asked_for(own):
+    user = 12
+    own.stack.kill(PARTICIPANT, restart=False)
+    order = accepted(own.api, msg_order(user, 2, red_packet_cents=80))
+    wait_until(lambda: depth(own, own.queue(PARTICIPANT)) == 1, what="the event in the queue")
+    own.stack.kill("order", restart=False)
+    own.stack.restart(PARTICIPANT)
+    settlements = own.queue("order")
+    wait_until(lambda: depth(own, settlements) == 1, timeout_s=30, what="the settlement")
+    purge(own, settlements)
+    own.stack.restart("order")
+
+    settled = own.api.settled(order["order_id"], timeout_s=60)
+
+    assert (settled["status"], settled["reason"]) == ("confirmed", None)
+    assert balance(own, user) == 100000 - 80
+
+
+class Load:
+    """msg orders from two threads at about ORDERS_PER_S in all, until stopped."""
+
+    def __init__(self, api_url: str) -> None:
+        self.api_url = api_url
+        self.stop = threading.Event()
+        self.answers: list[tuple[float, int, str | None]] = []  # (when, status, order id)
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._place, args=(n,)) for n in range(2)]
+
+    def __enter__(self) -> Load:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=60)
+
+    def _place(self, worker: int) -> None:
+        session = requests.Session()
+        for n in range(100_000):
+            if self.stop.wait(2 / ORDERS_PER_S):  # the pace of the load, not a wait for news
+                return
+            user, sku = 100 + (n * 2 + worker) % 400, 1 + n % 50
+            response = session.post(
+                f"{self.api_url}/api/orders", json=msg_order(user, sku), timeout=30
+            )
+            order_id = response.json().get("order_id") if response.status_code == 202 else None
+            with self.lock:
+                self.answers.append((time.monotonic(), response.status_code, order_id))
+
+    def accepted_since(self, moment: float) -> int:
+        with self.lock:
+            return sum(1 for at, status, _ in self.answers if at >= moment and status == 202)
+
+    def order_ids(self) -> list[str]:
+        with self.lock:
+            return [order_id for _, _, order_id in self.answers if order_id]
+
+    def statuses(self) -> set[int]:
+        with self.lock:
+            return {status for _, status, _ in self.answers}
+
+
+def order_statuses(own: OwnStack, ids: list[str]) -> dict[str, int]:
+    rows = own.dbs["order"].fetch_all(
+        "SELECT status, count(*) AS n FROM orders WHERE order_id = ANY(:ids) GROUP BY status",
+        ids=ids,
+    )
+    return {r["status"]: int(r["n"]) for r in rows}
+
+
+def test_a_participant_database_down_under_load_only_delays_the_orders(own):
+    assert OUTAGE_S > OLD_DEAD_LETTER_AFTER_S, "the outage must outlast the old retry window"
+    with Load(own.api.base_url) as load:
+        wait_until(lambda: load.accepted_since(0) >= 10, timeout_s=30, what="load flowing")
+        stop_cluster(own.cluster, name=PARTICIPANT)
+        down_at = time.monotonic()
+        try:
+            wait_until(
+                lambda: time.monotonic() - down_at >= OUTAGE_S and load.accepted_since(down_at),
+                timeout_s=OUTAGE_S + 30,
+                interval_s=1.0,
+                what=f"{OUTAGE_S:.0f}s of outage with orders still accepted",
+            )
+        finally:
+            ensure_cluster(own.cluster, name=PARTICIPANT)
+        back_at = time.monotonic()
+        wait_until(lambda: load.accepted_since(back_at) >= 10, timeout_s=30, what="more load")
+    ids = load.order_ids()
+    assert load.statuses() == {202}
+
+    wait_until(
+        lambda: order_statuses(own, ids).get("pending", 0) == 0,
+        timeout_s=300,
+        interval_s=1.0,
+        what=f"all {len(ids)} orders to settle",
+    )
+    assert order_statuses(own, ids) == {"confirmed": len(ids)}
+    audit = wait_until(lambda: clean_audit(own), timeout_s=60, what="a clean audit")
+    assert audit["checked"]["orders"] >= len(ids)
+    letters = wait_until(lambda: every_answer(own), timeout_s=30, what="every consumer answering")
+    assert (letters["items"], letters["total"]) == ([], 0)
+    wait_until(
+        lambda: not any(queue_depths(own.settings.amqp_url, own.topology).values()),
+        timeout_s=60,
+        what="every queue and retry tier drained",
+    )
+    spent = own.dbs[PARTICIPANT].fetch_one("SELECT sum(spent_cents) AS n FROM wallets")
+    paid = own.dbs["order"].fetch_one(
+        "SELECT sum(red_packet_cents) AS n FROM orders WHERE status = 'confirmed'"
+    )
+    assert spent == paid
+
+
+def every_answer(own: OwnStack) -> dict[str, Any] | None:
+    """Everyone's dead letters, once no consumer is missing from the answer (a pooled
+    connection from before the outage may fail a first request)."""
+    letters = dict(own.api.get("/admin/dead-letters", headers=ADMIN).json())
+    return letters if not letters["unavailable"] else None
+
+
+def clean_audit(own: OwnStack) -> dict[str, Any] | None:
+    audit = own.api.audit()
+    return audit if audit["ok"] else None

@@ -1,0 +1,107 @@
+"""The SQL transaction log does what its interface says (and what the unit tests' fake does):
+guarded transitions from the one table, reasons and leases kept unless given, reports
+deduplicated, and a bound log that commits or rolls back with its caller."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from sqlalchemy import text
+
+from coordinator.log import TxnLog
+from coordinator.ports import Branch, Event
+from coordinator.states import IllegalTransition
+from paxkit.messaging import BranchReport
+
+_ids = itertools.count(1)
+
+
+@pytest.fixture(scope="module")
+def log(scratch_db) -> TxnLog:
+    return TxnLog(scratch_db("coordinator"))
+
+
+def begun(log: TxnLog, lease_s: float = 60) -> str:
+    gtid = f"gtx-it-log-{next(_ids)}"
+    assert log.begin(gtid, "msg", [Branch("inventory", {"n": 1})], lease_s, durable=True)
+    return gtid
+
+
+def lease_left(log: TxnLog, gtid: str) -> float:
+    row = log.db.fetch_one(
+        "SELECT extract(epoch FROM lease_until - now()) AS s FROM global_txns WHERE gtid = :g",
+        g=gtid,
+    )
+    assert row is not None
+    return float(row["s"])
+
+
+def test_a_move_happens_only_from_the_status_it_names(log):
+    gtid = begun(log)
+    assert log.begin(gtid, "msg", [], 60, durable=True) is None
+    assert log.move(gtid, "preparing", "submit", lease_s=30) == "submitted"
+    assert log.move(gtid, "preparing", "submit") is None  # not preparing any more
+    with pytest.raises(IllegalTransition):
+        log.move(gtid, "submitted", "commit")
+    txn = log.get(gtid)
+    assert txn is not None
+    assert (txn.status, txn.branches) == ("submitted", (Branch("inventory", {"n": 1}),))
+
+
+def test_reason_and_lease_are_kept_unless_given_and_events_recorded_anyway(log):
+    gtid = begun(log, lease_s=300)
+    assert log.move(gtid, "preparing", "abort", reason="out_of_stock") == "aborting"
+    assert 290 < lease_left(log, gtid) <= 300
+    late = Event("coupon", "action", "ok")
+    assert log.move(gtid, "preparing", "applied", events=[late]) is None
+    assert log.move(gtid, "aborting", "done", lease_s=5) == "aborted"
+    txn = log.get(gtid)
+    assert txn is not None and (txn.status, txn.reason) == ("aborted", "out_of_stock")
+    assert lease_left(log, gtid) <= 5
+    assert [(e["branch"], e["op"]) for e in log.events(gtid)] == [("coupon", "action")]
+
+
+def test_resolving_an_unknown_transaction_records_it_aborted(log):
+    txn = log.resolve("gtx-it-log-never", "msg")
+    assert (txn.status, txn.reason, txn.branches) == ("aborted", "timeout", ())
+    assert log.begin("gtx-it-log-never", "msg", [], 60, durable=True) is None
+
+
+def test_a_report_counts_once_but_every_one_is_on_the_timeline(log):
+    gtid = begun(log)
+    report = BranchReport(gtid, "inventory", "action", False, "out_of_stock", "rejected")
+    assert log.add_report(report) is True
+    assert log.add_report(report) is False
+    assert log.reports(gtid) == [BranchReport(gtid, "inventory", "action", False, "out_of_stock")]
+    assert [e["outcome"] for e in log.events(gtid)] == ["out_of_stock", "out_of_stock"]
+
+
+def test_a_bound_log_commits_and_rolls_back_with_its_caller(log):
+    gtid = begun(log)
+    with pytest.raises(RuntimeError), log.db.transaction() as conn:
+        bound = log.bound(conn)
+        bound.add_report(BranchReport(gtid, "inventory", "action", True))
+        assert bound.lock(gtid) is not None
+        assert bound.move(gtid, "preparing", "applied") == "committed"
+        bound.publish("txn.settled", {"gtid": gtid})
+        raise RuntimeError("the consumer's transaction fails")
+    assert log.get(gtid).status == "preparing"
+    assert log.reports(gtid) == []
+    assert unsent(log, gtid) == 0
+
+    with log.db.transaction() as conn:
+        bound = log.bound(conn)
+        assert bound.move(gtid, "preparing", "applied") == "committed"
+        bound.publish("txn.settled", {"gtid": gtid})
+    assert log.get(gtid).status == "committed"
+    assert unsent(log, gtid) == 1
+
+
+def unsent(log: TxnLog, gtid: str) -> int:
+    with log.db.transaction() as conn:
+        return int(
+            conn.execute(
+                text("SELECT count(*) FROM outbox WHERE payload->>'gtid' = :g"), {"g": gtid}
+            ).scalar_one()
+        )

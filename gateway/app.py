@@ -16,8 +16,10 @@ from gateway import guards
 from gateway.admin import admin
 from gateway.core import Gateway, GatewayOptions, ProcessState, WarmUp, current_gateway
 from gateway.routes import api
+from paxkit.background import Loop
 from paxkit.component import Background, Component, ComponentSpec
 from paxkit.config import Settings, load_settings
+from paxkit.retention import OLDER_THAN_HORIZON, OldRows, Retention
 from paxkit.web import create_app as web_app
 
 
@@ -36,6 +38,17 @@ def readyz() -> Any:
     return jsonify({"status": "ready"})
 
 
+# An Idempotency-Key is kept for the retention horizon after its last use; a claim still
+# held by a running request is never pruned.
+RETENTION_RULES = (
+    OldRows(
+        "idempotency_keys",
+        f"t.updated_at {OLDER_THAN_HORIZON} "
+        "AND (t.claimed_until IS NULL OR t.claimed_until < now())",
+    ),
+)
+
+
 class GatewayComponent(Component):
     """The gateway's objects: its protections and the stores they share."""
 
@@ -44,9 +57,13 @@ class GatewayComponent(Component):
     def __init__(self, settings: Settings, options: GatewayOptions | None = None) -> None:
         super().__init__("gateway", settings)
         self.gateway = Gateway(settings, options or GatewayOptions.from_settings(settings))
+        self.retention = Retention(
+            "gateway", self.gateway.db, RETENTION_RULES, settings.retention_s
+        )
 
     def register(self, app: Flask) -> None:
         app.extensions["paxmart.gateway"] = self.gateway
+        app.extensions["paxmart.gauges"] = [self.retention.probe()]
         app.add_url_rule("/readyz", "readyz", readyz)
         guards.install(app)
         app.register_blueprint(api)
@@ -56,7 +73,10 @@ class GatewayComponent(Component):
         return [ProcessState(self.gateway)]
 
     def background(self) -> list[Background]:
-        return [WarmUp(self.gateway)] if self.gateway.options.warmup else []
+        retention = Loop(
+            "gateway-retention", self.retention.run_once, self.settings.retention_interval_s
+        )
+        return [retention, WarmUp(self.gateway)] if self.gateway.options.warmup else [retention]
 
     def close(self) -> None:
         self.gateway.stop()

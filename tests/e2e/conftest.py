@@ -11,6 +11,7 @@ import redis
 import requests
 
 from infra.launcher import Stack
+from paxkit.auth import SERVICE_HEADER
 from paxkit.config import Settings
 from paxkit.db import Database
 from paxkit.faults import disarm_all
@@ -18,6 +19,8 @@ from tests.conftest import TEST_ENV
 from tests.helpers import wait_until
 
 ADMIN = {"Authorization": f"Bearer {TEST_ENV['PAXMART_ADMIN_TOKEN']}"}
+# What a call behind the gateway needs: the stack's service credential.
+SERVICE = {SERVICE_HEADER: TEST_ENV["PAXMART_SERVICE_TOKEN"]}
 FIRST_E2E_USER = 101  # users below this are left to the integration tests
 
 

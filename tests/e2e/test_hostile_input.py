@@ -17,7 +17,7 @@ import requests
 
 from paxkit.config import stack_config
 from paxkit.db import Database
-from tests.e2e.conftest import ADMIN
+from tests.e2e.conftest import ADMIN, SERVICE
 
 PARTICIPANTS = stack_config().participants
 
@@ -126,7 +126,8 @@ ORDER_ROUTES = [("gateway", "/api/orders"), ("order", "/orders")]
 
 
 def send(stack, component: str, method: str, path: str, **kwargs: Any) -> requests.Response:
-    headers = {**ADMIN, **kwargs.pop("headers", {})}
+    # The stack's own credentials: what is tested is each component's input handling.
+    headers = {**ADMIN, **SERVICE, **kwargs.pop("headers", {})}
     return requests.request(
         method, stack.url(component) + path, headers=headers, timeout=30, **kwargs
     )

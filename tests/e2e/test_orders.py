@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from tests.e2e.conftest import ADMIN
+from tests.e2e.conftest import ADMIN, SERVICE
 
 MODES = ("2pc", "tcc", "saga")
 # The operations each mode's timeline shows for a committed order.
@@ -249,11 +249,15 @@ def test_placements_racing_under_one_order_id_place_it_once(api, stack, dbs, use
     # Read behind the gateway: its cache is not told of orders that bypass it.
     def stock() -> int:
         return int(
-            requests.get(stack.url("inventory") + "/products/SKU-0044", timeout=10).json()["stock"]
+            requests.get(
+                stack.url("inventory") + "/products/SKU-0044", headers=SERVICE, timeout=10
+            ).json()["stock"]
         )
 
     def balance() -> int:
-        wallet = requests.get(stack.url("redpacket") + f"/users/{user}/wallet", timeout=10)
+        wallet = requests.get(
+            stack.url("redpacket") + f"/users/{user}/wallet", headers=SERVICE, timeout=10
+        )
         return int(wallet.json()["balance_cents"])
 
     stock_before, balance_before = stock(), balance()
@@ -264,7 +268,7 @@ def test_placements_racing_under_one_order_id_place_it_once(api, stack, dbs, use
         return requests.post(
             stack.url("order") + "/orders",
             json={**body, "mode": txn_mode},
-            headers={"X-Order-Id": order_id},
+            headers={"X-Order-Id": order_id, **SERVICE},
             timeout=30,
         )
 

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from paxkit.config import COMPONENTS
+from paxkit.config import stack_config
 
 MALFORMED_REQUESTS = {
     "garbage-request-line": (b"garbage\r\n\r\n", 400, "bad_request"),
@@ -57,7 +57,7 @@ def exchange(url: str, request: bytes) -> tuple[int, dict[str, str], bytes]:
 
 
 @pytest.mark.parametrize("case", MALFORMED_REQUESTS.values(), ids=list(MALFORMED_REQUESTS))
-@pytest.mark.parametrize("component", [c.name for c in COMPONENTS])
+@pytest.mark.parametrize("component", stack_config().names)
 def test_the_servers_own_rejections_are_json(stack, component, case):
     request, status, code = case
     got, headers, body = exchange(stack.url(component), request)

@@ -69,7 +69,7 @@ def test_what_cannot_be_a_sku_is_not_cached(gw, fake):
 def test_warm_up_loads_the_catalogue_at_start(gw_settings, fake):
     """The gateway's worker process warms the cache its web processes read."""
     with running_gateway(gw_settings, isolated_options(warmup=True)) as gw:
-        (warm_up,) = component_of(gw.app).background()
+        (warm_up,) = [w for w in component_of(gw.app).background() if w.name == "gateway-warmup"]
         warm_up.start()
         key = f"{gw.gateway.options.namespace}:cache:product:SKU-0004"
         wait_until(lambda: gw.gateway.redis.client.exists(key), what="the warm-up")

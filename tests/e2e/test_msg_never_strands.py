@@ -21,11 +21,12 @@ import pytest
 import redis
 import requests
 
-from infra.launcher import Stack
+from infra.launcher import WORKER_SUFFIX, Stack
 from infra.pgcluster import ensure_cluster, stop_cluster
 from paxkit.config import Settings
 from paxkit.db import Database, make_engine
 from paxkit.messaging import (
+    PLACED,
     SETTLEMENTS_QUEUE,
     Topology,
     connect,
@@ -139,6 +140,11 @@ def msg_order(user: int, sku: int, red_packet_cents: int = 10) -> dict[str, Any]
     }
 
 
+def worker(component: str) -> str:
+    """The process that consumes a component's queue (its web process serves HTTP only)."""
+    return f"{component}{WORKER_SUFFIX}"
+
+
 def accepted(api: Api, body: dict[str, Any]) -> dict[str, Any]:
     response = api.order(body)
     assert response.status_code == 202, response.text
@@ -165,8 +171,8 @@ def balance(own: OwnStack, user: int) -> int:
 def resent(own: OwnStack, gtid: str) -> int:
     """Events the coordinator sent again for this transaction."""
     row = own.dbs["coordinator"].fetch_one(
-        "SELECT count(*) AS n FROM outbox WHERE routing_key = 'order.placed' "
-        "AND payload->>'gtid' = :g",
+        "SELECT count(*) AS n FROM outbox WHERE routing_key = :key AND payload->>'gtid' = :g",
+        key=PLACED,
         g=gtid,
     )
     return int(row["n"]) if row else 0
@@ -174,12 +180,12 @@ def resent(own: OwnStack, gtid: str) -> int:
 
 def test_an_event_lost_on_its_way_to_a_participant_is_sent_again(own):
     user = 11
-    own.stack.kill(PARTICIPANT, restart=False)
+    own.stack.kill(worker(PARTICIPANT), restart=False)
     order = accepted(own.api, msg_order(user, 1, red_packet_cents=70))
     queue = own.queue(PARTICIPANT)
     wait_until(lambda: depth(own, queue) == 1, what="the event waiting for the participant")
     purge(own, queue)
-    own.stack.restart(PARTICIPANT)
+    own.stack.restart(worker(PARTICIPANT))
 
     settled = own.api.settled(order["order_id"], timeout_s=RESEND_S * 4)
 
@@ -190,15 +196,15 @@ def test_an_event_lost_on_its_way_to_a_participant_is_sent_again(own):
 
 def test_a_settlement_lost_on_its_way_to_the_order_is_asked_for(own):
     user = 12
-    own.stack.kill(PARTICIPANT, restart=False)
+    own.stack.kill(worker(PARTICIPANT), restart=False)
     order = accepted(own.api, msg_order(user, 2, red_packet_cents=80))
     wait_until(lambda: depth(own, own.queue(PARTICIPANT)) == 1, what="the event in the queue")
-    own.stack.kill("order", restart=False)
-    own.stack.restart(PARTICIPANT)
+    own.stack.kill(worker("order"), restart=False)
+    own.stack.restart(worker(PARTICIPANT))
     settlements = own.queue("order")
     wait_until(lambda: depth(own, settlements) == 1, timeout_s=30, what="the settlement")
     purge(own, settlements)
-    own.stack.restart("order")
+    own.stack.restart(worker("order"))
 
     settled = own.api.settled(order["order_id"], timeout_s=60)
 

@@ -22,6 +22,7 @@ from sqlalchemy import text
 
 from coordinator.app import create_app as coordinator_app
 from gateway.app import create_app as gateway_app
+from paxkit.auth import SERVICE_HEADER
 from paxkit.config import Settings
 from paxkit.db import Database
 from paxkit.faults import arm, disarm_all
@@ -31,6 +32,7 @@ from services.inventory.app import SPEC as INVENTORY
 from services.inventory.app import create_app as inventory_app
 from services.order.app import create_app as order_app
 from services.redpacket.app import create_app as redpacket_app
+from tests.conftest import TEST_ENV
 from tests.helpers import wait_until
 from tests.integration.gateway_kit import ADMIN, free_port, isolated_options
 
@@ -147,7 +149,9 @@ def assert_unavailable(response: Any, code: str) -> None:
 
 
 def call(app: Flask, method: str, path: str, body: Any) -> Any:
-    return app.test_client().open(path, method=method, json=body, headers=ADMIN)
+    """As the stack calls it: with the admin token and the service credential."""
+    headers = {**ADMIN, SERVICE_HEADER: TEST_ENV["PAXMART_SERVICE_TOKEN"]}
+    return app.test_client().open(path, method=method, json=body, headers=headers)
 
 
 @pytest.fixture(scope="module")

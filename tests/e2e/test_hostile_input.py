@@ -107,7 +107,7 @@ JSON_ROUTES: list[tuple[str, str, str]] = [
     ("coordinator", "POST", f"/transactions/{GTID}/resolve"),
     *(
         (name, "POST", f"/xa/{op}")
-        for name in ("order", *PARTICIPANTS)
+        for name in PARTICIPANTS
         for op in ("prepare", "commit", "rollback")
     ),
     *((name, "POST", f"/{op}") for name in PARTICIPANTS for op in PROTOCOL_OPS),

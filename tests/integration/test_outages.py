@@ -51,8 +51,11 @@ PROTOCOL_ROUTES = [
     ("POST", "/xa/rollback", {"gtid": "gtx-outage-0"}),
     ("GET", "/xa/prepared", None),
 ]
+AUDIT_ROUTES = [("GET", "/audit/leftovers", None)]
 HOLDING_ROUTES = [
     *PROTOCOL_ROUTES,
+    *AUDIT_ROUTES,
+    ("GET", "/audit/ledger", None),
     *(("POST", f"/tcc/{op}", branch_body()) for op in ("try", "confirm", "cancel")),
     *(("POST", f"/saga/{op}", branch_body()) for op in ("action", "compensate")),
 ]
@@ -79,7 +82,8 @@ DATABASE_ROUTES: dict[str, tuple[Callable[[Settings], Flask], list[tuple[str, st
             ("GET", "/orders/ord-1", None),
             ("GET", "/users/1/orders", None),
             ("POST", "/msg/gtx-outage-0/query", None),
-            *PROTOCOL_ROUTES,
+            ("GET", "/audit/orders", None),
+            *AUDIT_ROUTES,
         ],
     ),
     "coordinator": (
@@ -88,7 +92,6 @@ DATABASE_ROUTES: dict[str, tuple[Callable[[Settings], Flask], list[tuple[str, st
             ("GET", "/transactions/gtx-outage-0", None),
             ("GET", "/admin/transactions", None),
             ("GET", "/admin/transactions/gtx-outage-0", None),
-            ("GET", "/admin/audit", None),
             ("POST", "/admin/recover", None),
             (
                 "POST",

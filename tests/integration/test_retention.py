@@ -300,7 +300,7 @@ def test_xa_tombstones_and_commit_records_stay_until_final_past_the_horizon(
     recent_abort, old_commit, live_commit = txn("aborted", 60, mode="2pc"), new_gtid(), new_gtid()
     txn("committed", 7200, gtid=old_commit, mode="2pc")
     txn("committing", gtid=live_commit, mode="2pc")
-    assert xa.rollback(recent_abort, "timeout") == "rolled_back"  # before its prepare came
+    assert xa.rollback(recent_abort) == "rolled_back"  # before its prepare came
     for gtid in (old_commit, live_commit):
         assert xa.prepare(gtid, {**hold(gtid, 100), "gtid": gtid}).yes
         assert xa.commit(gtid) == "committed"

@@ -32,6 +32,7 @@ from paxkit.requests_json import json_body
 from paxkit.runtime import dead_letter_store, messaging_work
 from paxkit.schema import PARTICIPANT_MIGRATIONS
 from paxkit.validation import ID_PATTERN, validate_gtid, validate_limit, validate_user_id
+from paxkit.web import component_of
 from paxkit.web import create_app as web_app
 from services.order.domain import validate_order_id
 from services.order.placement import OrderPlacement, order_parts
@@ -53,7 +54,8 @@ orders_bp = Blueprint("orders", __name__)
 
 
 def _order() -> OrderComponent:
-    component: OrderComponent = current_app.extensions["paxmart.component"]
+    component = component_of(current_app)
+    assert isinstance(component, OrderComponent)
     return component
 
 

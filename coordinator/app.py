@@ -49,7 +49,7 @@ def _ext(name: str) -> Any:
 
 def _parse_transaction(body: dict[str, Any], branches: Branches) -> dict[str, Any]:
     gtid = validate_gtid(body.get("gtid"))
-    modes = tuple(d.mode for d in ALL_DRIVERS)
+    modes = tuple(d.mode for d in DRIVERS)  # a msg transaction begins from its event
     if body.get("mode") not in modes:
         raise InvalidInput(
             "mode", f"mode must be one of {', '.join(modes)}", code="unsupported_mode"
@@ -93,18 +93,15 @@ def run_transaction() -> Any:
 
 @bp.post("/transactions/<gtid>/resolve")
 def resolve_transaction(gtid: str) -> Any:
-    """The initiator's check-back: the outcome, or `aborted` for a gtid never begun."""
+    """The initiator's check-back: the outcome, or `aborted` for a gtid never begun (404
+    for a msg gtid not logged yet: its begin may still be on its way)."""
     mode = json_body().get("mode", "2pc")
     if mode not in _ext("drivers"):
         raise InvalidInput("mode", "unknown mode")
-    return jsonify(_txn_json(_ext("log").resolve(validate_gtid(gtid), mode)))
-
-
-@bp.post("/transactions/<gtid>/submit")
-def submit_transaction(gtid: str) -> Any:
-    """msg mode: the initiator's local transaction committed; its message is final."""
-    status = _ext("drivers")["msg"].submit(validate_gtid(gtid))
-    return jsonify({"gtid": gtid, "status": status})
+    txn = _ext("log").resolve(validate_gtid(gtid), mode)
+    if txn is None:
+        raise NotFound(f"No transaction {gtid!r} yet.", code="transaction_not_found")
+    return jsonify(_txn_json(txn))
 
 
 @bp.post("/transactions/statuses")

@@ -1,5 +1,5 @@
-"""Calls to the participants' protocol endpoints, and the msg check-back to the initiator,
-each with a timeout; outcomes, never exceptions."""
+"""Calls to the participants' protocol endpoints, each with a timeout; outcomes, never
+exceptions."""
 
 from __future__ import annotations
 
@@ -15,16 +15,13 @@ log = logging.getLogger(__name__)
 
 
 class Branches:
-    """The stack's participants, and its initiator, which answers the msg check-back (it is
-    not a branch of the transactions it starts)."""
+    """The stack's participants (an initiator is no branch of the transactions it starts)."""
 
     def __init__(self, settings: Settings) -> None:
         self.names = settings.participants
         self.clients = {
             name: component_client(settings, name, settings.branch_timeout_s) for name in self.names
         }
-        name = settings.initiators[0]
-        self.initiator = component_client(settings, name, settings.branch_timeout_s)
 
     def known(self, name: str) -> bool:
         return name in self.clients
@@ -57,15 +54,6 @@ class Branches:
                 _describe(reply.status, reply.body),
             )
         return _result(name, op, reply.body)
-
-    def query_prepared(self, gtid: str) -> bool:
-        """The msg check-back: did the initiator commit the local transaction of `gtid`?"""
-        reply = self.initiator.post(f"/msg/{gtid}/query", json={}, idempotent=True)
-        if not reply.ok:
-            raise ApiError(
-                f"{self.initiator.name} did not answer the check-back of {gtid}", status=503
-            )
-        return bool(reply.body["committed"])
 
     def prepared(self, name: str) -> list[dict[str, Any]]:
         reply = self.clients[name].get("/xa/prepared")

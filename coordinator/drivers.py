@@ -107,6 +107,7 @@ class Driver:
         if status is not None:
             return txn.at(status, reason)
         logged = self.log.resolve(txn.gtid, txn.mode)
+        assert logged is not None, "a synchronous mode's transaction is presumed, never None"
         return txn.at(logged.status, logged.reason)  # the branches this driver called
 
     def recover(self, txn: Txn, lease_s: float, retry_delay_s: float) -> str:

@@ -121,9 +121,16 @@ class TxnLog:
         return self.db.fetch_all(sql, **params)
 
     def begin(
-        self, gtid: str, mode: str, branches: Sequence[Branch], lease_s: float, durable: bool
+        self,
+        gtid: str,
+        mode: str,
+        branches: Sequence[Branch],
+        lease_s: float,
+        durable: bool,
+        status: str = PREPARING,
     ) -> Txn | None:
-        """Record a transaction as preparing; None if the gtid was already taken.
+        """Record a transaction (preparing, or submitted: a msg begin); None if the gtid was
+        already taken.
 
         Only 2PC may begin without waiting for the fsync (presumed abort, and its prepared
         branches can be listed); TCC, saga and msg must know every branch they touched."""
@@ -135,7 +142,7 @@ class TxnLog:
             {
                 "gtid": gtid,
                 "mode": mode,
-                "status": PREPARING,
+                "status": status,
                 "branches": json.dumps([b.as_json() for b in branches]),
                 "lease": lease_s,
             },
@@ -147,9 +154,12 @@ class TxnLog:
         rows = self._read(f"SELECT {TXN_COLUMNS} FROM global_txns WHERE gtid = :gtid", gtid=gtid)
         return txn_of(rows[0]) if rows else None
 
-    def resolve(self, gtid: str, mode: str) -> Txn:
+    def resolve(self, gtid: str, mode: str) -> Txn | None:
         """The transaction; one the log never heard of is recorded presumed-aborted first, so
-        a late begin with that gtid is refused (the initiator's check-back)."""
+        a late begin with that gtid is refused (the initiator's check-back). Not so a msg
+        transaction: its initiator committed it, and its begin may still be on its way."""
+        if mode == "msg":
+            return self.get(gtid)
         self._write(
             "INSERT INTO global_txns (gtid, mode, status, reason, branches, lease_until)"
             " VALUES (:gtid, :mode, :status, 'timeout', '[]', now()) "

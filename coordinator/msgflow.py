@@ -1,22 +1,23 @@
 """The `msg` mode: reliable messaging with the coordinator as the keeper of outcomes.
 
-1. The initiator prepares the message here (`preparing`, logged durably), commits its
-   order and its outgoing event in one local transaction (its outbox), then submits
-   (`submitted`). If it dies in between, recovery checks back with it (DTM's
-   QueryPrepared): the initiator answers from its barrier, which also blocks a local
-   transaction that had not committed yet. Never a guess from time alone.
-2. Participants consume the event, apply their part through the barrier and report back
-   (their own outbox). The reports are consumed here: all actions done -> `committed`
-   and the order is settled confirmed; any business rejection -> `aborting`, every
-   branch is told to compensate (null compensation where the action never ran), and when
-   all have -> `aborted`, the order settles failed with the reason.
+1. The initiator commits its order and the transaction's events in one local transaction
+   (its outbox) and answers at once: the begin (`txn.begun`, every branch's part) for the
+   coordinator, and each branch's part (`txn.placed.<branch>`) for that branch only. The
+   local commit is the point of no return: there is nothing to check back.
+2. The coordinator logs the begin (`submitted`); the participants apply their parts
+   through the barrier and report back (their own outbox). Reports may overtake the
+   begin: they are kept and drawn on when it arrives. All actions done -> `committed` and
+   the order is settled confirmed; any business rejection -> `aborting`, every branch is
+   told to compensate (null compensation where the action never ran), and when all have
+   -> `aborted`, the order settles failed with the reason.
 
 Nothing strands: a transaction whose reports are overdue is taken up by recovery, which
-sends again exactly what is missing (the event to the branches that never reported, the
+sends again exactly what is missing (the part to each branch that never reported, the
 compensations not reported), with growing delays. Every branch applies through its
-barrier, so a message sent twice has its effect once and is reported again. A settlement
-that never arrives is asked for by the initiator, which knows its order is still
-pending: its reconciler resolves the transaction here (services/order/reconcile.py).
+barrier, so a message sent twice has its effect once and is reported again. A begin or a
+settlement that never arrives is asked for by the initiator, which knows its order is
+still pending: its reconciler sends the events again or settles the order from here
+(services/order/reconcile.py).
 
 The decisions are pure functions of the transaction and its reports (`react`,
 `missing`); the flow applies them through the log's interface (coordinator/ports.py).
@@ -25,7 +26,7 @@ The decisions are pure functions of the transaction and its reports (`react`,
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
@@ -34,25 +35,27 @@ from sqlalchemy import Connection
 
 from coordinator.drivers import Driver, Outcome
 from coordinator.log import TxnLog
-from coordinator.ports import BranchClient, BranchResult, Event, TransactionLog, Txn
-from coordinator.states import (
-    ABORTED,
-    ABORTING,
-    COMMITTED,
-    PREPARING,
-    SUBMITTED,
-    overall_reason,
-)
+from coordinator.ports import Branch, BranchClient, BranchResult, TransactionLog, Txn
+from coordinator.states import ABORTED, ABORTING, COMMITTED, SUBMITTED, overall_reason
 from paxkit.consumer import Handler
-from paxkit.errors import ApiError, NotFound
 from paxkit.faults import Faults
-from paxkit.messaging import ACTION, COMPENSATE, COMPENSATION, PLACED, SETTLED, BranchReport
+from paxkit.messaging import (
+    ACTION,
+    BEGUN,
+    COMPENSATE,
+    COMPENSATION,
+    PLACED,
+    SETTLED,
+    BranchReport,
+    Message,
+    PoisonMessage,
+    branch_messages,
+)
 from paxkit.metrics import TRANSACTIONS
 
 log = logging.getLogger(__name__)
 
 RESEND_CAP_S = 600.0
-INITIATOR = "order"
 
 
 @dataclass(frozen=True)
@@ -77,12 +80,6 @@ class Progress:
 
 
 @dataclass(frozen=True)
-class Message:
-    routing_key: str
-    payload: dict[str, Any]
-
-
-@dataclass(frozen=True)
 class Reaction:
     """What a transaction does next: a move of the state machine, and messages to send
     (only if the move happened)."""
@@ -94,10 +91,10 @@ class Reaction:
 
 def react(txn: Txn, progress: Progress) -> Reaction:
     """The next step once the reports say `progress`."""
-    if txn.status in (PREPARING, SUBMITTED):
+    if txn.status == SUBMITTED:
         if progress.rejections:
             reason = overall_reason(list(progress.rejections))
-            return Reaction("abort", reason, (compensations(txn),))
+            return Reaction("abort", reason, compensations(txn))
         if progress.applied >= txn.names:
             return Reaction("applied", None, (settlement(txn.at(COMMITTED)),))
     elif txn.status == ABORTING and progress.compensated >= txn.names:
@@ -109,10 +106,9 @@ def missing(txn: Txn, progress: Progress) -> tuple[Message, ...]:
     """What recovery sends again for a transaction whose reports are overdue."""
     if txn.status == SUBMITTED:
         silent = txn.names - progress.applied - progress.refused
-        return (order_event(PLACED, txn, silent),) if silent else ()
+        return branch_events(PLACED, txn, silent)
     if txn.status == ABORTING:
-        uncompensated = txn.names - progress.compensated
-        return (order_event(COMPENSATE, txn, uncompensated),) if uncompensated else ()
+        return branch_events(COMPENSATE, txn, txn.names - progress.compensated)
     return ()
 
 
@@ -123,15 +119,27 @@ def order_id_of(txn: Txn) -> str | None:
     return None
 
 
-def order_event(routing_key: str, txn: Txn, names: Collection[str] | None = None) -> Message:
-    """The order's event as participants receive it: each branch's part by name (only
-    the named branches' when sent again)."""
-    parts = {b.name: b.payload for b in txn.branches if names is None or b.name in names}
-    return Message(routing_key, {"gtid": txn.gtid, "order_id": order_id_of(txn), "branches": parts})
+def branch_events(event: str, txn: Txn, names: Collection[str]) -> tuple[Message, ...]:
+    """`event` for each named branch, each carrying its own part only."""
+    parts = {b.name: b.payload for b in txn.branches if b.name in names}
+    return tuple(branch_messages(event, txn.gtid, order_id_of(txn), parts))
 
 
-def compensations(txn: Txn) -> Message:
-    return order_event(COMPENSATE, txn)
+def compensations(txn: Txn) -> tuple[Message, ...]:
+    return branch_events(COMPENSATE, txn, txn.names)
+
+
+def begun_branches(event: dict[str, Any], known: Callable[[str], bool]) -> list[Branch]:
+    """The branches of an initiator's begin; PoisonMessage when it is not one."""
+    raw = event.get("branches")
+    if not isinstance(raw, list) or not raw:
+        raise PoisonMessage("a begin needs its branches")
+    if any(not isinstance(b, dict) or not isinstance(b.get("payload"), dict) for b in raw):
+        raise PoisonMessage("each branch of a begin needs a payload object")
+    names = [b.get("name") for b in raw]
+    if any(not isinstance(n, str) or not known(n) for n in names) or len(set(names)) < len(raw):
+        raise PoisonMessage("each branch of a begin must name a distinct known participant")
+    return [Branch(b["name"], b["payload"]) for b in raw]
 
 
 def settlement(txn: Txn) -> Message:
@@ -165,18 +173,22 @@ class MessageFlow(Driver):
         self.resend_s = resend_s
 
     def run(self, txn: Txn) -> Outcome:
-        """Preparing the message is all there is to do now; the initiator submits next."""
+        """A msg transaction begins from the initiator's event (`on_begun`), not a call."""
         return Outcome(txn.gtid, txn.status, None)
 
-    def submit(self, gtid: str) -> str:
-        """The initiator committed its local transaction: the message is final."""
-        status = self.log.move(gtid, PREPARING, "submit", lease_s=self.resend_s)
-        if status is not None:
-            return status
-        txn = self.log.get(gtid)
+    def on_begun(self, txn_log: TransactionLog, event: dict[str, Any]) -> None:
+        """The initiator's begin (in the consumer's unit of work): log it as submitted and
+        draw on the reports that overtook it."""
+        gtid = event.get("gtid")
+        if not isinstance(gtid, str) or not gtid:
+            raise PoisonMessage("a begin needs a gtid")
+        branches = begun_branches(event, self.branches.known)
+        txn = txn_log.begin(
+            gtid, self.mode, branches, self.resend_s, durable=False, status=SUBMITTED
+        )
         if txn is None:
-            raise NotFound(f"No transaction {gtid!r}.", code="transaction_not_found")
-        return txn.status
+            return  # a copy of a begin already logged
+        self._apply(txn_log, txn, react(txn, Progress.of(txn_log.reports(gtid))))
 
     def on_report(self, txn_log: TransactionLog, report: BranchReport) -> None:
         """A branch reports (in the consumer's unit of work, `txn_log`)."""
@@ -184,16 +196,15 @@ class MessageFlow(Driver):
             return  # heard before: its consequences were drawn then
         txn = txn_log.lock(report.gtid)
         if txn is None:
-            log.error("report for unknown transaction %s", report.gtid, extra={"gtid": report.gtid})
+            log.info(
+                "report for %s before its begin: kept", report.gtid, extra={"gtid": report.gtid}
+            )
             return
         self._apply(txn_log, txn, react(txn, Progress.of(txn_log.reports(txn.gtid))))
 
     def recover(self, txn: Txn, lease_s: float, retry_delay_s: float) -> str:
-        """The reports are overdue: check back with the initiator (preparing), draw what the
-        reports already say (a move that did not happen with them), or send again what is
-        missing, later again if need be."""
-        if txn.status == PREPARING:
-            return self._check_back(txn)
+        """The reports are overdue: draw what the reports already say (a move that did not
+        happen with them), or send again what is missing, later again if need be."""
         progress = Progress.of(self.log.reports(txn.gtid))
         reaction = react(txn, progress)
         if reaction.event is not None:
@@ -203,7 +214,7 @@ class MessageFlow(Driver):
         for message in again:
             self.log.publish(message.routing_key, message.payload)
         self.log.postpone(txn.gtid, self.resend_delay_s(txn.recovery_attempts))
-        return f"resent_{again[0].routing_key}" if again else "wait_for_reports"
+        return f"resent_{again[0].routing_key.rsplit('.', 1)[0]}" if again else "wait_for_reports"
 
     def resend_delay_s(self, attempts: int) -> float:
         """Doubling from `resend_s` with every try, up to RESEND_CAP_S."""
@@ -221,27 +232,6 @@ class MessageFlow(Driver):
         for message in reaction.send:
             txn_log.publish(message.routing_key, message.payload)
 
-    def _check_back(self, txn: Txn) -> str:
-        """Ask the initiator whether its local transaction committed (QueryPrepared)."""
-        try:
-            committed = self.branches.query_prepared(txn.gtid)
-        except ApiError as err:
-            log.warning("check-back of %s failed: %s", txn.gtid, err.message)
-            return "check_back_failed"
-        if committed:
-            self.submit(txn.gtid)
-            return "submitted_by_check_back"
-        withdrawn = self.log.move(
-            txn.gtid,
-            PREPARING,
-            "withdraw",
-            reason="timeout",
-            events=[Event(INITIATOR, "check_back", "aborted")],
-        )
-        if withdrawn is not None:
-            TRANSACTIONS.labels(self.mode, ABORTED).inc()
-        return "aborted_by_check_back"
-
     def forward(self, txn: Txn) -> list[BranchResult]:
         return []
 
@@ -253,6 +243,9 @@ def report_handler(flow: MessageFlow, txn_log: TxnLog) -> Handler:
     """The consumer's handler of branch reports: each in the consumer's transaction."""
 
     def handle(conn: Connection, body: dict[str, Any], routing_key: str) -> None:
-        flow.on_report(txn_log.bound(conn), BranchReport.from_json(body))
+        if routing_key == BEGUN:
+            flow.on_begun(txn_log.bound(conn), body)
+        else:
+            flow.on_report(txn_log.bound(conn), BranchReport.from_json(body))
 
     return handle

@@ -74,14 +74,22 @@ class TransactionLog(Protocol):
     target computed from the transition table (coordinator/states.py)."""
 
     def begin(
-        self, gtid: str, mode: str, branches: Sequence[Branch], lease_s: float, durable: bool
+        self,
+        gtid: str,
+        mode: str,
+        branches: Sequence[Branch],
+        lease_s: float,
+        durable: bool,
+        status: str = "preparing",
     ) -> Txn | None:
-        """Record a transaction as preparing; None if the gtid was already taken."""
+        """Record a transaction (preparing, or submitted: a msg begin); None if the gtid
+        was already taken."""
 
     def get(self, gtid: str) -> Txn | None: ...
 
-    def resolve(self, gtid: str, mode: str) -> Txn:
-        """The transaction; one the log never heard of is recorded presumed-aborted first."""
+    def resolve(self, gtid: str, mode: str) -> Txn | None:
+        """The transaction; one the log never heard of is recorded presumed-aborted first
+        (None for msg, whose begin may still be on its way)."""
 
     def move(
         self,
@@ -137,9 +145,6 @@ class BranchClient(Protocol):
         payload: dict[str, Any],
         reason: str | None = None,
     ) -> BranchResult: ...
-
-    def query_prepared(self, gtid: str) -> bool:
-        """The msg check-back; raises ApiError when the initiator does not answer."""
 
     def prepared(self, name: str) -> list[dict[str, Any]]:
         """A participant's prepared 2PC branches ({gtid, age_s}); raises ApiError."""

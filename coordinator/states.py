@@ -6,18 +6,15 @@ of the coordinator is computed from (the log writes each one guarded, `WHERE sta
         |
         +----abort---> aborting ---done--> aborted
 
-    msg:
-    preparing --submit--> submitted --applied--> committed
-        |  \                  |
-        |   \--withdraw--> aborted
-        |                     +----abort----> aborting --done--> aborted
-        +--applied/abort--> (the reports overtook the initiator's submit)
+    msg (begun from the initiator's event, already committed at the initiator):
+    submitted --applied--> committed
+        |
+        +----abort----> aborting --done--> aborted
 
-`preparing` is the forward phase of every mode: 2PC's prepares, TCC's Tries, a saga's
-actions, a prepared message. `committing`/`aborting` are decided and being carried out
-(2PC commit/rollback, TCC confirm/cancel, saga and msg compensation). A msg transaction
-is `applied` when every branch reported its action done; `withdraw` is its check-back
-finding that the initiator never committed: nothing was sent, nothing is left to undo.
+`preparing` is the forward phase of the synchronous modes: 2PC's prepares, TCC's Tries, a
+saga's actions. `committing`/`aborting` are decided and being carried out (2PC
+commit/rollback, TCC confirm/cancel, saga and msg compensation). A msg transaction is
+`applied` when every branch reported its action done.
 
 A decision is taken once: whoever moves a transaction out of `preparing` (or `submitted`)
 first (the driver, the reports, or recovery after the lease ran out) decides, and everyone
@@ -42,9 +39,6 @@ _NEXT = {
     (PREPARING, "abort"): ABORTING,
     (COMMITTING, "done"): COMMITTED,
     (ABORTING, "done"): ABORTED,
-    (PREPARING, "submit"): SUBMITTED,
-    (PREPARING, "withdraw"): ABORTED,
-    (PREPARING, "applied"): COMMITTED,
     (SUBMITTED, "applied"): COMMITTED,
     (SUBMITTED, "abort"): ABORTING,
 }

@@ -24,7 +24,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 
 from paxkit.db import Database
-from paxkit.errors import ApiError, InvalidInput
+from paxkit.errors import InvalidInput
 from paxkit.faults import Faults
 from paxkit.requests_json import json_body
 from paxkit.validation import validate_gtid
@@ -230,31 +230,3 @@ def barrier_blueprint(branch: BarrierBranch) -> Blueprint:
     bp.add_url_rule("/tcc/<op>", "tcc", lambda op: handle("tcc", op), methods=["POST"])
     bp.add_url_rule("/saga/<op>", "saga", lambda op: handle("saga", op), methods=["POST"])
     return bp
-
-
-class MessageAborted(ApiError):
-    """The coordinator's check-back got here first: this local transaction must not commit."""
-
-    status = 503
-    code = "aborted"
-    retry_after_s = 1
-
-
-def mark_message_committed(conn: Connection, gtid: str, branch: str) -> None:
-    """msg mode, initiator side: record in the local transaction that its message is real.
-
-    Commits with the business change, so the check-back can tell; if the check-back came
-    first (and answered "not committed"), this collides with its row and the local
-    transaction is refused."""
-    if not insert_barrier(conn, gtid, branch, "action", written_by="action"):
-        raise MessageAborted(f"transaction {gtid} was already resolved as not committed")
-
-
-def query_prepared(db: Database, gtid: str, branch: str) -> bool:
-    """msg mode check-back (DTM's QueryPrepared): did the initiator's local transaction commit?
-
-    If it did not, a row is left that makes it fail should it still try to commit; if it
-    is committing right now, the insert waits for it and then sees its row."""
-    with db.transaction() as conn:
-        insert_barrier(conn, gtid, branch, "action", written_by="query")
-        return barrier_writer(conn, gtid, branch, "action") == "action"

@@ -174,6 +174,8 @@ class Settings:
     # The components that consume messages, each keeping its own dead letters; the admin
     # component asks each of them for theirs.
     message_consumers: tuple[str, ...] = ()
+    # How long an initiator's copy of a catalog price lives before it is fetched again.
+    price_ttl_s: float = 300.0
 
 
 def load_settings() -> Settings:
@@ -217,6 +219,7 @@ def load_settings() -> Settings:
         ),
         notify_allowed_hosts=_env_list("PAXMART_NOTIFY_ALLOWED_HOSTS", "127.0.0.1,localhost,::1"),
         msg_resend_s=_env_float("PAXMART_MSG_RESEND_S", 120.0),
+        price_ttl_s=_env_float("PAXMART_PRICE_TTL_S", 300.0),
         message_consumers=_env_list(
             "PAXMART_MESSAGE_CONSUMERS",
             ",".join(("coordinator", *stack.initiators, *stack.participants)),

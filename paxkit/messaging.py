@@ -22,8 +22,11 @@ RETRY_TIERS_MS = (1000, 5000, 30000)
 HEARTBEAT_S = 30
 
 
-# The msg mode's events (routing keys) and the queues that receive them.
-PLACED = "txn.placed"  # the initiator's event: {gtid, order_id, branches: {name: part}}
+# The msg mode's events (routing keys) and the queues that receive them. A branch's part
+# travels under `<event>.<branch name>`, so only a participant with a part in a
+# transaction hears of it.
+BEGUN = "txn.begun"  # the initiator's event to the coordinator: {gtid, branches: [..]}
+PLACED = "txn.placed"  # a branch's part: {gtid, order_id, branches: {name: part}}
 COMPENSATE = "txn.compensate"
 REPORTED = "branch.reported"  # {gtid, branch, op, ok, reason, effect}
 SETTLED = "txn.settled"  # {gtid, order_id, status, reason}
@@ -208,12 +211,52 @@ class Publisher:
             self.connection.close()
 
 
+def branch_key(event: str, branch: str) -> str:
+    """The routing key of `event` (PLACED or COMPENSATE) for one branch."""
+    return f"{event}.{branch}"
+
+
+def event_of(routing_key: str) -> str:
+    """The event a branch's routing key carries (`txn.placed.inventory` -> PLACED)."""
+    return routing_key.rsplit(".", 1)[0]
+
+
+@dataclass(frozen=True)
+class Message:
+    """An event to publish: its routing key and its body."""
+
+    routing_key: str
+    payload: dict[str, Any]
+
+
+def branch_messages(
+    event: str, gtid: str, order_id: str | None, parts: dict[str, dict[str, Any]]
+) -> list[Message]:
+    """`event` for each branch, carrying only that branch's part."""
+    return [
+        Message(
+            branch_key(event, name), {"gtid": gtid, "order_id": order_id, "branches": {name: part}}
+        )
+        for name, part in sorted(parts.items())
+    ]
+
+
+def transaction_messages(
+    gtid: str, order_id: str, parts: dict[str, dict[str, Any]]
+) -> list[Message]:
+    """What an initiator sends to start a msg transaction: the begin, for the coordinator
+    to keep its outcome, and each branch's part, for the branches to apply."""
+    branches = [{"name": name, "payload": part} for name, part in parts.items()]
+    begun = Message(BEGUN, {"gtid": gtid, "order_id": order_id, "branches": branches})
+    return [begun, *branch_messages(PLACED, gtid, order_id, parts)]
+
+
 def participant_queue(name: str) -> QueueSpec:
-    """Where a participant receives the transactions' events."""
-    return QueueSpec(f"{name}.orders", (PLACED, COMPENSATE))
+    """Where a participant receives its parts of the transactions' events."""
+    return QueueSpec(f"{name}.orders", (branch_key(PLACED, name), branch_key(COMPENSATE, name)))
 
 
-REPORTS_QUEUE = QueueSpec("coordinator.reports", (REPORTED,))
+REPORTS_QUEUE = QueueSpec("coordinator.reports", (REPORTED, BEGUN))
 SETTLEMENTS_QUEUE = QueueSpec("initiator.settlements", (SETTLED,))
 
 

@@ -22,7 +22,7 @@ from sqlalchemy import Connection, text
 
 from paxkit.backoff import reconnect_backoff
 from paxkit.faults import Faults
-from paxkit.messaging import Publisher, Topology
+from paxkit.messaging import Message, Publisher, Topology
 from paxkit.tracing import traceparent
 
 log = logging.getLogger(__name__)
@@ -34,12 +34,22 @@ IDLE_WAIT_S = 1.0
 
 def enqueue(conn: Connection, routing_key: str, payload: dict[str, Any]) -> None:
     """Add an event to the outbox inside the caller's transaction; wakes the relay at commit."""
+    enqueue_all(conn, [Message(routing_key, payload)])
+
+
+def enqueue_all(conn: Connection, messages: list[Message]) -> None:
+    """Add several events to the outbox in one statement, inside the caller's transaction."""
     conn.execute(
         text(
             "INSERT INTO outbox (routing_key, payload, traceparent) "
-            "VALUES (:key, CAST(:payload AS jsonb), :trace)"
+            "SELECT key, CAST(payload AS jsonb), :trace "
+            "FROM unnest(CAST(:keys AS text[]), CAST(:payloads AS text[])) AS m (key, payload)"
         ),
-        {"key": routing_key, "payload": json.dumps(payload), "trace": traceparent()},
+        {
+            "keys": [m.routing_key for m in messages],
+            "payloads": [json.dumps(m.payload) for m in messages],
+            "trace": traceparent(),
+        },
     )
     conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
 

@@ -28,6 +28,7 @@ from paxkit.messaging import (
     REPORTED,
     BranchReport,
     PoisonMessage,
+    event_of,
     participant_queue,
 )
 from paxkit.metrics import outbox_probe
@@ -195,7 +196,7 @@ def branch_message_handler(branch: BarrierBranch) -> Handler:
             return  # this order needs nothing from this service
         if not isinstance(part, dict):
             raise PoisonMessage(f"the part of {branch.name} is not an object")
-        op = ACTION if routing_key == PLACED else COMPENSATION
+        op = ACTION if event_of(routing_key) == PLACED else COMPENSATION
         outcome = branch.within(conn, op, gtid, part)
         report = BranchReport(gtid, branch.name, op, outcome.ok, outcome.reason, outcome.effect)
         enqueue(conn, REPORTED, report.as_json())

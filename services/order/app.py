@@ -3,7 +3,7 @@
 It is no participant of those transactions: its order row follows the coordinator's
 decision (the coordinator's answer, the msg settlement message, or the reconciler's
 check-back), so no placement ever waits on a call back into its own process. It is the
-initiator of msg transactions, answering the coordinator's check-back from its barrier.
+initiator of msg transactions: an order and its events commit in one local transaction.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from sqlalchemy import Connection, text
 from paxkit.app import make_faults
 from paxkit.audit import horizon_arg, leftovers_blueprint
 from paxkit.background import Loop
-from paxkit.barrier import query_prepared
 from paxkit.component import Background, Component, ComponentSpec
 from paxkit.config import Settings, load_settings
 from paxkit.db import Database, make_engine
@@ -31,9 +30,10 @@ from paxkit.participant import protocol_retention
 from paxkit.requests_json import json_body
 from paxkit.runtime import dead_letter_store, messaging_work
 from paxkit.schema import PARTICIPANT_MIGRATIONS
-from paxkit.validation import ID_PATTERN, validate_gtid, validate_limit, validate_user_id
+from paxkit.validation import ID_PATTERN, validate_limit, validate_user_id
 from paxkit.web import component_of
 from paxkit.web import create_app as web_app
+from services.order.catalog import PriceBook
 from services.order.domain import validate_order_id
 from services.order.placement import OrderPlacement, order_parts
 from services.order.reconcile import PendingOrderReconciler
@@ -65,13 +65,6 @@ def place_order() -> Any:
     order_id = validate_order_id(request.headers.get(ORDER_ID_HEADER), ORDER_ID_HEADER)
     placed = _order().placement.place(json_body(), respond_async=respond_async, order_id=order_id)
     return jsonify(placed.body), placed.status, placed.headers
-
-
-@orders_bp.post("/msg/<gtid>/query")
-def query_prepared_message(gtid: str) -> Any:
-    """The coordinator's check-back for a prepared message (DTM's QueryPrepared)."""
-    committed = query_prepared(_order().db, validate_gtid(gtid), "order")
-    return jsonify({"gtid": gtid, "committed": committed})
 
 
 @orders_bp.get("/orders/<order_id>")
@@ -143,14 +136,17 @@ class OrderComponent(Component):
         self.placement = OrderPlacement(
             self.orders,
             self.coordinator,
-            component_client(settings, "inventory", settings.http_timeout_s),
+            PriceBook(
+                component_client(settings, "inventory", settings.http_timeout_s),
+                settings.price_ttl_s,
+            ),
             component_client(settings, "coupon", settings.http_timeout_s),
             settings.txn_timeout_s,
             self.faults,
             settings.notify_allowed_hosts,
         )
         self.reconciler = PendingOrderReconciler(
-            self.orders, self.coordinator, settings.recovery_horizon_s
+            self.orders, self.coordinator, settings.recovery_horizon_s, settings.msg_resend_s
         )
         self.notifier = Notifier(
             self.db, render_order, settings.notify_schedule_s, settings.notify_allowed_hosts

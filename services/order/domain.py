@@ -167,18 +167,16 @@ def _parse_notify_url(raw: Any) -> str | None:
 def price_order(
     request: OrderRequest,
     prices: Mapping[str, int],
-    stock: Mapping[str, int],
     coupon: CouponTerms | None,
 ) -> Pricing:
     """total = sum(price*qty); the coupon applies only when total >= its min spend (below
     it the discount is 0 and the coupon is left unused); payable = total - discount - red
-    packet, never negative. A coupon that is not the user's or not available rejects."""
+    packet, never negative. A coupon that is not the user's or not available rejects.
+    Stock is the inventory branch's to check, inside the transaction."""
     lines = []
     for line in request.items:
         if line.sku not in prices:
             raise PricingRejected("unknown_sku", f"No product with SKU {line.sku!r}.")
-        if stock.get(line.sku, 0) < line.qty:
-            raise PricingRejected("out_of_stock", f"Not enough stock of {line.sku}.")
         lines.append(PricedLine(line.sku, line.qty, prices[line.sku]))
     total = sum(line.price_cents * line.qty for line in lines)
     discount = _coupon_discount(request, coupon, total)

@@ -17,10 +17,8 @@ import secrets
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from paxkit.barrier import mark_message_committed
 from paxkit.db import UNAVAILABLE
 from paxkit.errors import (
-    ApiError,
     InvalidInput,
     OutcomeUnknown,
     UpstreamTimeout,
@@ -28,9 +26,10 @@ from paxkit.errors import (
 )
 from paxkit.faults import Faults
 from paxkit.http import ServiceClient
-from paxkit.messaging import PLACED
+from paxkit.messaging import transaction_messages
 from paxkit.notify import host_allowed
-from paxkit.outbox import enqueue
+from paxkit.outbox import enqueue_all
+from services.order.catalog import PriceBook
 from services.order.domain import (
     CouponTerms,
     OrderRequest,
@@ -72,7 +71,7 @@ class OrderPlacement:
         self,
         orders: OrderRepository,
         coordinator: ServiceClient,
-        inventory: ServiceClient,
+        prices: PriceBook,
         coupon: ServiceClient,
         txn_timeout_s: float,
         faults: Faults,
@@ -82,7 +81,7 @@ class OrderPlacement:
         self.notify_hosts = notify_hosts
         self.orders = orders
         self.coordinator = coordinator
-        self.inventory = inventory
+        self.prices = prices
         self.coupon = coupon
         self.txn_timeout_s = txn_timeout_s
 
@@ -108,10 +107,10 @@ class OrderPlacement:
         self, order_id: str, gtid: str, request: OrderRequest, respond_async: bool
     ) -> Placed:
         txn_mode = "msg" if respond_async else request.mode
-        prices, stock = self._catalog(request)
+        prices = self._prices(request)
         coupon = self._coupon(request.coupon_id)
         try:
-            pricing = price_order(request, prices, stock, coupon)
+            pricing = price_order(request, prices, coupon)
         except PricingRejected as rejection:
             return self._reject_upfront(order_id, request, prices, rejection)
         if txn_mode == "msg":
@@ -134,47 +133,20 @@ class OrderPlacement:
     def _run_message(
         self, order_id: str, gtid: str, request: OrderRequest, pricing: Pricing
     ) -> Placed:
-        """msg mode: prepare the message at the coordinator, commit the order and its event
-        in one local transaction, submit, and answer 202 at once."""
-        self.orders.require_customer(request.user_id)  # before the coordinator hears of it
+        """msg mode: the order and its events commit in one local transaction (the outbox),
+        and the answer is 202 at once; the coordinator and the participants hear of it
+        from the relay."""
         row = _order_row(order_id, gtid, request, pricing, "pending", "msg")
-        branches = branches_for(row)
-        reply = self.coordinator.post(
-            "/transactions", json={"gtid": gtid, "mode": "msg", "branches": branches}
-        )
-        if not reply.ok:
-            raise UpstreamUnavailable("The coordinator did not take the order's message.")
         with self.orders.db.transaction() as conn:
-            mark_message_committed(conn, gtid, "order")
             stored = insert_order(conn, row)
-            if stored is None:  # rolls back the marker too: the check-back aborts this gtid
+            if stored is None:
                 raise AlreadyPlaced(order_id)
             self.faults.hit("msg_before_commit")
-            enqueue(
-                conn,
-                PLACED,
-                {
-                    "gtid": gtid,
-                    "order_id": order_id,
-                    "branches": {b["name"]: b["payload"] for b in branches},
-                },
-            )
-        self.faults.hit("msg_before_submit")
-        try:
-            self.coordinator.post(f"/transactions/{gtid}/submit", json={}, idempotent=True)
-        except ApiError as err:
-            # The coordinator checks back with us (QueryPrepared) and finds it committed.
-            log.warning(
-                "submit of %s failed (%s); the check-back will settle it", gtid, err.message
-            )
+            enqueue_all(conn, transaction_messages(gtid, order_id, order_parts(row)))
         return Placed(202, order_body(stored), _location(order_id))
 
-    def _catalog(self, request: OrderRequest) -> tuple[dict[str, int], dict[str, int]]:
-        reply = self.inventory.get("/products", params={"sku": [i.sku for i in request.items]})
-        if not reply.ok:
-            raise UpstreamUnavailable("The inventory service could not look up prices.")
-        items = reply.body["items"]
-        return ({p["sku"]: p["price_cents"] for p in items}, {p["sku"]: p["stock"] for p in items})
+    def _prices(self, request: OrderRequest) -> dict[str, int]:
+        return self.prices.prices(i.sku for i in request.items)
 
     def _coupon(self, coupon_id: str | None) -> CouponTerms | None:
         if coupon_id is None:

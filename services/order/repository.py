@@ -82,12 +82,6 @@ class OrderRepository:
         with self.db.transaction() if notifies else self.db.autocommit() as conn:
             return insert_order(conn, order)
 
-    def require_customer(self, user_id: int) -> None:
-        """UnknownUser unless the user is a customer (for a flow that must know before
-        its order insert)."""
-        if self.db.fetch_one("SELECT 1 FROM customers WHERE user_id = :id", id=user_id) is None:
-            raise UnknownUser(user_id)
-
     def get(self, order_id: str) -> dict[str, Any] | None:
         return self.db.fetch_one(
             f"SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = :order_id", order_id=order_id
@@ -114,12 +108,28 @@ class OrderRepository:
         )
 
     def stale_pending(self, older_than_s: float, limit: int) -> list[dict[str, Any]]:
+        """Pending orders older than `older_than_s` that are due for a check, those never
+        checked first, each with its age in seconds."""
         return self.db.fetch_all(
-            "SELECT order_id, gtid, txn_mode FROM orders WHERE status = 'pending' "
-            "AND created_at < now() - make_interval(secs => :age) ORDER BY created_at LIMIT :limit",
+            f"SELECT {ORDER_COLUMNS}, txn_mode, "
+            "CAST(extract(epoch FROM now() - created_at) AS float8) AS age_s FROM orders "
+            "WHERE status = 'pending' AND created_at < now() - make_interval(secs => :age) "
+            "AND coalesce(next_check_at, '-infinity') < now() "
+            "ORDER BY next_check_at NULLS FIRST, created_at LIMIT :limit",
             age=older_than_s,
             limit=limit,
         )
+
+    def check_again_in(self, order_id: str, delay_s: float) -> None:
+        """Put a pending order back in the reconciler's line."""
+        with self.db.autocommit() as conn:
+            conn.execute(
+                text(
+                    "UPDATE orders SET next_check_at = now() + make_interval(secs => :d) "
+                    "WHERE order_id = :id AND status = 'pending'"
+                ),
+                {"id": order_id, "d": delay_s},
+            )
 
     def confirm_pending(self, gtid: str) -> bool:
         return self._settle(gtid, "confirmed", None)

@@ -57,11 +57,9 @@ SEGMENT_ROUTES: list[tuple[str, str, str, Any]] = [
     ("redpacket", "GET", "/users/{}/wallet", None),
     ("order", "GET", "/orders/{}", None),
     ("order", "GET", "/users/{}/orders", None),
-    ("order", "POST", "/msg/{}/query", None),
     ("coordinator", "GET", "/transactions/{}", None),
     ("coordinator", "GET", "/admin/transactions/{}", None),
     ("coordinator", "POST", "/transactions/{}/resolve", {}),
-    ("coordinator", "POST", "/transactions/{}/submit", {}),
     *((name, "POST", "/tcc/{}", BRANCH) for name in PARTICIPANTS),
     *((name, "POST", "/saga/{}", BRANCH) for name in PARTICIPANTS),
 ]

@@ -19,11 +19,12 @@ from sqlalchemy import text
 from werkzeug.serving import make_server
 
 from paxkit.faults import arm
-from paxkit.messaging import PLACED, connect
+from paxkit.messaging import PLACED, branch_key, connect
 from tests.e2e.conftest import ADMIN
 from tests.helpers import wait_until
 
 SKU = "SKU-0071"
+PARTICIPANTS = ("inventory", "coupon", "redpacket")
 
 
 def order_body(user: int, **extra: Any) -> dict[str, Any]:
@@ -184,16 +185,16 @@ def test_poison_message_is_dead_lettered_listed_replayed_and_the_rest_flows(
     api, dbs, settings, user
 ):
     message_id = str(uuid.uuid4())
-    publish_raw(settings, PLACED, b"{not json", message_id)
+    for name in PARTICIPANTS:
+        publish_raw(settings, branch_key(PLACED, name), b"{not json", message_id)
 
     def poisoned() -> list[dict[str, Any]]:
         items = [i for i in dead_letters(api)["items"] if i["message_id"] == message_id]
         return items if len(items) == 3 else []
 
     letters = wait_until(poisoned, what="the poison message in every participant's dead letters")
-    assert {i["component"] for i in letters} == {"inventory", "coupon", "redpacket"}
-    assert {(i["routing_key"], i["body"], i["attempts"]) for i in letters} == {
-        (PLACED, "{not json", 1)
+    assert {(i["component"], i["routing_key"], i["body"], i["attempts"]) for i in letters} == {
+        (name, branch_key(PLACED, name), "{not json", 1) for name in PARTICIPANTS
     }
     assert all("not JSON" in i["reason"] for i in letters)
     assert api.get("/admin/dead-letters").status_code == 401
@@ -212,7 +213,7 @@ def test_poison_message_is_dead_lettered_listed_replayed_and_the_rest_flows(
 
     every = sorted(i["id"] for i in poisoned())
     assert sorted(replay(api, None).json()["replayed"]) == every
-    for name in ("inventory", "coupon", "redpacket"):  # leave nothing for the quiescence checks
+    for name in PARTICIPANTS:  # leave nothing for the quiescence checks
         wait_until(lambda n=name: dead_in(dbs, n, message_id), what=f"{name}'s copy dead again")
         with dbs[name].transaction() as conn:
             conn.execute(text("DELETE FROM dead_letters WHERE message_id = :m"), {"m": message_id})
@@ -239,41 +240,31 @@ def db_now(dbs) -> str:
     return str(dbs["coordinator"].fetch_one("SELECT now()::text AS t")["t"])
 
 
-def test_check_back_aborts_a_message_whose_initiator_died_before_committing(
-    api, dbs, redis_client, user
-):
+def test_an_initiator_killed_before_its_local_commit_leaves_nothing(api, dbs, redis_client, user):
     before, since = snapshot(api, user), db_now(dbs)
     arm(redis_client, "order", "msg_before_commit", "kill")
     response = api.order(order_body(user))
     assert (response.status_code, response.json()["error"]["code"]) == (503, "outcome_unknown")
-    txn = wait_until(lambda: newest_msg_txn(dbs, since), what="the prepared message")
-    wait_until(
-        lambda: newest_msg_txn(dbs, since)["status"] == "aborted",
-        timeout_s=30,
-        what="the check-back to abort it",
-    )
-    assert dbs["order"].fetch_one(
-        "SELECT count(*) AS n FROM orders WHERE gtid = :g", g=txn["gtid"]
-    ) == {"n": 0}
     assert api.get(response.headers["Location"]).status_code == 404, "it was never recorded"
+    assert newest_msg_txn(dbs, since) is None, "no event left the order service"
     assert snapshot(api, user) == before
 
 
-def test_check_back_submits_a_message_whose_initiator_died_after_committing(
-    api, dbs, redis_client, user
-):
-    before, since = snapshot(api, user), db_now(dbs)
-    arm(redis_client, "order", "msg_before_submit", "kill")
-    response = api.order(order_body(user))
-    assert (response.status_code, response.json()["error"]["code"]) == (503, "outcome_unknown")
-    txn = wait_until(lambda: newest_msg_txn(dbs, since), what="the prepared message")
-    order = dbs["order"].fetch_one("SELECT order_id FROM orders WHERE gtid = :g", g=txn["gtid"])
-    assert order is not None, "the local transaction committed before the crash"
-    assert order["order_id"] == response.json()["error"]["order_id"]
-    assert api.settled(order["order_id"], timeout_s=60)["status"] == "confirmed"
-    events = api.get(f"/admin/transactions/{txn['gtid']}", headers=ADMIN).json()["timeline"]
-    assert ("order", "check_back") not in {(e["branch"], e["op"]) for e in events}
-    assert_applied_once(api, user, before)
+def test_an_accepted_order_called_nothing_but_its_own_database(api, dbs, user):
+    """Peak shaving: the answer is one local commit; the transaction begins from the event."""
+    since = db_now(dbs)
+    order = accepted(api, order_body(user))
+    outbox = dbs["order"].fetch_all(
+        "SELECT routing_key FROM outbox WHERE payload->>'gtid' = :g ORDER BY id", g=order["gtid"]
+    )
+    assert [r["routing_key"] for r in outbox] == [
+        "txn.begun",
+        "txn.placed.coupon",
+        "txn.placed.inventory",
+        "txn.placed.redpacket",
+    ]
+    assert api.settled(order["order_id"])["status"] == "confirmed"
+    assert newest_msg_txn(dbs, since) == {"gtid": order["gtid"], "status": "committed"}
 
 
 def test_burst_of_orders_is_accepted_fast_and_all_settle(api, dbs):

@@ -26,9 +26,12 @@ from infra.pgcluster import ensure_cluster, stop_cluster
 from paxkit.config import Settings
 from paxkit.db import Database, make_engine
 from paxkit.messaging import (
+    BEGUN,
     PLACED,
+    REPORTS_QUEUE,
     SETTLEMENTS_QUEUE,
     Topology,
+    branch_key,
     connect,
     delete_topology,
     participant_queue,
@@ -172,7 +175,7 @@ def resent(own: OwnStack, gtid: str) -> int:
     """Events the coordinator sent again for this transaction."""
     row = own.dbs["coordinator"].fetch_one(
         "SELECT count(*) AS n FROM outbox WHERE routing_key = :key AND payload->>'gtid' = :g",
-        key=PLACED,
+        key=branch_key(PLACED, PARTICIPANT),
         g=gtid,
     )
     return int(row["n"]) if row else 0
@@ -210,6 +213,27 @@ def test_a_settlement_lost_on_its_way_to_the_order_is_asked_for(own):
 
     assert (settled["status"], settled["reason"]) == ("confirmed", None)
     assert balance(own, user) == 100000 - 80
+
+
+def test_a_begin_lost_on_its_way_to_the_coordinator_is_sent_again_by_the_order(own):
+    user = 13
+    own.stack.kill(worker("coordinator"), restart=False)
+    order = accepted(own.api, msg_order(user, 3, red_packet_cents=90))
+    reports = own.topology.queue(REPORTS_QUEUE).name
+    wait_until(lambda: depth(own, reports) == 3, timeout_s=30, what="the begin and two reports")
+    purge(own, reports)
+    own.stack.restart(worker("coordinator"))
+
+    settled = own.api.settled(order["order_id"], timeout_s=RESEND_S * 4)
+
+    assert (settled["status"], settled["reason"]) == ("confirmed", None)
+    assert balance(own, user) == 100000 - 90, "the copies sent again applied nothing twice"
+    begins = own.dbs["order"].fetch_one(
+        "SELECT count(*) AS n FROM outbox WHERE routing_key = :key AND payload->>'gtid' = :g",
+        key=BEGUN,
+        g=order["gtid"],
+    )
+    assert begins == {"n": 2}, "sent once with the order, once more by the reconciler"
 
 
 class Load:

@@ -81,7 +81,6 @@ DATABASE_ROUTES: dict[str, tuple[Callable[[Settings], Flask], list[tuple[str, st
         [
             ("GET", "/orders/ord-1", None),
             ("GET", "/users/1/orders", None),
-            ("POST", "/msg/gtx-outage-0/query", None),
             ("GET", "/audit/orders", None),
             *AUDIT_ROUTES,
         ],
@@ -103,7 +102,6 @@ DATABASE_ROUTES: dict[str, tuple[Callable[[Settings], Flask], list[tuple[str, st
                 },
             ),
             ("POST", "/transactions/gtx-outage-0/resolve", {}),
-            ("POST", "/transactions/gtx-outage-0/submit", {}),
         ],
     ),
 }

@@ -76,7 +76,9 @@ def reconciler(participants: Settings, dbs: dict[str, Database]) -> Iterator[Any
         3.0,
         credential=participants.service_token,
     )
-    yield PendingOrderReconciler(OrderRepository(dbs["order"]), client, horizon_s=0.0)
+    yield PendingOrderReconciler(
+        OrderRepository(dbs["order"]), client, horizon_s=0.0, resend_s=120.0
+    )
     server.shutdown()
 
 

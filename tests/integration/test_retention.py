@@ -21,10 +21,7 @@ from coordinator.app import create_app as coordinator_app
 from coordinator.log import RETENTION_RULES
 from paxkit.barrier import (
     BarrierBranch,
-    MessageAborted,
     insert_barrier,
-    mark_message_committed,
-    query_prepared,
 )
 from paxkit.config import Settings
 from paxkit.db import Database
@@ -315,39 +312,6 @@ def test_xa_tombstones_and_commit_records_stay_until_final_past_the_horizon(
     assert repeated.yes and xa.commit(live_commit) == "already_committed"
     assert wallet(wallets) == start, "neither took money again"
     assert rows(wallets, "xa_branch_log", "gtid = :g", g=old_commit) == 0
-
-
-# ---------------------------------------------------------------- msg check-back (order)
-
-
-def test_the_check_back_row_stays_while_the_message_is_preparing(orders, coordinator_url, txn):
-    gtid = txn("preparing", mode="msg")
-    assert query_prepared(orders, gtid, "order") is False  # the check-back came first
-    backdate(orders, "barrier", "created_at")
-    retention = Retention(
-        "order", orders, participant_rules(coordinator_outcomes(client(coordinator_url))), HORIZON_S
-    )
-
-    assert retention.run_once()["barrier"] == 0
-    assert query_prepared(orders, gtid, "order") is False, "the same answer when asked again"
-    with pytest.raises(MessageAborted), orders.transaction() as conn:
-        mark_message_committed(conn, gtid, "order")  # the late local commit is still refused
-
-
-def test_the_committed_marker_goes_once_the_message_is_final_past_the_horizon(
-    orders, coordinator_url, txn
-):
-    settled, submitted = txn("committed", 7200, mode="msg"), txn("submitted", mode="msg")
-    for gtid in (settled, submitted):
-        with orders.transaction() as conn:
-            mark_message_committed(conn, gtid, "order")
-    backdate(orders, "barrier", "created_at")
-    retention = Retention(
-        "order", orders, participant_rules(coordinator_outcomes(client(coordinator_url))), HORIZON_S
-    )
-
-    assert retention.run_once()["barrier"] == 1
-    assert query_prepared(orders, submitted, "order") is True
 
 
 # ---------------------------------------------------------------- notifications (order)

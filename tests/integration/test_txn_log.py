@@ -22,9 +22,12 @@ def log(scratch_db) -> TxnLog:
     return TxnLog(scratch_db("coordinator"))
 
 
-def begun(log: TxnLog, lease_s: float = 60) -> str:
+def begun(log: TxnLog, lease_s: float = 60, mode: str = "2pc") -> str:
+    """A transaction as its driver begins it (msg: as the initiator's event begins it)."""
     gtid = f"gtx-it-log-{next(_ids)}"
-    assert log.begin(gtid, "msg", [Branch("inventory", {"n": 1})], lease_s, durable=True)
+    status = "submitted" if mode == "msg" else "preparing"
+    branches = [Branch("inventory", {"n": 1})]
+    assert log.begin(gtid, mode, branches, lease_s, durable=True, status=status)
     return gtid
 
 
@@ -39,14 +42,23 @@ def lease_left(log: TxnLog, gtid: str) -> float:
 
 def test_a_move_happens_only_from_the_status_it_names(log):
     gtid = begun(log)
-    assert log.begin(gtid, "msg", [], 60, durable=True) is None
-    assert log.move(gtid, "preparing", "submit", lease_s=30) == "submitted"
-    assert log.move(gtid, "preparing", "submit") is None  # not preparing any more
+    assert log.begin(gtid, "saga", [], 60, durable=True) is None
+    assert log.move(gtid, "preparing", "abort", lease_s=30) == "aborting"
+    assert log.move(gtid, "preparing", "abort") is None  # not preparing any more
     with pytest.raises(IllegalTransition):
-        log.move(gtid, "submitted", "commit")
+        log.move(gtid, "aborting", "commit")
     txn = log.get(gtid)
     assert txn is not None
-    assert (txn.status, txn.branches) == ("submitted", (Branch("inventory", {"n": 1}),))
+    assert (txn.status, txn.branches) == ("aborting", (Branch("inventory", {"n": 1}),))
+
+
+def test_a_msg_transaction_begins_submitted_and_is_never_presumed(log):
+    branches = [Branch("inventory", {"n": 1})]
+    begun_txn = log.begin("gtx-msg-log-1", "msg", branches, 60, durable=False, status="submitted")
+    assert begun_txn is not None and begun_txn.status == "submitted"
+    assert log.resolve("gtx-msg-log-2", "msg") is None  # its begin may still be on its way
+    assert log.get("gtx-msg-log-2") is None
+    assert log.move("gtx-msg-log-1", "submitted", "applied") == "committed"
 
 
 def test_reason_and_lease_are_kept_unless_given_and_events_recorded_anyway(log):
@@ -54,7 +66,7 @@ def test_reason_and_lease_are_kept_unless_given_and_events_recorded_anyway(log):
     assert log.move(gtid, "preparing", "abort", reason="out_of_stock") == "aborting"
     assert 290 < lease_left(log, gtid) <= 300
     late = Event("coupon", "action", "ok")
-    assert log.move(gtid, "preparing", "applied", events=[late]) is None
+    assert log.move(gtid, "preparing", "commit", events=[late]) is None
     assert log.move(gtid, "aborting", "done", lease_s=5) == "aborted"
     txn = log.get(gtid)
     assert txn is not None and (txn.status, txn.reason) == ("aborted", "out_of_stock")
@@ -63,9 +75,10 @@ def test_reason_and_lease_are_kept_unless_given_and_events_recorded_anyway(log):
 
 
 def test_resolving_an_unknown_transaction_records_it_aborted(log):
-    txn = log.resolve("gtx-it-log-never", "msg")
+    txn = log.resolve("gtx-it-log-never", "2pc")
+    assert txn is not None
     assert (txn.status, txn.reason, txn.branches) == ("aborted", "timeout", ())
-    assert log.begin("gtx-it-log-never", "msg", [], 60, durable=True) is None
+    assert log.begin("gtx-it-log-never", "2pc", [], 60, durable=True) is None
 
 
 def test_a_report_counts_once_but_every_one_is_on_the_timeline(log):
@@ -78,21 +91,21 @@ def test_a_report_counts_once_but_every_one_is_on_the_timeline(log):
 
 
 def test_a_bound_log_commits_and_rolls_back_with_its_caller(log):
-    gtid = begun(log)
+    gtid = begun(log, mode="msg")
     with pytest.raises(RuntimeError), log.db.transaction() as conn:
         bound = log.bound(conn)
         bound.add_report(BranchReport(gtid, "inventory", "action", True))
         assert bound.lock(gtid) is not None
-        assert bound.move(gtid, "preparing", "applied") == "committed"
+        assert bound.move(gtid, "submitted", "applied") == "committed"
         bound.publish("txn.settled", {"gtid": gtid})
         raise RuntimeError("the consumer's transaction fails")
-    assert log.get(gtid).status == "preparing"
+    assert log.get(gtid).status == "submitted"
     assert log.reports(gtid) == []
     assert unsent(log, gtid) == 0
 
     with log.db.transaction() as conn:
         bound = log.bound(conn)
-        assert bound.move(gtid, "preparing", "applied") == "committed"
+        assert bound.move(gtid, "submitted", "applied") == "committed"
         bound.publish("txn.settled", {"gtid": gtid})
     assert log.get(gtid).status == "committed"
     assert unsent(log, gtid) == 1

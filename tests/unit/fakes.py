@@ -11,7 +11,6 @@ from typing import Any
 
 from coordinator.ports import Branch, BranchResult, Event, Txn
 from coordinator.states import PREPARING, PRESUMED, UNFINISHED, is_durable, next_status
-from paxkit.errors import ApiError
 from paxkit.messaging import BranchReport
 
 
@@ -35,11 +34,17 @@ class FakeTxnLog:
         self.lost_begins = False  # begins vanish, as a relaxed write in a crash
 
     def begin(
-        self, gtid: str, mode: str, branches: Sequence[Branch], lease_s: float, durable: bool
+        self,
+        gtid: str,
+        mode: str,
+        branches: Sequence[Branch],
+        lease_s: float,
+        durable: bool,
+        status: str = PREPARING,
     ) -> Txn | None:
         if gtid in self.txns:
             return None
-        txn = Txn(gtid, mode, PREPARING, branches=tuple(branches))
+        txn = Txn(gtid, mode, status, branches=tuple(branches))
         if not self.lost_begins:
             self.txns[gtid] = txn
             self.leases[gtid] = self.now + lease_s
@@ -48,7 +53,9 @@ class FakeTxnLog:
     def get(self, gtid: str) -> Txn | None:
         return self.txns.get(gtid)
 
-    def resolve(self, gtid: str, mode: str) -> Txn:
+    def resolve(self, gtid: str, mode: str) -> Txn | None:
+        if mode == "msg":
+            return self.txns.get(gtid)
         if gtid not in self.txns:
             self.txns[gtid] = Txn(gtid, mode, PRESUMED, "timeout")
             self.leases[gtid] = self.now
@@ -155,7 +162,6 @@ class FakeBranches:
         self.script: dict[tuple[str, str], list[Answer]] = defaultdict(list)
         self.calls: list[tuple[str, str, str]] = []  # (op, name, gtid)
         self.reasons: list[str | None] = []
-        self.check_backs: list[bool | ApiError] = []
         self.prepared_by_name: dict[str, list[dict[str, Any]]] = {}
 
     def answer(self, op: str, name: str, *answers: Answer) -> FakeBranches:
@@ -180,12 +186,6 @@ class FakeBranches:
         answer = queue.pop(0) if queue else ok()
         result = answer(op, name, gtid) if callable(answer) else answer
         return replace(result, branch=name, op=op)
-
-    def query_prepared(self, gtid: str) -> bool:
-        answer = self.check_backs.pop(0)
-        if isinstance(answer, ApiError):
-            raise answer
-        return answer
 
     def prepared(self, name: str) -> list[dict[str, Any]]:
         return self.prepared_by_name.get(name, [])

@@ -22,8 +22,6 @@ from paxkit.barrier import BarrierRows, barrier_verdict
             BarrierRows(own_new=False, own_writer="compensate"),
             ("refused", False, "aborted"),
         ),
-        # The msg initiator's check-back wrote the row: the late local commit is refused.
-        ("action", BarrierRows(own_new=False, own_writer="query"), ("refused", False, "aborted")),
         ("cancel", BarrierRows(own_new=True, forward_new=False), ("applied", True, None)),
         ("compensate", BarrierRows(own_new=True, forward_new=False), ("applied", True, None)),
         # Null compensation: the forward operation never ran.

@@ -1,5 +1,6 @@
-"""The msg mode's state machine against in-memory fakes: reports move it, recovery sends
-again exactly what is missing, the check-back settles a prepared message."""
+"""The msg mode's state machine against in-memory fakes: the initiator's begin logs it,
+reports move it (even those that overtake the begin), recovery sends again exactly what
+is missing, each branch hearing only of its own part."""
 
 from __future__ import annotations
 
@@ -11,9 +12,8 @@ import pytest
 from coordinator.msgflow import MessageFlow, Progress, missing, react
 from coordinator.ports import Branch, Txn
 from coordinator.recovery import Recovery
-from paxkit.errors import ApiError, NotFound
 from paxkit.faults import Faults
-from paxkit.messaging import BranchReport
+from paxkit.messaging import BranchReport, PoisonMessage, transaction_messages
 from tests.unit.fakes import FakeBranches, FakeTxnLog
 
 RESEND_S = 60.0
@@ -29,17 +29,20 @@ def flow(log: FakeTxnLog, branches: FakeBranches) -> MessageFlow:
     return MessageFlow(log, branches, faults, pool, TIMEOUT_S, 0.5, resend_s=RESEND_S)
 
 
-def prepared(log: FakeTxnLog, names: tuple[str, ...] = NAMES) -> Txn:
+def begin_event(names: tuple[str, ...] = NAMES) -> dict:
+    """The initiator's txn.begun, as the order service sends it."""
     n = next(_ids)
-    parts = [Branch(name, {"order_id": f"ord-{n}", "part": name}) for name in names]
-    txn = log.begin(f"gtx-msg-{n}", "msg", parts, TIMEOUT_S, durable=True)
-    assert txn is not None
-    return txn
+    parts = {name: {"order_id": f"ord-{n}", "part": name} for name in names}
+    begun = transaction_messages(f"gtx-msg-{n}", f"ord-{n}", parts)[0]
+    assert begun.routing_key == "txn.begun"
+    return begun.payload
 
 
 def submitted(log: FakeTxnLog, flow: MessageFlow, names: tuple[str, ...] = NAMES) -> Txn:
-    txn = prepared(log, names)
-    assert flow.submit(txn.gtid) == "submitted"
+    event = begin_event(names)
+    flow.on_begun(log, event)
+    txn = log.get(event["gtid"])
+    assert txn is not None and txn.status == "submitted"
     return txn
 
 
@@ -56,13 +59,31 @@ def recover(log: FakeTxnLog, branches: FakeBranches, flow: MessageFlow) -> int:
     return recovery.finish_in_doubt()
 
 
-def test_submit_makes_the_message_final_once(log, flow):
-    txn = prepared(log)
-    assert flow.submit(txn.gtid) == "submitted"
+def test_a_begin_logs_the_transaction_once(log, flow):
+    event = begin_event()
+    flow.on_begun(log, event)
+    flow.on_begun(log, event)  # a copy: nothing changes
+    txn = log.get(event["gtid"])
+    assert txn is not None
+    assert (txn.status, txn.names) == ("submitted", frozenset(NAMES))
     assert log.lease_left(txn.gtid) == RESEND_S  # reports may take that long in a burst
-    assert flow.submit(txn.gtid) == "submitted"
-    with pytest.raises(NotFound):
-        flow.submit("gtx-never-prepared")
+    assert log.sent == []
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"branches": [{"name": "inventory", "payload": {}}]},
+        {"gtid": "gtx-1", "branches": []},
+        {"gtid": "gtx-1", "branches": [{"name": "nobody", "payload": {}}]},
+        {"gtid": "gtx-1", "branches": [{"name": "inventory", "payload": "x"}]},
+        {"gtid": "gtx-1", "branches": [{"name": "inventory", "payload": {}}] * 2},
+    ],
+)
+def test_a_malformed_begin_is_poison(log, flow, event):
+    with pytest.raises(PoisonMessage):
+        flow.on_begun(log, event)
+    assert log.txns == {}
 
 
 def test_every_action_applied_commits_and_settles_the_order_confirmed(log, flow):
@@ -97,27 +118,34 @@ def test_a_rejection_compensates_everyone_then_settles_failed(log, flow):
     flow.on_report(log, action(txn, "inventory"))
     flow.on_report(log, action(txn, "redpacket", False, "insufficient_balance"))
     assert (log.status(txn.gtid), log.txns[txn.gtid].reason) == ("aborting", "insufficient_balance")
-    assert log.sent_keys() == ["txn.compensate"]
-    assert set(log.sent[0].payload["branches"]) == set(NAMES)
+    compensations = [f"txn.compensate.{name}" for name in sorted(NAMES)]
+    assert log.sent_keys() == compensations
+    assert [set(m.payload["branches"]) for m in log.sent] == [{n} for n in sorted(NAMES)]
 
     flow.on_report(log, action(txn, "coupon"))  # late, after the decision: changes nothing
     for name in NAMES[:-1]:
         flow.on_report(log, compensated(txn, name))
-    assert (log.status(txn.gtid), log.sent_keys()) == ("aborting", ["txn.compensate"])
+    assert (log.status(txn.gtid), log.sent_keys()) == ("aborting", compensations)
 
     flow.on_report(log, compensated(txn, NAMES[-1]))
 
     assert log.status(txn.gtid) == "aborted"
-    assert log.sent_keys() == ["txn.compensate", "txn.settled"]
+    assert log.sent_keys() == [*compensations, "txn.settled"]
     assert log.sent[-1].payload["status"] == "failed"
     assert log.sent[-1].payload["reason"] == "insufficient_balance"
 
 
-def test_reports_that_overtake_the_submit_decide_it(log, flow):
-    txn = prepared(log, ("inventory",))
-    flow.on_report(log, action(txn, "inventory"))
-    assert log.status(txn.gtid) == "committed"
-    assert flow.submit(txn.gtid) == "committed"
+def test_reports_that_overtake_the_begin_decide_it_when_it_arrives(log, flow):
+    event = begin_event(("inventory", "coupon"))
+    early = Txn(event["gtid"], "msg", "submitted", branches=())
+    flow.on_report(log, action(early, "inventory"))
+    flow.on_report(log, action(early, "coupon"))
+    assert (log.txns, log.sent) == ({}, [])  # kept, nothing decided without the begin
+
+    flow.on_begun(log, event)
+
+    assert log.status(event["gtid"]) == "committed"
+    assert log.sent_keys() == ["txn.settled"]
 
 
 def test_overdue_reports_make_recovery_send_the_event_again_to_the_silent_only(log, flow, branches):
@@ -129,14 +157,14 @@ def test_overdue_reports_make_recovery_send_the_event_again_to_the_silent_only(l
 
     assert recover(log, branches, flow) == 1
 
-    assert log.sent_keys() == ["txn.placed"]
-    assert set(log.sent[0].payload["branches"]) == {"coupon", "redpacket"}
-    assert log.sent[0].payload["branches"]["coupon"] == txn.branches[1].payload
+    again = ["txn.placed.coupon", "txn.placed.redpacket"]
+    assert log.sent_keys() == again
+    assert log.sent[0].payload["branches"] == {"coupon": txn.branches[1].payload}
     assert log.sent[0].payload["gtid"] == txn.gtid
     assert log.lease_left(txn.gtid) == RESEND_S
     log.now += RESEND_S + 1
     recover(log, branches, flow)
-    assert log.sent_keys() == ["txn.placed"] * 2
+    assert log.sent_keys() == again * 2
     assert log.lease_left(txn.gtid) == 2 * RESEND_S  # doubling
 
     flow.on_report(log, action(txn, "coupon"))
@@ -153,33 +181,17 @@ def test_recovery_sends_missing_compensations_only(log, flow, branches):
 
     recover(log, branches, flow)
 
-    assert log.sent_keys() == ["txn.compensate"]
-    assert set(log.sent[0].payload["branches"]) == {"coupon", "redpacket"}
+    again = ["txn.compensate.coupon", "txn.compensate.redpacket"]
+    assert log.sent_keys() == again
     flow.on_report(log, compensated(txn, "coupon"))
     flow.on_report(log, compensated(txn, "redpacket"))
     assert log.status(txn.gtid) == "aborted"
-    assert log.sent_keys() == ["txn.compensate", "txn.settled"]
+    assert log.sent_keys() == [*again, "txn.settled"]
 
 
 def test_resend_delays_double_up_to_a_cap(flow):
     assert [flow.resend_delay_s(n) for n in (1, 2, 3, 4)] == [60, 120, 240, 480]
     assert flow.resend_delay_s(20) == 600
-
-
-def test_check_back_submits_a_committed_initiator_and_withdraws_one_that_never_did(
-    log, flow, branches
-):
-    committed, never, unreachable = prepared(log), prepared(log), prepared(log)
-    branches.check_backs = [True, False, ApiError("order is down", status=503)]
-    log.now += TIMEOUT_S + 1
-
-    assert recover(log, branches, flow) == 3
-
-    assert log.status(committed.gtid) == "submitted"
-    assert (log.status(never.gtid), log.txns[never.gtid].reason) == ("aborted", "timeout")
-    assert [(e.branch, e.op) for e in log.timeline[never.gtid]] == [("order", "check_back")]
-    assert log.status(unreachable.gtid) == "preparing"  # asked again next time
-    assert log.sent == []
 
 
 def test_recovery_draws_what_the_reports_already_say(log, flow, branches):
@@ -201,12 +213,11 @@ TXN = Txn("g", "msg", "submitted", "out_of_stock", branches=(Branch("a", {}), Br
         ("submitted", Progress(), None, []),
         ("submitted", Progress(applied=frozenset("a")), None, []),
         ("submitted", Progress(applied=frozenset("ab")), "applied", ["confirmed"]),
-        ("preparing", Progress(applied=frozenset("ab")), "applied", ["confirmed"]),
         (
             "submitted",
             Progress(refused=frozenset("b"), rejections=("out_of_stock",)),
             "abort",
-            ["txn.compensate"],
+            ["txn.compensate.a", "txn.compensate.b"],
         ),
         ("aborting", Progress(compensated=frozenset("a")), None, []),
         ("aborting", Progress(compensated=frozenset("ab")), "done", ["failed"]),
@@ -223,10 +234,9 @@ def test_the_reaction_table(status, progress, event, sent):
 @pytest.mark.parametrize(
     ("status", "progress", "sent"),
     [
-        ("submitted", Progress(applied=frozenset("a")), [("txn.placed", {"b"})]),
+        ("submitted", Progress(applied=frozenset("a")), [("txn.placed.b", {"b"})]),
         ("submitted", Progress(applied=frozenset("ab")), []),
-        ("aborting", Progress(compensated=frozenset("a")), [("txn.compensate", {"b"})]),
-        ("preparing", Progress(), []),  # the check-back's business
+        ("aborting", Progress(compensated=frozenset("a")), [("txn.compensate.b", {"b"})]),
         ("committed", Progress(), []),
     ],
 )

@@ -15,7 +15,6 @@ from services.order.domain import (
 )
 
 PRICES = {"SKU-0003": 300, "SKU-0050": 5000, "SKU-0100": 10000}
-STOCK = {"SKU-0003": 1000, "SKU-0050": 1000, "SKU-0100": 2}
 
 
 def request(**overrides: Any):
@@ -42,14 +41,14 @@ def test_defaults_are_2pc_no_coupon_no_red_packet():
 
 def test_total_is_sum_of_price_times_qty():
     parsed = request(items=[{"sku": "SKU-0003", "qty": 2}, {"sku": "SKU-0050", "qty": 1}])
-    pricing = price_order(parsed, PRICES, STOCK, None)
+    pricing = price_order(parsed, PRICES, None)
     assert pricing.total_cents == 2 * 300 + 5000
     assert pricing.payable_cents == 5600
 
 
 def test_coupon_applies_at_min_spend_and_red_packet_comes_off_last():
     parsed = request(items=[{"sku": "SKU-0050", "qty": 1}], coupon_id="C-7-2", red_packet_cents=400)
-    pricing = price_order(parsed, PRICES, STOCK, coupon())
+    pricing = price_order(parsed, PRICES, coupon())
     assert (pricing.total_cents, pricing.discount_cents, pricing.payable_cents) == (
         5000,
         1000,
@@ -58,7 +57,7 @@ def test_coupon_applies_at_min_spend_and_red_packet_comes_off_last():
 
 
 def test_coupon_below_min_spend_does_not_apply():
-    pricing = price_order(request(coupon_id="C-7-2"), PRICES, STOCK, coupon())
+    pricing = price_order(request(coupon_id="C-7-2"), PRICES, coupon())
     assert (pricing.total_cents, pricing.discount_cents, pricing.payable_cents) == (600, 0, 600)
 
 
@@ -68,23 +67,23 @@ def test_coupon_below_min_spend_does_not_apply():
 def test_coupon_missing_foreign_or_taken_is_unavailable(terms):
     parsed = request(items=[{"sku": "SKU-0100", "qty": 1}], coupon_id="C-7-2")
     with pytest.raises(PricingRejected) as err:
-        price_order(parsed, PRICES, STOCK, None if terms is None else coupon(**terms))
+        price_order(parsed, PRICES, None if terms is None else coupon(**terms))
     assert err.value.reason == "coupon_unavailable"
 
 
-def test_unknown_sku_and_visible_shortage_are_rejected():
+def test_an_unknown_sku_is_rejected_and_stock_is_left_to_the_inventory_branch():
     with pytest.raises(PricingRejected) as unknown:
-        price_order(request(items=[{"sku": "SKU-9999", "qty": 1}]), PRICES, STOCK, None)
-    with pytest.raises(PricingRejected) as short:
-        price_order(request(items=[{"sku": "SKU-0100", "qty": 3}]), PRICES, STOCK, None)
-    assert (unknown.value.reason, short.value.reason) == ("unknown_sku", "out_of_stock")
+        price_order(request(items=[{"sku": "SKU-9999", "qty": 1}]), PRICES, None)
+    assert unknown.value.reason == "unknown_sku"
+    many = price_order(request(items=[{"sku": "SKU-0100", "qty": 1000}]), PRICES, None)
+    assert many.total_cents == 1000 * 10000
 
 
 def test_red_packet_larger_than_what_is_left_to_pay_is_invalid():
     with pytest.raises(InvalidInput) as err:
-        price_order(request(red_packet_cents=601), PRICES, STOCK, None)
+        price_order(request(red_packet_cents=601), PRICES, None)
     assert err.value.extra["field"] == "red_packet_cents"
-    assert price_order(request(red_packet_cents=600), PRICES, STOCK, None).payable_cents == 0
+    assert price_order(request(red_packet_cents=600), PRICES, None).payable_cents == 0
 
 
 @pytest.mark.parametrize(

@@ -20,11 +20,8 @@ def test_commit_path():
 
 
 def test_message_path():
-    assert next_status("preparing", "submit") == "submitted"
     assert next_status("submitted", "applied") == "committed"
     assert next_status("submitted", "abort") == "aborting"
-    assert next_status("preparing", "withdraw") == "aborted"
-    assert next_status("preparing", "applied") == "committed"  # reports before the submit
 
 
 def test_only_a_commit_decision_waits_for_the_disk():
@@ -46,10 +43,9 @@ def test_abort_path():
         ("preparing", "done"),
         ("submitted", "done"),
         ("submitted", "commit"),
-        ("submitted", "withdraw"),
         ("committing", "applied"),
-        ("aborting", "withdraw"),
-        ("committed", "submit"),
+        ("preparing", "applied"),  # a msg transaction begins submitted
+        ("committed", "applied"),
     ],
 )
 def test_a_decision_is_never_reversed(status, event):

@@ -8,9 +8,11 @@ which must be clean, and the error count, which must be zero. During the saturat
 it samples the whole stack's RSS and accounts the machine's CPU per component, Postgres,
 RabbitMQ, Redis and the load generator.
 
-`msg` answers 202 and settles later: its rate is accepted/s during the burst, and
-settled/s is the orders settled over the time from the first accept until the last one
-settled, read from the order database. A mode the API refuses with 400
+`msg` answers 202 and settles later: its rate is accepted/s during the burst (peak
+shaving: the queues fill instead of acceptance starving), settled/s is the orders settled
+over the time from the first accept until the last one settled, read from the order
+database, and the report adds the backlog of pending orders when the burst ends and the
+seconds it took to drain. A mode the API refuses with 400
 `unsupported_mode` is reported as not available. Writes bench-results/orders.json.
 
     python -m infra.bench.orders [--modes 2pc tcc saga msg] [--seconds 15]
@@ -188,7 +190,8 @@ def bench_mode(
     result: dict[str, Any] = {"available": True, "saturation": run.as_json()}
     rate = run.rps
     if mode in ASYNC_MODES:
-        orders.wait_settled(SETTLE_DEADLINE_S)
+        result["backlog_after_burst"] = orders.pending()
+        result["drain_s"] = round(orders.wait_settled(SETTLE_DEADLINE_S), 1)
         settled, span = orders.settled_since(mark)
         rate = run.status_rate("202")
         result["accepted_per_s"] = round(rate, 1)

@@ -4,7 +4,9 @@ CPU is accounted per group of processes (each paxmart component's process group,
 Postgres, RabbitMQ, Redis, the load generator, everything else) as the difference of
 utime+stime between two snapshots, so the report can say who used the two cores.
 Memory is the resident set (VmRSS) of each component's processes, sampled while the
-load runs.
+load runs, and beside it their proportional set (Pss): RSS counts the pages processes
+share (the interpreter, the libraries, what a fork left in common) once per process, PSS
+divides each shared page among its sharers, so its sum is the memory the stack takes.
 """
 
 from __future__ import annotations
@@ -53,6 +55,17 @@ def rss_bytes(pid: int) -> int:
     try:
         for line in (PROC / str(pid) / "status").read_text().splitlines():
             if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def pss_bytes(pid: int) -> int:
+    """Pss of one process (0 when it is gone or the kernel does not say)."""
+    try:
+        for line in (PROC / str(pid) / "smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
@@ -112,7 +125,8 @@ class CpuAccount:
 
 
 class RssSampler:
-    """Samples the summed RSS of some processes on a thread; keeps the largest total seen."""
+    """Samples the summed RSS (and PSS) of some processes on a thread; keeps the largest
+    totals seen."""
 
     def __init__(
         self, members: Callable[[], Mapping[str, Iterable[int]]], every_s: float = 0.5
@@ -123,6 +137,7 @@ class RssSampler:
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
         self.max_total = 0
         self.at_max: dict[str, int] = {}
+        self.max_pss = 0
 
     def __enter__(self) -> RssSampler:
         self._thread.start()
@@ -142,6 +157,8 @@ class RssSampler:
         total = sum(per_name.values())
         if total > self.max_total:
             self.max_total, self.at_max = total, per_name
+        pss = sum(pss_bytes(pid) for pids in self._members().values() for pid in pids)
+        self.max_pss = max(self.max_pss, pss)
 
     def _run(self) -> None:
         while True:
@@ -153,5 +170,6 @@ class RssSampler:
         mib = 1024 * 1024
         return {
             "max_total_mib": round(self.max_total / mib, 1),
+            "max_pss_mib": round(self.max_pss / mib, 1),
             "per_component_mib": {k: round(v / mib, 1) for k, v in self.at_max.items()},
         }

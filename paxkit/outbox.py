@@ -38,20 +38,22 @@ def enqueue(conn: Connection, routing_key: str, payload: dict[str, Any]) -> None
 
 
 def enqueue_all(conn: Connection, messages: list[Message]) -> None:
-    """Add several events to the outbox in one statement, inside the caller's transaction."""
+    """Add several events to the outbox inside the caller's transaction, in one statement
+    that also queues the relay's wake-up (delivered at commit)."""
     conn.execute(
         text(
             "INSERT INTO outbox (routing_key, payload, traceparent) "
             "SELECT key, CAST(payload AS jsonb), :trace "
-            "FROM unnest(CAST(:keys AS text[]), CAST(:payloads AS text[])) AS m (key, payload)"
+            "FROM unnest(CAST(:keys AS text[]), CAST(:payloads AS text[])) AS m (key, payload), "
+            "(SELECT pg_notify(:channel, '')) AS woken"
         ),
         {
             "keys": [m.routing_key for m in messages],
             "payloads": [json.dumps(m.payload) for m in messages],
             "trace": traceparent(),
+            "channel": CHANNEL,
         },
     )
-    conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
 
 
 class OutboxRelay:

@@ -31,7 +31,7 @@ import psycopg2
 import redis
 import requests
 
-from infra.bench import load
+from infra.bench import counts, load
 from infra.bench.common import (
     BENCH_ENV,
     CONNECTIONS,
@@ -103,6 +103,9 @@ class OrderDb:
         )
         return int(count), float(span or 0.0)
 
+    def created_since(self, since: datetime) -> int:
+        return int(self._one("SELECT count(*) FROM orders WHERE created_at >= %s", (since,))[0])
+
     def outcomes(self) -> dict[str, int]:
         conn = psycopg2.connect(self.url, connect_timeout=5)
         try:
@@ -167,6 +170,7 @@ def saturate(stack: Stack, mode: str, seconds: float, connections: int) -> dict[
     cpu = CpuAccount(lambda: groups, {})
     members = {n: stack.process_group(n) for n in stack.names}
     with RssSampler(lambda: members) as rss:
+        before = counts.snapshot({name: stack.url(name) for name in stack.components})
         cpu.start()
         started = time.monotonic()
         run = load.burst(stack.url("gateway"), seconds, connections, mode)
@@ -175,7 +179,7 @@ def saturate(stack: Stack, mode: str, seconds: float, connections: int) -> dict[
     cpu_s["load generator (wrk)"] = round(run.generator_cpu_s, 2)
     done = max(1, run.counts.ok + run.counts.rejected)
     usage["cpu_ms_per_order"] = {k: round(v * 1000 / done, 2) for k, v in cpu_s.items()}
-    return {"run": run, "rss": rss.as_json(), "cpu": usage}
+    return {"run": run, "rss": rss.as_json(), "cpu": usage, "before": before}
 
 
 def bench_mode(
@@ -201,6 +205,8 @@ def bench_mode(
     # The burst's last requests are still in flight when wrk stops: let them finish, then
     # warm up at the half rate, so the measured tail is the stack's, not the burst's.
     orders.wait_settled(SETTLE_DEADLINE_S)
+    after = counts.snapshot({name: stack.url(name) for name in stack.components})
+    result["per_order"] = counts.per_order(sat["before"], after, orders.created_since(mark))
     warm_half = load.paced(gateway, max(1.0, rate / 2), WARMUP_S, mode)
     half = load.paced(gateway, max(1.0, rate / 2), seconds, mode)
     orders.wait_settled(SETTLE_DEADLINE_S)

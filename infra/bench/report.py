@@ -203,6 +203,25 @@ def cpu_table(orders: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def counts_table(orders: dict[str, Any]) -> str:
+    """Hops (requests behind the gateway) and SQL statements per order, by component."""
+    modes = {m: r["per_order"] for m, r in orders.get("modes", {}).items() if "per_order" in r}
+    if not modes:
+        return ""
+    lines = ["Per order: hops behind the gateway, SQL statements (BEGIN/COMMIT not counted)"]
+    lines.append(f"{'':<24}" + "".join(f"{m:>9}" for m in modes))
+    lines.append(f"  {'hops':<22}" + "".join(f"{c['hops']:>9.1f}" for c in modes.values()))
+    names = sorted({n for c in modes.values() for n in c["sql_statements_by_component"]})
+    for name in names:
+        cells = "".join(
+            f"{c['sql_statements_by_component'].get(name, 0.0):>9.1f}" for c in modes.values()
+        )
+        lines.append(f"  {'SQL ' + name:<22}{cells}")
+    total = "".join(f"{c['sql_statements']:>9.1f}" for c in modes.values())
+    lines.append(f"  {'SQL in all':<22}{total}")
+    return "\n".join(lines)
+
+
 def _fmt(value: float | None, spec: str = ".1f") -> str:
     return "" if value is None else format(value, spec)
 
@@ -325,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         failures.append(f"stack RSS {facts['rss_max_mib']:.0f} MiB >= {RSS_LIMIT_MIB:.0f} MiB")
     print("\n" + table(rows, facts, raw.get("durability", {})))
     print("\n" + cpu_table(orders))
+    print("\n" + counts_table(orders))
     png = RESULTS_DIR / "bench.png"
     chart(rows, facts, str(png))
     path = write_result(

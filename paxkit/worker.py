@@ -18,7 +18,7 @@ from types import FrameType
 from paxkit.bootstrap import bootstrap
 from paxkit.component import Background, Component
 from paxkit.logs import configure_logging
-from paxkit.metrics import prepare_multiprocess_dir
+from paxkit.multiproc import prepare_multiprocess_dir
 
 log = logging.getLogger(__name__)
 

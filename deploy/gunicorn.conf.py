@@ -28,7 +28,7 @@ worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 
 def on_starting(server):
     """Every worker writes its metrics under PROMETHEUS_MULTIPROC_DIR; /metrics adds them up."""
-    from paxkit.metrics import prepare_multiprocess_dir
+    from paxkit.multiproc import prepare_multiprocess_dir
 
     prepare_multiprocess_dir()
 

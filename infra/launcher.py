@@ -53,6 +53,9 @@ STABLE_AFTER_S = 60.0
 TICK_S = 0.2
 SERVER_CONFIG = REPO_ROOT / "deploy" / "gunicorn.conf.py"
 WORKER_SUFFIX = "-worker"
+# gunicorn workers and threads per web process (PAXMART_WEB_WORKERS / _THREADS).
+WEB_WORKERS = 2
+WEB_THREADS = 16
 START_MARK = "=== "
 # One admin token and one service credential for the whole stack, handed to every process.
 CREDENTIALS = ("PAXMART_ADMIN_TOKEN", "PAXMART_SERVICE_TOKEN")
@@ -183,8 +186,8 @@ class Stack:
         settings_env: Mapping[str, str],
         log_dir: Path,
         components: Sequence[Component] | None = None,
-        workers: int = 2,
-        threads: int = 16,
+        workers: int = WEB_WORKERS,
+        threads: int = WEB_THREADS,
         *,
         supervise: bool = True,
         python: str = sys.executable,

@@ -51,13 +51,6 @@ RECOVERED = Counter(
 )
 
 
-def prepare_multiprocess_dir() -> None:
-    """Processes that share PROMETHEUS_MULTIPROC_DIR write their samples there; it must exist."""
-    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if folder:
-        os.makedirs(folder, exist_ok=True)
-
-
 def _registry() -> CollectorRegistry | None:
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         return None

@@ -16,6 +16,7 @@ seconds it took to drain. A mode the API refuses with 400
 `unsupported_mode` is reported as not available. Writes bench-results/orders.json.
 
     python -m infra.bench.orders [--modes 2pc tcc saga msg] [--seconds 15]
+                                 [--web-workers N --web-threads M]
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import argparse
 import logging
 import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -41,7 +43,7 @@ from infra.bench.common import (
     write_result,
 )
 from infra.bench.procs import CpuAccount, RssSampler
-from infra.launcher import Stack
+from infra.launcher import WEB_THREADS, WEB_WORKERS, Stack
 from infra.util import setup_logging
 from paxkit.config import Settings
 from paxkit.messaging import Topology, delete_topology
@@ -241,12 +243,22 @@ def fresh_state(settings: Settings) -> None:
     redis.Redis.from_url(settings.redis_url, socket_timeout=2).flushdb()
 
 
-def run_mode(settings: Settings, mode: str, seconds: float, connections: int) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Shape:
+    """How many gunicorn workers and threads each web process runs."""
+
+    workers: int
+    threads: int
+
+
+def run_mode(
+    settings: Settings, mode: str, seconds: float, connections: int, shape: Shape
+) -> dict[str, Any]:
     fresh_state(settings)
     logs = settings.state_dir / "bench-logs" / "orders" / mode
     for old in logs.glob("*.log"):
         old.unlink()
-    with Stack(BENCH_ENV, logs) as stack:
+    with Stack(BENCH_ENV, logs, workers=shape.workers, threads=shape.threads) as stack:
         ok, why = available(stack.url("gateway"), mode)
         if not ok:
             log.warning("mode %s not available: %s", mode, why)
@@ -262,18 +274,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--keep", action="store_true", help="keep the databases, Redis db and queues afterwards"
     )
+    parser.add_argument("--web-workers", type=int, default=WEB_WORKERS)
+    parser.add_argument("--web-threads", type=int, default=WEB_THREADS)
     args = parser.parse_args(argv)
+    shape = Shape(args.web_workers, args.web_threads)
     setup_logging()
     settings, _ = prepare_servers()
     results: dict[str, Any] = {
         "connections": args.connections,
         "seconds": args.seconds,
+        "web_workers": shape.workers,
+        "web_threads": shape.threads,
         "durability": durability(settings),
         "modes": {},
     }
     try:
         for mode in args.modes:
-            results["modes"][mode] = run_mode(settings, mode, args.seconds, args.connections)
+            results["modes"][mode] = run_mode(settings, mode, args.seconds, args.connections, shape)
             write_result("orders", results)
     finally:
         if not args.keep:

@@ -176,8 +176,6 @@ class Settings:
     message_consumers: tuple[str, ...] = ()
     # How long an initiator's copy of a catalog price lives before it is fetched again.
     price_ttl_s: float = 300.0
-    # How much lower a worker process's CPU priority is than its web process's (nice).
-    worker_niceness: int = 10
 
 
 def load_settings() -> Settings:
@@ -222,7 +220,6 @@ def load_settings() -> Settings:
         notify_allowed_hosts=_env_list("PAXMART_NOTIFY_ALLOWED_HOSTS", "127.0.0.1,localhost,::1"),
         msg_resend_s=_env_float("PAXMART_MSG_RESEND_S", 120.0),
         price_ttl_s=_env_float("PAXMART_PRICE_TTL_S", 300.0),
-        worker_niceness=_env_int("PAXMART_WORKER_NICENESS", 10),
         message_consumers=_env_list(
             "PAXMART_MESSAGE_CONSUMERS",
             ",".join(("coordinator", *stack.initiators, *stack.participants)),

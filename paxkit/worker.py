@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 import threading
@@ -41,16 +40,6 @@ def run(component: Component, stop: threading.Event, grace_s: float = GRACE_S) -
         log.info("worker of %s stopped", component.name)
 
 
-def yield_cpu_to_web(niceness: int) -> None:
-    """Run this process's background work at a lower CPU priority than the web processes.
-
-    Peak shaving: during a burst the web processes accept (one local commit each) while
-    the workers settle what the queues hold in the CPU time left over, instead of taking
-    half of it from acceptance. On an idle machine the workers get all the CPU anyway."""
-    if niceness > 0:
-        os.nice(niceness)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run a paxmart component's background work.")
     parser.add_argument("component")
@@ -59,7 +48,6 @@ def main(argv: list[str] | None = None) -> int:
     prepare_multiprocess_dir()
     component = bootstrap(args.component)
     configure_logging(f"{component.name}-worker", component.settings.log_level)
-    yield_cpu_to_web(component.settings.worker_niceness)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -7,9 +7,12 @@ only the address differs. tests/unit/test_compose.py holds them to that.
 
 import os
 
-# Threads per worker process; the gateway admits at most workers * threads requests at once.
-workers = int(os.environ.get("PAXMART_WEB_WORKERS", "2"))
-threads = int(os.environ.get("PAXMART_WEB_THREADS", "16"))
+# One worker process of many threads per web process; the gateway admits at most
+# workers * threads requests at once. Scale a component by running more web processes
+# (more replicas): on two cores a second worker per process bought no measurable
+# throughput and cost about 65 MiB each (make bench, README "Measuring performance").
+workers = int(os.environ.get("PAXMART_WEB_WORKERS", "1"))
+threads = int(os.environ.get("PAXMART_WEB_THREADS", "32"))
 # gthread, whose own rejections (bad request line, URI too long, headers) answer in the
 # contract's JSON error shape.
 worker_class = "paxkit.server.ContractWorker"

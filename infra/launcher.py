@@ -54,8 +54,8 @@ TICK_S = 0.2
 SERVER_CONFIG = REPO_ROOT / "deploy" / "gunicorn.conf.py"
 WORKER_SUFFIX = "-worker"
 # gunicorn workers and threads per web process (PAXMART_WEB_WORKERS / _THREADS).
-WEB_WORKERS = 2
-WEB_THREADS = 16
+WEB_WORKERS = 1
+WEB_THREADS = 32
 START_MARK = "=== "
 # One admin token and one service credential for the whole stack, handed to every process.
 CREDENTIALS = ("PAXMART_ADMIN_TOKEN", "PAXMART_SERVICE_TOKEN")

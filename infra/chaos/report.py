@@ -117,7 +117,8 @@ def build(
     violations = [*verdict.violations, *extra]
     scenario_of = _scenario_of_orders(ops, snap)
     for v in violations:
-        rows[scenario_of.get(v.order_id or "", FINAL)].violations += 1
+        scenario = scenario_of.get(v.order_id or "", FINAL)
+        rows.setdefault(scenario, Row(scenario)).violations += 1
     return Result(
         plan.profile,
         plan.seed,

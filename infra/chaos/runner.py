@@ -137,6 +137,7 @@ class Run:
         """Every server and process of the run, stopped again whatever happens."""
         shutil.rmtree(self.folder / "rabbitmq", ignore_errors=True)
         shutil.rmtree(self.folder / "logs", ignore_errors=True)
+        os.environ.update(STACK_ENV)  # the database prefix and namespace, for what follows
         names = stack_config().names
         clusters = PgClusters(load_settings(), names, self.folder / "pg")
         own_redis = OwnRedis(self.folder / "redis")

@@ -100,7 +100,8 @@ class PgClusters:
         self._ctl(name, "-m", "immediate", "-w", "-t", "60", "restart")
 
     def stop(self, name: str) -> None:
-        self._ctl(name, "-m", "immediate", "-w", "-t", "60", "stop")
+        """An operator's stop: sessions are ended, the database goes away until start()."""
+        self._ctl(name, "-m", "fast", "-w", "-t", "60", "stop")
 
     def stop_all(self) -> None:
         for name in self.ports:

@@ -22,9 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import redis
-
-from infra.deps import rabbitmq_ok
+from infra.deps import rabbitmq_ok, redis_ok
 from infra.pgcluster import ClusterError, ensure_cluster, pg_ctl, stop_cluster
 from infra.util import port_open, tail, wait_until
 from paxkit.config import REPO_ROOT, Settings
@@ -147,13 +145,7 @@ class OwnRedis:
         return self
 
     def answers(self) -> bool:
-        client = redis.Redis.from_url(self.url, socket_timeout=1, socket_connect_timeout=1)
-        try:
-            return bool(client.ping())
-        except redis.RedisError:
-            return False
-        finally:
-            client.close()
+        return redis_ok(self.url)
 
     def pause(self) -> None:
         os.kill(self.pid, signal.SIGSTOP)

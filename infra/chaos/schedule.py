@@ -80,7 +80,7 @@ def _kills(kind: str) -> Scenario:
         targets = list(COMPONENTS) * (2 if long else 1)
         if long:
             rng.shuffle(targets)
-        faults = tuple(Fault(kind, t, 2 + 2.5 * i) for i, t in enumerate(targets))
+        faults = tuple(Fault(kind, t, 2 + 2.0 * i) for i, t in enumerate(targets))
         return Round(kind.replace("_", "-"), faults[-1].at_s + 6, faults)
 
     return make
@@ -94,24 +94,24 @@ def pg_restart(rng: random.Random, long: bool) -> Round:
 
 def pg_stop(rng: random.Random, long: bool) -> Round:
     target = rng.choice(COMPONENTS) if long else "coupon"
-    hold = 90.0 if long else 30.0
+    hold = 90.0 if long else 20.0
     return Round("pg-stop", hold + 8, (Fault("pg_stop", target, 3, hold),))
 
 
 def rabbit_stop(rng: random.Random, long: bool) -> Round:
-    return Round("rabbit-stop", 20, (Fault("rabbit_stop", "rabbitmq", 3, 8),))
+    return Round("rabbit-stop", 16, (Fault("rabbit_stop", "rabbitmq", 3, 8),))
 
 
 def rabbit_kill(rng: random.Random, long: bool) -> Round:
-    return Round("rabbit-kill", 20, (Fault("rabbit_kill", "rabbitmq", 3, 4),))
+    return Round("rabbit-kill", 14, (Fault("rabbit_kill", "rabbitmq", 3, 4),))
 
 
 def redis_pause(rng: random.Random, long: bool) -> Round:
-    return Round("redis-pause", 16, (Fault("redis_pause", "redis", 3, 8),))
+    return Round("redis-pause", 14, (Fault("redis_pause", "redis", 3, 8),))
 
 
 def redis_restart(rng: random.Random, long: bool) -> Round:
-    return Round("redis-restart", 12, (Fault("redis_restart", "redis", 3),))
+    return Round("redis-restart", 10, (Fault("redis_restart", "redis", 3),))
 
 
 def fault_points(rng: random.Random, long: bool) -> Round:
@@ -124,7 +124,7 @@ def fault_points(rng: random.Random, long: bool) -> Round:
 
 
 def partition(rng: random.Random, long: bool) -> Round:
-    hold = rng.uniform(8, 30) if long else 12.0
+    hold = rng.uniform(8, 30) if long else 10.0
     return Round("partition", hold + 8, (Fault("partition", PARTITIONED, 3, hold),))
 
 

@@ -95,7 +95,8 @@ def test_the_proxy_drops_connections(proxy: Proxy) -> None:
 @pytest.fixture
 def chaos_folder(settings: Settings) -> Iterator[Path]:
     """Beside the chaos run's folder (reachable by `postgres` and `rabbitmq` as root)."""
-    folder = work_dir(settings.state_dir).with_name(f"paxmart-chaos-test{SLOT}")
+    run_folder = work_dir(settings.state_dir)
+    folder = run_folder.with_name(f"{run_folder.name}-test{SLOT}")
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     folder.chmod(0o755)

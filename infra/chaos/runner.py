@@ -89,6 +89,7 @@ class Run:
         self.history = History()
         self.folder = work_dir(load_settings().state_dir)
         self.errors: list[checker.Violation] = []
+        self.gateway_url = ""
 
     def execute(self) -> int:
         started = time.time()
@@ -96,6 +97,7 @@ class Run:
             settings = load_settings()
             seed = checker.Seed.of(checker.read_snapshot(settings.db_urls))
             admin = os.environ["PAXMART_ADMIN_TOKEN"]
+            self.gateway_url = servers.stack.url("gateway")
             load = Load(self._load_config(servers, admin), self.history)
             load.start()
             try:
@@ -220,20 +222,32 @@ class Run:
         return last_end
 
     def _quiesce(self, since: float) -> RoundResult:
-        """Poll the databases until nothing is left unsettled, or the deadline."""
+        """Poll until nothing is left unsettled and the stack's audit answers clean, or the
+        deadline."""
         deadline = time.monotonic() + self.config.quiesce_s
         left: dict[str, int] = {"unread": 1}
         while time.monotonic() < deadline:
-            try:
-                left = checker.stuck(checker.read_snapshot(load_settings().db_urls))
-            except psycopg2.Error as exc:
-                left = {"database_unreadable": 1}
-                log.info("quiescence probe: %s", str(exc).strip().splitlines()[0])
+            left = self._unsettled()
             if not left:
                 return RoundResult(self.history.scenario, since, time.time(), time.time() - since)
             time.sleep(POLL_S)
         log.error("not quiescent after %.0fs: %s", self.config.quiesce_s, left)
         return RoundResult(self.history.scenario, since, time.time(), None, left)
+
+    def _unsettled(self) -> dict[str, int]:
+        """What keeps the stack from quiescence: left in the databases, else the audit."""
+        try:
+            left = checker.stuck(checker.read_snapshot(load_settings().db_urls))
+        except psycopg2.Error as exc:
+            log.info("quiescence probe: %s", str(exc).strip().splitlines()[0])
+            return {"database_unreadable": 1}
+        if left:
+            return left
+        answer = checker.audit(self.gateway_url, os.environ["PAXMART_ADMIN_TOKEN"])
+        if answer.status == 200 and answer.ok:
+            return {}
+        log.info("quiescence probe: audit %s %s", answer.status, answer.error[:200])
+        return {f"audit_{answer.status or 'unanswered'}": 1}
 
 
 def _port_key(name: str) -> str:

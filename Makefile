@@ -16,8 +16,12 @@ LOCUST := $(VENV)/bin/locust -f infra/locust/locustfile.py --host $(HOST)
 LOAD_DIR := bench-results/locust
 # Benchmark modules run by `make bench`, each `python -m <module>`; add yours here.
 BENCHMARKS ?= infra.bench.gateway infra.bench.raw infra.bench.orders
+# `make chaos`: CHAOS=short (CI) or long; SEED=N replays a schedule, MINUTES=M sizes long.
+CHAOS ?= short
+SEED ?=
+MINUTES ?=
 
-.PHONY: help install install-run up reset test lint bench load load-ui down
+.PHONY: help install install-run up reset test lint bench load load-ui chaos down
 
 help:
 	@echo "make up      start Postgres/Redis/RabbitMQ if needed, migrate, run every component (Ctrl-C stops)"
@@ -27,6 +31,8 @@ help:
 	@echo "make bench   run the benchmarks ($(BENCHMARKS)); results in bench-results/"
 	@echo "make load    locust headless against HOST=$(HOST) (USERS, RATE, DURATION), then the audit"
 	@echo "make load-ui locust web UI on http://127.0.0.1:8089 against HOST=$(HOST)"
+	@echo "make chaos   the stack of its own under load and real faults, then the verdict"
+	@echo "             (CHAOS=short|long, SEED=N, MINUTES=M); report in chaos-results/"
 	@echo "make down    stop the project's Postgres cluster"
 
 $(PY):
@@ -81,6 +87,10 @@ load: install
 
 load-ui: install
 	$(LOCUST) --web-host 127.0.0.1 --web-port 8089
+
+chaos: install
+	$(PY) -m infra.chaos --profile $(CHAOS) $(if $(SEED),--seed $(SEED)) \
+		$(if $(MINUTES),--minutes $(MINUTES))
 
 down: install-run
 	$(PY) -m infra.pgcluster stop

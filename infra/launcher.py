@@ -192,8 +192,11 @@ class Stack:
         supervise: bool = True,
         python: str = sys.executable,
         ready_timeout: float = READY_TIMEOUT_S,
+        component_env: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         self._env = dict(settings_env)
+        # Per component, what its processes (web and worker) get on top of settings_env.
+        self._component_env = {name: dict(env) for name, env in (component_env or {}).items()}
         self._log_dir = Path(log_dir)
         self._workers = workers
         self._threads = threads
@@ -378,7 +381,8 @@ class Stack:
         """Start the component's gunicorn in a new session; caller holds the lock."""
         if proc.popen is not None:
             _signal_group(proc.popen.pid, signal.SIGKILL)
-        env = {**os.environ, **self._env, "PYTHONUNBUFFERED": "1", **self._process_env(proc)}
+        own = self._component_env.get(proc.component.name, {})
+        env = {**os.environ, **self._env, **own, "PYTHONUNBUFFERED": "1", **self._process_env(proc)}
         stamp = datetime.now().isoformat(timespec="seconds")
         with proc.log_file.open("ab") as out:
             where = "as a worker" if proc.port is None else f"on port {proc.port}"

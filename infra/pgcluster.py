@@ -5,7 +5,9 @@ checkout) and every server binary runs as `postgres`; `<state_dir>/pg` links to 
 As a normal user it lives in `<state_dir>/pg`.
 
 A named cluster (`name=`, on the port of the settings given) is a second one beside it,
-in `pg-<name>`: tests put one service's database there to take it down alone.
+in `pg-<name>`: tests put one service's database there to take it down alone. `parent=`
+puts a cluster's folder in another directory (make chaos keeps its clusters apart), and
+`pg_ctl()` runs pg_ctl on any of them (restart, stop, start).
 """
 
 from __future__ import annotations
@@ -120,15 +122,17 @@ def _folder(name: str) -> str:
     return f"pg-{name}" if name else "pg"
 
 
-def _cluster_dir(settings: Settings, name: str = "") -> Path:
+def _cluster_dir(settings: Settings, name: str = "", parent: Path | None = None) -> Path:
+    if parent is not None:
+        return parent / _folder(name)
     if _as_root():
         digest = hashlib.sha1(str(REPO_ROOT).encode()).hexdigest()[:10]
         return Path("/var/tmp") / f"paxmart-{_folder(name)}-{digest}"
     return settings.state_dir / _folder(name)
 
 
-def _layout(settings: Settings, name: str = "") -> _Layout:
-    cluster_dir = _cluster_dir(settings, name)
+def _layout(settings: Settings, name: str = "", parent: Path | None = None) -> _Layout:
+    cluster_dir = _cluster_dir(settings, name, parent)
     socket_name = f".s.PGSQL.{settings.pg_port}"
     too_long = len(str(cluster_dir / socket_name)) > MAX_SOCKET_PATH
     return _Layout(
@@ -327,13 +331,14 @@ def _require_local(settings: Settings) -> None:
         )
 
 
-def ensure_cluster(settings: Settings, name: str = "") -> ClusterInfo:
+def ensure_cluster(settings: Settings, name: str = "", parent: Path | None = None) -> ClusterInfo:
     """Create, configure and start the project cluster (or the named one) unless it already
     runs (idempotent)."""
     _require_local(settings)
-    layout = _layout(settings, name)
+    layout = _layout(settings, name, parent)
     _prepare_cluster_dir(layout)
-    _link_state_dir(settings, layout.cluster_dir, name)
+    if parent is None:
+        _link_state_dir(settings, layout.cluster_dir, name)
     with _locked(layout):
         bindir = find_bindir(_data_version(layout))
         if _data_version(layout) is None:
@@ -362,9 +367,9 @@ def ensure_cluster(settings: Settings, name: str = "") -> ClusterInfo:
     )
 
 
-def stop_cluster(settings: Settings, name: str = "") -> bool:
+def stop_cluster(settings: Settings, name: str = "", parent: Path | None = None) -> bool:
     """Stop the project cluster (or the named one); True when it was running."""
-    layout = _layout(settings, name)
+    layout = _layout(settings, name, parent)
     if _data_version(layout) is None:
         return False
     with _locked(layout):
@@ -374,6 +379,19 @@ def stop_cluster(settings: Settings, name: str = "") -> bool:
         _stop(bindir, layout)
     log.info("stopped Postgres (data %s)", layout.data_dir)
     return True
+
+
+def pg_ctl(
+    settings: Settings, *args: str, name: str = "", parent: Path | None = None, timeout: float = 90
+) -> subprocess.CompletedProcess[str]:
+    """Run `pg_ctl -D <data> <args>` on a cluster (as `postgres` when root), e.g.
+    `pg_ctl(s, "-m", "immediate", "-w", "restart")`; the cluster must exist."""
+    layout = _layout(settings, name, parent)
+    version = _data_version(layout)
+    if version is None:
+        raise ClusterError(f"no cluster in {layout.data_dir}")
+    extra = ("-l", str(layout.log_file)) if {"start", "restart"} & set(args) else ()
+    return _pg_ctl(find_bindir(version), layout, *extra, *args, timeout=timeout)
 
 
 def cluster_status(settings: Settings) -> tuple[bool, str]:

@@ -1,9 +1,9 @@
 """One error table at the edge: every failure leaves a component in the contract's shape.
 
 `{"error": {"code": "<snake_case>", "message": "<sentence>", ...extra}}` with a proper
-status. A dependency that is down or too slow (a database, Redis, the broker) is a 503
-with `Retry-After`, whichever route met it; anything else unexpected is logged and
-answered as a 500 (which is always a bug).
+status. A dependency that is down or too slow (a database, Redis, the broker), or a fault
+point armed to fail, is a 503 with `Retry-After`, whichever route met it; anything else
+unexpected is logged and answered as a 500 (which is always a bug).
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import redis
 from flask import Flask, Response, jsonify
 from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException
+
+from paxkit.faults import FaultInjected
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +145,13 @@ OUTAGES = (
         (pika.exceptions.AMQPError,),
         "broker_unavailable",
         "The message broker is unavailable; try again shortly.",
+    ),
+    # A fault point armed to `fail` (PAXMART_FAULTS) stands for a failure of that step's
+    # surroundings, which a retry may get past; it is no bug of the code, so never a 500.
+    Outage(
+        (FaultInjected,),
+        "fault_injected",
+        "An injected fault failed this step; try again shortly.",
     ),
 )
 DATABASE_OUTAGE = OUTAGES[0]

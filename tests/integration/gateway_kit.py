@@ -8,11 +8,8 @@ that counts its hits and can be made slow or failing.
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import socket
 import socketserver
-import subprocess
 import threading
 import time
 import uuid
@@ -29,12 +26,11 @@ from werkzeug.serving import make_server
 
 from gateway.app import create_app
 from gateway.core import Gateway, GatewayOptions
-from infra.deps import redis_ok
+from infra.chaos.servers import OwnRedis as ChaosRedis
 from paxkit.config import Settings
 from paxkit.db import Database
 from paxkit.web import start_process_work, stop_process_work
 from tests.conftest import TEST_ENV
-from tests.helpers import wait_until
 
 ADMIN = {"Authorization": f"Bearer {TEST_ENV['PAXMART_ADMIN_TOKEN']}"}
 
@@ -240,45 +236,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class OwnRedis:
-    """A redis-server of the test's own, to stop, pause (SIGSTOP) and resume."""
+class OwnRedis(ChaosRedis):
+    """A redis-server of the test's own on a free port, to stop, pause (SIGSTOP) and resume."""
 
     def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.workdir = workdir
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> OwnRedis:
-        self.proc = subprocess.Popen(
-            [
-                *("redis-server", "--port", str(self.port), "--bind", "127.0.0.1"),
-                *("--save", "", "--appendonly", "no", "--dir", str(self.workdir)),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_until(lambda: redis_ok(self.url), 10, what=f"redis-server on port {self.port}")
-        return self
-
-    def pause(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGCONT)
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        os.kill(self.proc.pid, signal.SIGCONT)
-        self.proc.kill()
-        self.proc.wait(10)
-        self.proc = None
+        super().__init__(workdir, free_port())
 
 
 def timed(call: Any) -> tuple[Any, float]:

@@ -81,6 +81,18 @@ def test_stop_leaves_no_process_of_the_group(stack: Stack) -> None:
     assert not stack.is_running("fixture")
 
 
+def test_a_component_gets_its_own_env_on_top_of_the_stacks(tmp_path: Path) -> None:
+    components = [Component(n, "fixture_app:create_app()", _free_port()) for n in ("one", "two")]
+    env = {**FIXTURE_ENV, "PAXMART_FIXTURE_MARK": "stack"}
+    own = {"one": {"PAXMART_FIXTURE_MARK": "own"}}
+    with Stack(env, tmp_path / "logs", components, workers=1, threads=2, component_env=own) as s:
+        marks = {
+            name: requests.get(f"{s.url(name)}/env/PAXMART_FIXTURE_MARK", timeout=2).json()
+            for name in ("one", "two")
+        }
+    assert marks == {"one": {"value": "own"}, "two": {"value": "stack"}}
+
+
 def test_start_reports_an_app_that_does_not_import(tmp_path: Path) -> None:
     broken = Component("broken", "no_such_module_here:create_app()", _free_port())
     stack = Stack(FIXTURE_ENV, tmp_path / "logs", [broken], workers=1, threads=1)

@@ -10,6 +10,7 @@ import redis
 from sqlalchemy import exc as sa_exc
 
 from paxkit.errors import outage_of
+from paxkit.faults import FaultInjected
 
 
 @pytest.mark.parametrize(
@@ -39,6 +40,11 @@ def test_dependency_failures_are_outages(error, code):
     outage = outage_of(error)
     assert outage is not None
     assert outage.code == f"{code}_unavailable"
+
+
+def test_an_injected_failure_is_a_503_not_a_bug():
+    outage = outage_of(FaultInjected("injected failure at redpacket.before_commit"))
+    assert outage is not None and outage.code == "fault_injected"
 
 
 def test_an_error_raised_from_an_outage_is_that_outage():

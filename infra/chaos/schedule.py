@@ -27,7 +27,7 @@ POINTS = (
     ("order", "before_settle", "kill"),
     ("order", "relay_after_publish", "kill"),
     ("inventory", "consumer_after_commit", "kill"),
-    ("order", "msg_before_submit", "kill"),
+    ("order", "msg_before_commit", "kill"),
     ("redpacket", "before_commit", "fail"),
 )
 SLOW_POINTS = (("redpacket", "before_try"), ("redpacket", "before_prepare"))

@@ -1,10 +1,12 @@
-"""msg mode never strands an order: lost messages are sent again, and a participant's
-database down for longer than any retry schedule ever allowed only delays the orders.
+"""msg mode never strands an order: lost messages are sent again, a broker stopped under
+way loses nothing, and a participant's database down for longer than any retry schedule
+ever allowed only delays the orders.
 
-The stack here is one of the module's own (own ports, databases, Redis db and broker
-namespace) whose redpacket database lives in a Postgres cluster of its own, so the test
-can stop that server alone. PAXMART_OUTAGE_S sets the outage (90 s by default); it must
-stay above the ~66 s after which transient failures used to be dead-lettered.
+The stack here is one of the module's own (own ports, databases, Redis db), on a
+RabbitMQ node of its own and with its redpacket database in a Postgres cluster of its
+own, so the tests can stop those servers and nothing else. PAXMART_OUTAGE_S sets the
+outage (90 s by default); it must stay above the ~66 s after which transient failures used
+to be dead-lettered.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import pytest
 import redis
 import requests
 
+from infra.chaos.servers import OwnRabbit, RabbitPorts, work_dir
 from infra.launcher import WORKER_SUFFIX, Stack
 from infra.pgcluster import ensure_cluster, stop_cluster
 from paxkit.config import Settings
@@ -63,6 +66,7 @@ class OwnStack:
     api: Api
     settings: Settings
     cluster: Settings  # where the participant's database lives
+    broker: OwnRabbit
     dbs: dict[str, Database] = field(default_factory=dict)
 
     @property
@@ -74,7 +78,7 @@ class OwnStack:
         return self.topology.queue(spec).name
 
 
-def stack_env(cluster_port: int) -> dict[str, str]:
+def stack_env(cluster_port: int, amqp_url: str) -> dict[str, str]:
     ports = {
         f"PAXMART_{name.upper()}_PORT": str(PORT_BASE + PORT_OFFSET + offset)
         for name, offset in (
@@ -95,6 +99,7 @@ def stack_env(cluster_port: int) -> dict[str, str]:
             f"postgresql://postgres@127.0.0.1:{cluster_port}/{PREFIX}{PARTICIPANT}"
         ),
         "PAXMART_MSG_RESEND_S": str(RESEND_S),
+        "PAXMART_AMQP_URL": amqp_url,
     }
 
 
@@ -110,6 +115,7 @@ def stack_settings(base: Settings, env: dict[str, str], cluster_port: int) -> Se
         db_prefix=PREFIX,
         db_urls=urls,
         redis_url=env["PAXMART_REDIS_URL"],
+        amqp_url=env["PAXMART_AMQP_URL"],
         mq_namespace=PREFIX.rstrip("_"),
     )
 
@@ -118,7 +124,10 @@ def stack_settings(base: Settings, env: dict[str, str], cluster_port: int) -> Se
 def own(fresh_databases: Settings) -> Iterator[OwnStack]:
     cluster = replace(fresh_databases, pg_port=free_port())
     ensure_cluster(cluster, name=PARTICIPANT)
-    env = stack_env(cluster.pg_port)
+    folder = work_dir(fresh_databases.state_dir) / f"strand-rabbitmq{SLOT}"
+    ports = RabbitPorts(free_port(), free_port(), f"paxmart_strand{SLOT}@localhost")
+    broker = OwnRabbit(folder, ports).start()
+    env = stack_env(cluster.pg_port, broker.url)
     settings = stack_settings(fresh_databases, env, cluster.pg_port)
     migrate_all(settings, reset=True)
     delete_topology(settings.amqp_url, Topology.of(settings))
@@ -127,11 +136,12 @@ def own(fresh_databases: Settings) -> Iterator[OwnStack]:
     try:
         log_dir = fresh_databases.state_dir / "test-logs-strand"
         with Stack(env, log_dir, workers=2, threads=8) as stack:
-            yield OwnStack(stack, Api(stack.url("gateway")), settings, cluster, dbs)
+            yield OwnStack(stack, Api(stack.url("gateway")), settings, cluster, broker, dbs)
     finally:
         for db in dbs.values():
             db.dispose()
         stop_cluster(cluster, name=PARTICIPANT)
+        broker.stop()
 
 
 def msg_order(user: int, sku: int, red_packet_cents: int = 10) -> dict[str, Any]:
@@ -234,6 +244,21 @@ def test_a_begin_lost_on_its_way_to_the_coordinator_is_sent_again_by_the_order(o
         g=order["gtid"],
     )
     assert begins == {"n": 2}, "sent once with the order, once more by the reconciler"
+
+
+def test_the_broker_stopped_mid_flow_loses_nothing(own):
+    users = (14, 15)
+    first = [accepted(own.api, msg_order(u, 4, red_packet_cents=50)) for u in users]
+    assert own.broker.ctl("stop_app").returncode == 0
+    try:
+        # Accepted while the broker is down: the outbox keeps the events.
+        while_down = accepted(own.api, msg_order(users[0], 5, red_packet_cents=25))
+    finally:
+        assert own.broker.ctl("start_app", timeout=120).returncode == 0
+    for order in [*first, while_down]:
+        assert own.api.settled(order["order_id"], timeout_s=90)["status"] == "confirmed"
+    assert balance(own, users[0]) == 100000 - 50 - 25
+    assert balance(own, users[1]) == 100000 - 50
 
 
 class Load:

@@ -50,26 +50,24 @@ def all_stats() -> list[ProcStat]:
     return [s for s in stats if s is not None]
 
 
-def rss_bytes(pid: int) -> int:
-    """VmRSS of one process (0 when it is gone or has no memory of its own)."""
+def _proc_field_bytes(pid: int, file: str, field: str) -> int:
+    """A `field: N kB` line of /proc/<pid>/<file> in bytes (0 when the process is gone or
+    the kernel does not say)."""
     try:
-        for line in (PROC / str(pid) / "status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+        for line in (PROC / str(pid) / file).read_text().splitlines():
+            if line.startswith(field):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
     return 0
+
+
+def rss_bytes(pid: int) -> int:
+    return _proc_field_bytes(pid, "status", "VmRSS:")
 
 
 def pss_bytes(pid: int) -> int:
-    """Pss of one process (0 when it is gone or the kernel does not say)."""
-    try:
-        for line in (PROC / str(pid) / "smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+    return _proc_field_bytes(pid, "smaps_rollup", "Pss:")
 
 
 def machine_ticks() -> tuple[int, int]:

@@ -36,7 +36,7 @@ from paxkit.backoff import reconnect_backoff
 from paxkit.db import Database
 from paxkit.deadletters import DeadLetters
 from paxkit.errors import ApiError
-from paxkit.faults import Faults
+from paxkit.faults import FaultInjected, Faults
 from paxkit.messaging import (
     PoisonMessage,
     PublishFailed,
@@ -230,7 +230,14 @@ class Consumer:
                 connection, lambda: self._retry(channel, publisher, tag, props, body, counts)
             )
             return
-        self.faults.hit("consumer_after_commit")
+        try:
+            self.faults.hit("consumer_after_commit")
+        except FaultInjected:
+            # Committed, not acked, as a process failing right here: the broker delivers it
+            # again and the inbox knows it. Never left unacked, which would stall the
+            # consumer once its prefetch window is full.
+            self._later(connection, lambda: channel.basic_nack(tag, requeue=True))
+            return
         self._later(connection, lambda: channel.basic_ack(tag))
 
     def _handle(

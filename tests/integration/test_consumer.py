@@ -12,13 +12,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+import redis
 from pika.exceptions import ChannelClosedByBroker
 from sqlalchemy import Connection, text
 
 from paxkit.consumer import Consumer
 from paxkit.db import Database
 from paxkit.deadletters import DeadLetters
-from paxkit.faults import Faults
+from paxkit.faults import Faults, arm
 from paxkit.messaging import (
     PoisonMessage,
     Publisher,
@@ -73,6 +74,7 @@ class Rig:
     publisher: Publisher
     topology: Topology
     queue: str
+    redis: redis.Redis
 
     def send(self, payload: Any, message_id: str | None = None) -> str:
         message_id = message_id or str(uuid.uuid4())
@@ -111,6 +113,7 @@ def rig(fresh_databases, scratch_db) -> Iterator[Rig]:
     )
     store = DeadLetters(db, lambda: Publisher(settings.amqp_url, topology))
     probe = Probe()
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=2)
     consumer = Consumer(
         "probe",
         SPEC,
@@ -118,7 +121,7 @@ def rig(fresh_databases, scratch_db) -> Iterator[Rig]:
         db,
         settings.amqp_url,
         topology,
-        Faults("probe", None),
+        Faults("probe", client),
         store,
         max_attempts=MAX_ATTEMPTS,
     ).start()
@@ -126,7 +129,7 @@ def rig(fresh_databases, scratch_db) -> Iterator[Rig]:
     queue = topology.queue(SPEC)
     wait_until(lambda: consumers(settings.amqp_url, queue.name), what="the consumer attached")
     try:
-        yield Rig(db, probe, store, publisher, topology, queue.name)
+        yield Rig(db, probe, store, publisher, topology, queue.name, client)
     finally:
         consumer.stop()
         publisher.close()
@@ -224,3 +227,16 @@ def test_an_unexpected_error_is_dead_lettered_after_max_attempts_and_replayed_on
 
 def test_replaying_unknown_ids_replays_nothing(rig):
     assert rig.store.replay([str(uuid.uuid4())]) == []
+
+
+def test_a_failure_between_commit_and_ack_redelivers_and_never_stalls_the_consumer(rig):
+    """More such failures than the prefetch window: each message is delivered again, found
+    in the inbox, acked; the consumer goes on."""
+    ns = list(range(500, 524))
+    arm(rig.redis, "probe", "consumer_after_commit", "fail", times=len(ns))
+    for n in ns:
+        rig.send({"n": n})
+    wait_until(lambda: all(rig.effects(n) == 1 for n in ns), what="every effect, once")
+    rig.send({"n": 600})
+    wait_until(lambda: rig.effects(600) == 1, what="the consumer still consuming")
+    assert all(rig.probe.attempts(n) == 1 for n in ns), "redeliveries were inbox duplicates"

@@ -36,7 +36,7 @@ from paxkit.backoff import reconnect_backoff
 from paxkit.db import Database
 from paxkit.deadletters import DeadLetters
 from paxkit.errors import ApiError
-from paxkit.faults import FaultInjected, Faults
+from paxkit.faults import Faults
 from paxkit.messaging import (
     PoisonMessage,
     PublishFailed,
@@ -232,10 +232,11 @@ class Consumer:
             return
         try:
             self.faults.hit("consumer_after_commit")
-        except FaultInjected:
-            # Committed, not acked, as a process failing right here: the broker delivers it
-            # again and the inbox knows it. Never left unacked, which would stall the
-            # consumer once its prefetch window is full.
+        except Exception as err:  # anything between commit and ack: deliver it again
+            # Committed, not acked: the broker delivers it again and the inbox knows it. A
+            # message is never left unacked, which stalls the consumer once its prefetch
+            # window is full.
+            log.warning("consumer %s: %s committed, not acked (%r)", self.name, tag, err)
             self._later(connection, lambda: channel.basic_nack(tag, requeue=True))
             return
         self._later(connection, lambda: channel.basic_ack(tag))

@@ -198,15 +198,18 @@ def test_concurrent_orders_never_oversell_the_last_units(api, user, mode):
 
 
 def test_one_coupon_used_concurrently_wins_once(api, user, mode):
+    """Each order buys its own SKU, so the coupon is the only row they contend for: with a
+    second contended row, two 2pc orders holding one each in prepared branches would wait
+    on each other across databases until both lock timeouts fire and both lose."""
     coupon = f"C-{user}-1"
     bodies = [
         {
             "user_id": user,
-            "items": [{"sku": "SKU-0030", "qty": 1}],
+            "items": [{"sku": f"SKU-{30 + n:04d}", "qty": 1}],
             "coupon_id": coupon,
             "mode": mode,
         }
-        for _ in range(10)
+        for n in range(10)
     ]
     responses = place_concurrently(api, bodies)
     assert sorted(r.status_code for r in responses) == [201] + [409] * 9

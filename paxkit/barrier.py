@@ -9,12 +9,15 @@ the business change, so the row exists exactly when the change happened:
   is an empty success (null compensation) and the row it left blocks the forward
   operation should it still arrive (anti-hanging);
 - a forward operation that finds its row written by a compensation refuses to run.
+
+`POST /tcc/batch` runs the Confirms (or Cancels) of many transactions in one local
+transaction, one commit for all of them (paxkit/batch.py).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,18 +26,20 @@ from psycopg2 import errors as pg_errors
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 
+from paxkit.batch import BatchItem, answer_each, parse_batch
 from paxkit.db import Database
 from paxkit.errors import InvalidInput
 from paxkit.faults import Faults
 from paxkit.requests_json import json_body
 from paxkit.validation import validate_gtid
-from paxkit.xa import Rejected
+from paxkit.xa import Rejected, apply_action
 
 log = logging.getLogger(__name__)
 
 Action = Callable[[Connection, dict[str, Any]], None]
 
 FORWARD_OF = {"cancel": "try", "compensate": "action"}
+BATCHED_OPS = ("confirm", "cancel")
 PROTOCOL_OPS = {"tcc": ("try", "confirm", "cancel"), "saga": ("action", "compensate")}
 
 
@@ -131,9 +136,29 @@ class BarrierBranch:
     def call(self, op: str, gtid: str, payload: dict[str, Any]) -> Outcome:
         """Run `op` for `gtid` at most once, in one local transaction with its barrier."""
         self.faults.hit(f"before_{op}")
+        outcome = self._run(op, gtid, payload)
+        self.faults.hit(f"after_{op}")
+        return outcome
+
+    def call_many(self, op: str, items: Sequence[BatchItem]) -> list[Outcome]:
+        """Run `op` for many transactions in one local transaction (one commit for all). A
+        completion is not meant to say no: if one does, each runs on its own instead, so
+        that only that one says no. A failure of the whole fails every one."""
+        for _ in items:
+            self.faults.hit(f"before_{op}")
         try:
             with self.db.bounded_transaction(self.lock_timeout_ms) as conn:
-                outcome = self._guarded(conn, op, gtid, payload)
+                outcomes = [self._guarded(conn, op, item.gtid, item.payload) for item in items]
+        except Rejected:
+            outcomes = [self._run(op, item.gtid, item.payload) for item in items]
+        for _ in items:
+            self.faults.hit(f"after_{op}")
+        return outcomes
+
+    def _run(self, op: str, gtid: str, payload: dict[str, Any]) -> Outcome:
+        try:
+            with self.db.bounded_transaction(self.lock_timeout_ms) as conn:
+                return self._guarded(conn, op, gtid, payload)
         except Rejected as rejection:
             return Outcome(False, "rejected", rejection.reason)
         except DBAPIError as err:
@@ -142,8 +167,6 @@ class BarrierBranch:
             ):
                 return Outcome(False, "rejected", "timeout")
             raise
-        self.faults.hit(f"after_{op}")
-        return outcome
 
     def within(self, conn: Connection, op: str, gtid: str, payload: dict[str, Any]) -> Outcome:
         """Run `op` inside the caller's transaction (a message handler's), in a savepoint so
@@ -171,7 +194,7 @@ class BarrierBranch:
                 extra={"gtid": gtid, "branch": self.name},
             )
         elif verdict == APPLY:
-            self.actions[op](conn, {**payload, "gtid": gtid})
+            apply_action(self.actions[op], conn, {**payload, "gtid": gtid})
         return verdict
 
     def _rows(self, conn: Connection, op: str, gtid: str) -> BarrierRows:
@@ -227,6 +250,12 @@ def barrier_blueprint(branch: BarrierBranch) -> Blueprint:
             raise InvalidInput("payload", "payload must be an object")
         return jsonify(branch.call(op, validate_gtid(body.get("gtid")), payload).as_json())
 
+    def batch() -> Any:
+        request = parse_batch(json_body(), [op for op in BATCHED_OPS if op in branch.actions])
+        outcomes = iter(branch.call_many(request.op, request.items))
+        return jsonify(answer_each(request.items, lambda _: next(outcomes).as_json()))
+
+    bp.add_url_rule("/tcc/batch", "tcc_batch", batch, methods=["POST"])
     bp.add_url_rule("/tcc/<op>", "tcc", lambda op: handle("tcc", op), methods=["POST"])
     bp.add_url_rule("/saga/<op>", "saga", lambda op: handle("saga", op), methods=["POST"])
     return bp

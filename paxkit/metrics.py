@@ -46,6 +46,12 @@ BRANCH_CALLS = Counter(
     "Branch calls by branch, operation and outcome",
     ["branch", "op", "outcome"],
 )
+BRANCH_BATCH = Histogram(
+    "paxmart_branch_batch_size",
+    "Transactions per phase-2 request to a branch (grouped while one is in flight)",
+    ["branch", "op"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 100),
+)
 RECOVERED = Counter(
     "paxmart_recovery_actions_total", "Transactions finished by recovery", ["action"]
 )

@@ -20,6 +20,7 @@ from paxkit.config import Settings
 from paxkit.consumer import Handler
 from paxkit.db import Database, make_engine
 from paxkit.deadletters import serve_dead_letters
+from paxkit.errors import InvalidInput
 from paxkit.http import component_client
 from paxkit.messaging import (
     ACTION,
@@ -197,7 +198,10 @@ def branch_message_handler(branch: BarrierBranch) -> Handler:
         if not isinstance(part, dict):
             raise PoisonMessage(f"the part of {branch.name} is not an object")
         op = ACTION if event_of(routing_key) == PLACED else COMPENSATION
-        outcome = branch.within(conn, op, gtid, part)
+        try:
+            outcome = branch.within(conn, op, gtid, part)
+        except InvalidInput as err:
+            raise PoisonMessage(f"the part of {branch.name}: {err.message}") from err
         report = BranchReport(gtid, branch.name, op, outcome.ok, outcome.reason, outcome.effect)
         enqueue(conn, REPORTED, report.as_json())
 

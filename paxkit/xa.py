@@ -11,6 +11,9 @@ transaction, votes by preparing (or not), and makes phase 2 idempotent:
 - rollback: `ROLLBACK PREPARED gid` if it exists, then a tombstone row, so a prepare that
   arrives late (after its rollback) collides with it and votes no instead of hanging
   onto row locks.
+
+`POST /xa/batch` carries the commits (or rollbacks) of many transactions in one request
+(paxkit/batch.py); each is the same idempotent operation as on its own.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from psycopg2 import errors as pg_errors
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from paxkit.batch import BatchItem, answer_each, parse_batch
 from paxkit.db import Database, abort, quote_gid
 from paxkit.errors import ApiError, InvalidInput
 from paxkit.faults import Faults
@@ -37,6 +41,7 @@ log = logging.getLogger(__name__)
 Action = Callable[[Connection, dict[str, Any]], None]
 
 ROLLBACK_DEADLINE_S = 10.0
+PHASE_TWO = ("commit", "rollback")
 # A prepare's first round trip: open the branch's transaction, bound its lock waits, and
 # log it, unless a retried prepare finds the branch prepared already (no row returned;
 # the check comes first, so the insert never waits on the prepared row's lock).
@@ -53,6 +58,14 @@ class Rejected(Exception):
     def __init__(self, reason: str, message: str = "") -> None:
         super().__init__(message or reason)
         self.reason = reason
+
+
+def apply_action(action: Action, conn: Connection, payload: dict[str, Any]) -> None:
+    """Run a business action; a payload it cannot read is the caller's error (400)."""
+    try:
+        action(conn, payload)
+    except (KeyError, TypeError, ValueError) as err:
+        raise InvalidInput("payload", f"the payload cannot be applied: {err!r}") from err
 
 
 class BranchConflict(ApiError):
@@ -111,7 +124,7 @@ class XaBranch:
                 if logged is None:
                     conn.exec_driver_sql("ROLLBACK")
                     return Vote(True)  # a retried prepare: the first one already voted yes
-                self.action(conn, payload)
+                apply_action(self.action, conn, {**payload, "gtid": gtid})
                 self.faults.hit("before_prepare")
                 conn.exec_driver_sql(f"PREPARE TRANSACTION {quote_gid(gid)}")
             except Rejected as rejection:
@@ -234,6 +247,16 @@ def xa_blueprint(branch: XaBranch) -> Blueprint:
     @bp.post("/rollback")
     def rollback() -> Any:
         return jsonify({"state": branch.rollback(validate_gtid(json_body().get("gtid")))})
+
+    @bp.post("/batch")
+    def batch() -> Any:
+        request = parse_batch(json_body(), PHASE_TWO)
+        complete = branch.commit if request.op == "commit" else branch.rollback
+
+        def run(item: BatchItem) -> dict[str, Any]:
+            return {"state": complete(item.gtid)}
+
+        return jsonify(answer_each(request.items, run))
 
     @bp.get("/prepared")
     def prepared() -> Any:

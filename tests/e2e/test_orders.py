@@ -221,14 +221,16 @@ def test_one_coupon_used_concurrently_wins_once(api, user, mode):
 
 
 def test_one_wallet_overspent_concurrently_never_goes_negative(api, user, mode):
+    """Each order buys its own SKU (32,000 to 35,600 cents), so the wallet is the only row
+    they contend for (see the coupon test above)."""
     bodies = [
         {
             "user_id": user,
-            "items": [{"sku": "SKU-0100", "qty": 4}],
+            "items": [{"sku": f"SKU-{80 + n:04d}", "qty": 4}],
             "red_packet_cents": 30000,
             "mode": mode,
         }
-        for _ in range(10)
+        for n in range(10)
     ]
     responses = place_concurrently(api, bodies)
     confirmed = [r for r in responses if r.status_code == 201]

@@ -19,16 +19,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint, jsonify
-from psycopg2 import errors as pg_errors
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 
 from paxkit.db import Database
 from paxkit.errors import InvalidInput
 from paxkit.faults import Faults
-from paxkit.requests_json import json_body
-from paxkit.validation import validate_gtid
-from paxkit.xa import Rejected
+from paxkit.requests_json import branch_request
+from paxkit.xa import Rejected, is_lock_timeout
 
 log = logging.getLogger(__name__)
 
@@ -137,9 +135,7 @@ class BarrierBranch:
         except Rejected as rejection:
             return Outcome(False, "rejected", rejection.reason)
         except DBAPIError as err:
-            if op in FORWARD_OF.values() and isinstance(
-                err.orig, pg_errors.LockNotAvailable | pg_errors.QueryCanceled
-            ):
+            if op in FORWARD_OF.values() and is_lock_timeout(err):
                 return Outcome(False, "rejected", "timeout")
             raise
         self.faults.hit(f"after_{op}")
@@ -221,11 +217,7 @@ def barrier_blueprint(branch: BarrierBranch) -> Blueprint:
     def handle(protocol: str, op: str) -> Any:
         if op not in PROTOCOL_OPS[protocol] or op not in branch.actions:
             raise InvalidInput("op", f"{protocol} has no operation {op!r} here")
-        body = json_body()
-        payload = body.get("payload") or {}
-        if not isinstance(payload, dict):
-            raise InvalidInput("payload", "payload must be an object")
-        return jsonify(branch.call(op, validate_gtid(body.get("gtid")), payload).as_json())
+        return jsonify(branch.call(op, *branch_request()).as_json())
 
     bp.add_url_rule("/tcc/<op>", "tcc", lambda op: handle("tcc", op), methods=["POST"])
     bp.add_url_rule("/saga/<op>", "saga", lambda op: handle("saga", op), methods=["POST"])

@@ -234,9 +234,9 @@ class OrderPlacement:
         )
 
     def _follow(self, row: dict[str, Any], status: str, reason: str) -> dict[str, Any]:
-        """The order row follows the coordinator's outcome; the body to answer with. A
-        database failure here changes nothing of the outcome: the reconciler settles the
-        row later."""
+        """The order row follows the outcome (the coordinator's; naive: the parts'); the body
+        to answer with. A database failure here changes nothing of the outcome: the
+        reconciler settles the row later (a naive one stays pending)."""
         try:
             self.faults.hit("before_settle")
             settle_order(self.orders, row["gtid"], status, reason)

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint, jsonify
-from psycopg2 import errors as pg_errors
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 
@@ -30,9 +29,8 @@ from paxkit.batch import BatchItem, answer_each, parse_batch
 from paxkit.db import Database
 from paxkit.errors import InvalidInput
 from paxkit.faults import Faults
-from paxkit.requests_json import json_body
-from paxkit.validation import validate_gtid
-from paxkit.xa import Rejected, apply_action
+from paxkit.requests_json import branch_request, json_body
+from paxkit.xa import Rejected, apply_action, is_lock_timeout
 
 log = logging.getLogger(__name__)
 
@@ -162,9 +160,7 @@ class BarrierBranch:
         except Rejected as rejection:
             return Outcome(False, "rejected", rejection.reason)
         except DBAPIError as err:
-            if op in FORWARD_OF.values() and isinstance(
-                err.orig, pg_errors.LockNotAvailable | pg_errors.QueryCanceled
-            ):
+            if op in FORWARD_OF.values() and is_lock_timeout(err):
                 return Outcome(False, "rejected", "timeout")
             raise
 
@@ -244,11 +240,7 @@ def barrier_blueprint(branch: BarrierBranch) -> Blueprint:
     def handle(protocol: str, op: str) -> Any:
         if op not in PROTOCOL_OPS[protocol] or op not in branch.actions:
             raise InvalidInput("op", f"{protocol} has no operation {op!r} here")
-        body = json_body()
-        payload = body.get("payload") or {}
-        if not isinstance(payload, dict):
-            raise InvalidInput("payload", "payload must be an object")
-        return jsonify(branch.call(op, validate_gtid(body.get("gtid")), payload).as_json())
+        return jsonify(branch.call(op, *branch_request()).as_json())
 
     def batch() -> Any:
         request = parse_batch(json_body(), [op for op in BATCHED_OPS if op in branch.actions])

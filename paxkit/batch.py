@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from paxkit.errors import ApiError, InvalidInput
+from paxkit.requests_json import branch_payload
 from paxkit.validation import validate_gtid
 
 MAX_ITEMS = 100
@@ -54,13 +55,10 @@ def parse_batch(body: dict[str, Any], ops: Sequence[str]) -> BatchRequest:
 def _item(entry: Any) -> BatchItem:
     if not isinstance(entry, dict):
         raise InvalidInput("items", "every item must be an object")
-    payload = entry.get("payload") or {}
     reason = entry.get("reason")
-    if not isinstance(payload, dict):
-        raise InvalidInput("payload", "payload must be an object")
     if reason is not None and not isinstance(reason, str):
         raise InvalidInput("reason", "reason must be a string")
-    return BatchItem(validate_gtid(entry.get("gtid")), payload, reason)
+    return BatchItem(validate_gtid(entry.get("gtid")), branch_payload(entry), reason)
 
 
 def answer_each(

@@ -176,6 +176,10 @@ class Settings:
     message_consumers: tuple[str, ...] = ()
     # How long an initiator's copy of a catalog price lives before it is fetched again.
     price_ttl_s: float = 300.0
+    # The `naive` order mode (paxkit/naive.py): every part applied and committed on its own,
+    # no protocol, nothing undone when another part is rejected, so it is UNSAFE and only a
+    # benchmark baseline. Off: the mode is refused and no participant serves /naive/apply.
+    naive_mode: bool = False
 
 
 def load_settings() -> Settings:
@@ -220,6 +224,7 @@ def load_settings() -> Settings:
         notify_allowed_hosts=_env_list("PAXMART_NOTIFY_ALLOWED_HOSTS", "127.0.0.1,localhost,::1"),
         msg_resend_s=_env_float("PAXMART_MSG_RESEND_S", 120.0),
         price_ttl_s=_env_float("PAXMART_PRICE_TTL_S", 300.0),
+        naive_mode=_env_bool("PAXMART_NAIVE_MODE", False),
         message_consumers=_env_list(
             "PAXMART_MESSAGE_CONSUMERS",
             ",".join(("coordinator", *stack.initiators, *stack.participants)),

@@ -1,5 +1,6 @@
 """Wiring for a service: its database and its own endpoints; a participant adds its XA
-branch and its barrier-guarded TCC/saga endpoints."""
+branch, its barrier-guarded TCC/saga endpoints and, when the stack enables the unsafe
+`naive` baseline, its XA action committed on its own (paxkit/naive.py)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from paxkit.messaging import (
     participant_queue,
 )
 from paxkit.metrics import outbox_probe
+from paxkit.naive import NaiveBranch, naive_blueprint
 from paxkit.outbox import enqueue
 from paxkit.retention import Retention, Rule, coordinator_outcomes, participant_rules
 from paxkit.runtime import dead_letter_store, messaging_work
@@ -115,6 +117,7 @@ class ParticipantComponent(Component):
             if spec.tcc is not None or spec.saga is not None
             else None
         )
+        self.naive = NaiveBranch(spec.name, self.db, spec.xa_action, settings.lock_timeout_ms)
         self.retention = protocol_retention(spec.name, settings, self.db, spec.retention)
 
     def register(self, app: Flask) -> None:
@@ -127,6 +130,8 @@ class ParticipantComponent(Component):
         app.register_blueprint(xa_blueprint(self.xa))
         if self.barrier is not None:
             app.register_blueprint(barrier_blueprint(self.barrier))
+        if self.settings.naive_mode:
+            app.register_blueprint(naive_blueprint(self.naive))
         if self.spec.saga is not None:
             serve_dead_letters(app, self.name, dead_letter_store(self.settings, self.db))
         if self.spec.ledger is not None and self.spec.states is not None:

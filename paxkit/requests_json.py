@@ -15,6 +15,7 @@ from typing import Any
 from flask import request
 
 from paxkit.errors import ApiError, InvalidInput
+from paxkit.validation import validate_gtid
 
 MAX_DEPTH = 32
 UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
@@ -85,3 +86,17 @@ def _invalid(message: str) -> InvalidInput:
 def optional_json_body() -> dict[str, Any]:
     """The request's JSON object, or {} when the request has no body at all."""
     return json_body() if request.get_data(cache=True) else {}
+
+
+def branch_request() -> tuple[str, dict[str, Any]]:
+    """(gtid, payload) of a call on a participant's branch: `{"gtid": …, "payload": {…}}`."""
+    body = json_body()
+    return validate_gtid(body.get("gtid")), branch_payload(body)
+
+
+def branch_payload(call: dict[str, Any]) -> dict[str, Any]:
+    """The `payload` object of one branch call (none is an empty one)."""
+    payload = call.get("payload") or {}
+    if not isinstance(payload, dict):
+        raise InvalidInput("payload", "payload must be an object")
+    return payload

@@ -33,7 +33,7 @@ from paxkit.batch import BatchItem, answer_each, parse_batch
 from paxkit.db import Database, abort, quote_gid
 from paxkit.errors import ApiError, InvalidInput
 from paxkit.faults import Faults
-from paxkit.requests_json import json_body
+from paxkit.requests_json import branch_request, json_body
 from paxkit.validation import validate_gtid
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,8 @@ class Vote:
         return {"vote": "yes" if self.yes else "no", "reason": self.reason}
 
 
-def _is_lock_timeout(err: DBAPIError) -> bool:
+def is_lock_timeout(err: DBAPIError) -> bool:
+    """The statement gave up waiting for a lock (lock_timeout) or was cancelled."""
     return isinstance(err.orig, pg_errors.LockNotAvailable | pg_errors.QueryCanceled)
 
 
@@ -135,7 +136,7 @@ class XaBranch:
                 return self._vote_again(conn, gid)
             except DBAPIError as err:
                 abort(conn)
-                if _is_lock_timeout(err):
+                if is_lock_timeout(err):
                     return Vote(False, "timeout")
                 raise
             except BaseException:
@@ -180,7 +181,7 @@ class XaBranch:
             except DBAPIError as err:
                 # A prepare of this gid is still running; it will be prepared (then rolled
                 # back on the next turn) or fail. Bounded by the deadline.
-                if not _is_lock_timeout(err) or time.monotonic() > deadline:
+                if not is_lock_timeout(err) or time.monotonic() > deadline:
                     raise
 
     def _rollback_prepared(self, gid: str) -> None:
@@ -234,11 +235,7 @@ def xa_blueprint(branch: XaBranch) -> Blueprint:
 
     @bp.post("/prepare")
     def prepare() -> Any:
-        body = json_body()
-        payload = body.get("payload") or {}
-        if not isinstance(payload, dict):
-            raise InvalidInput("payload", "payload must be an object")
-        return jsonify(branch.prepare(validate_gtid(body.get("gtid")), payload).as_json())
+        return jsonify(branch.prepare(*branch_request()).as_json())
 
     @bp.post("/commit")
     def commit() -> Any:

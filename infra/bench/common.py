@@ -31,6 +31,8 @@ BENCH_ENV = {
     "PAXMART_ADMIN_TOKEN": TOKEN,
     "PAXMART_SERVICE_TOKEN": "bench-orders-service-token",
     "PAXMART_FAULTS": "0",
+    # The unsafe no-protocol baseline every mode is compared with (paxkit/naive.py).
+    "PAXMART_NAIVE_MODE": "1",
     "PAXMART_GATEWAY_PORT": "26000",
     "PAXMART_COORDINATOR_PORT": "26010",
     "PAXMART_ORDER_PORT": "26011",

@@ -8,6 +8,9 @@ which must be clean, and the error count, which must be zero. During the saturat
 it samples the whole stack's RSS and accounts the machine's CPU per component, Postgres,
 RabbitMQ, Redis and the load generator.
 
+`naive` is the baseline: the same orders through the same services with no protocol at
+all (paxkit/naive.py, enabled by BENCH_ENV only), measured like the synchronous modes.
+
 `msg` answers 202 and settles later: its rate is accepted/s during the burst (peak
 shaving: the queues fill instead of acceptance starving), settled/s is the orders settled
 over the time from the first accept until the last one settled, read from the order
@@ -15,7 +18,7 @@ database, and the report adds the backlog of pending orders when the burst ends 
 seconds it took to drain. A mode the API refuses with 400
 `unsupported_mode` is reported as not available. Writes bench-results/orders.json.
 
-    python -m infra.bench.orders [--modes 2pc tcc saga msg] [--seconds 15]
+    python -m infra.bench.orders [--modes naive 2pc tcc saga msg] [--seconds 15]
                                  [--web-workers N --web-threads M]
 """
 
@@ -51,7 +54,7 @@ from paxkit.migrate import drop_database, migrate_all
 
 log = logging.getLogger(__name__)
 
-MODES = ("2pc", "tcc", "saga", "msg")
+MODES = ("naive", "2pc", "tcc", "saga", "msg")
 ASYNC_MODES = ("msg",)
 WARMUP_S = 3.0
 SETTLE_DEADLINE_S = 300.0

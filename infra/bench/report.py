@@ -3,8 +3,10 @@
 Reads bench-results/raw.json (infra.bench.raw), orders.json (infra.bench.orders) and,
 when present, gateway.json (infra.bench.gateway); prints a single table of each figure
 beside the raw limit of the same machine measured in the same run, the ratio and its
-target; writes bench-results/bench.json and bench-results/bench.png. Exits 1 when an
-audit is not clean, an error was counted, or a target is missed.
+target, and each synchronous mode beside the `naive` baseline of the same run (the same
+orders through the same services with no protocol); writes bench-results/bench.json
+and bench-results/bench.png. Exits 1 when an audit is not clean, an error was counted,
+or a target is missed.
 
     python -m infra.bench.report [--since EPOCH]   # make bench passes its start time
 """
@@ -23,13 +25,17 @@ RSS_LIMIT_MIB = 1024.0
 P99_OVER_P50_MAX = 3.0
 # More CPU than this used by processes outside the benchmark makes its figures unreliable.
 BUSY_MACHINE_CORES = 0.25
-# mode -> (figure, raw limit key, raw limit label, minimum ratio)
-MODE_TARGETS = {
+# mode -> (figure, raw limit key, raw limit label, minimum ratio: None for no target)
+MODE_TARGETS: dict[str, tuple[str, str, str, float | None]] = {
+    "naive": ("orders_per_s", "4db_plain", "4-DB plain", None),
     "2pc": ("orders_per_s", "4db_xa", "4-DB XA", 0.15),
     "tcc": ("orders_per_s", "4db_plain", "4-DB plain", 0.08),
     "saga": ("orders_per_s", "4db_plain", "4-DB plain", 0.08),
 }
-MSG_TARGETS = {
+BASELINE = "naive"
+# mode -> minimum share of the naive baseline's orders/s (issue 12: 2pc/naive >= 0.6)
+BASELINE_TARGETS = {"2pc": 0.6, "tcc": 0.6, "saga": 0.6}
+MSG_TARGETS: dict[str, tuple[str, str, str, float | None]] = {
     "order msg accepted": ("accepted_per_s", "trivial_flask", "trivial Flask", 0.15),
     "order msg settled": ("settled_per_s", "4db_plain", "4-DB plain", 0.06),
 }
@@ -111,7 +117,10 @@ def raw_rows(raw: dict[str, Any]) -> list[Row]:
 
 
 def _target_row(
-    raw: dict[str, Any], result: dict[str, Any], what: str, spec: tuple[str, str, str, float]
+    raw: dict[str, Any],
+    result: dict[str, Any],
+    what: str,
+    spec: tuple[str, str, str, float | None],
 ) -> Row:
     figure, key, label, target = spec
     return Row(what, result[figure], label, raw_rate(raw, key), target)
@@ -140,6 +149,20 @@ def mode_rows(raw: dict[str, Any], orders: dict[str, Any]) -> list[Row]:
         first.audit = result["audit"]["ok"]
         rows += mine
     return rows
+
+
+def baseline_rows(orders: dict[str, Any]) -> list[Row]:
+    """Each synchronous mode's orders/s as a share of the naive baseline's, same run; none
+    when the run left the baseline out, no limit (a miss) when it could not measure it."""
+    modes = orders.get("modes", {})
+    if BASELINE not in modes:
+        return []
+    base = modes[BASELINE].get("orders_per_s") if modes[BASELINE].get("available") else None
+    return [
+        Row(f"order {mode} / {BASELINE}", modes[mode]["orders_per_s"], BASELINE, base, target)
+        for mode, target in BASELINE_TARGETS.items()
+        if modes.get(mode, {}).get("available")
+    ]
 
 
 def gateway_rows(gateway: dict[str, Any] | None) -> list[Row]:
@@ -337,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     if raw is None or orders is None:
         print("no results of infra.bench.raw and infra.bench.orders from this run", file=sys.stderr)
         return 2
-    rows = raw_rows(raw) + mode_rows(raw, orders) + gateway_rows(gateway)
+    rows = raw_rows(raw) + mode_rows(raw, orders) + baseline_rows(orders) + gateway_rows(gateway)
     facts = stack_facts(orders)
     failures += [f for row in rows for f in row.failures()]
     if facts["rss_max_mib"] >= RSS_LIMIT_MIB:

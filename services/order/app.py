@@ -4,10 +4,13 @@ It is no participant of those transactions: its order row follows the coordinato
 decision (the coordinator's answer, the msg settlement message, or the reconciler's
 check-back), so no placement ever waits on a call back into its own process. It is the
 initiator of msg transactions: an order and its events commit in one local transaction.
+Where the stack enables the unsafe `naive` baseline, it also posts a naive order's parts to
+the participants itself (paxkit/naive.py).
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,7 @@ from paxkit.errors import InvalidInput, NotFound
 from paxkit.http import component_client
 from paxkit.messaging import SETTLEMENTS_QUEUE, PoisonMessage
 from paxkit.metrics import outbox_probe
+from paxkit.naive import NaiveParts
 from paxkit.notify import NOTIFICATION_RULES, Notifier
 from paxkit.participant import protocol_retention
 from paxkit.requests_json import json_body
@@ -133,6 +137,11 @@ class OrderComponent(Component):
         self.faults = make_faults("order", settings)
         self.orders = OrderRepository(self.db, settings.lock_timeout_ms)
         self.coordinator = component_client(settings, "coordinator", settings.http_timeout_s)
+        self.naive_pool = (
+            ThreadPoolExecutor(max_workers=64, thread_name_prefix="naive")
+            if settings.naive_mode
+            else None
+        )
         self.placement = OrderPlacement(
             self.orders,
             self.coordinator,
@@ -144,6 +153,7 @@ class OrderComponent(Component):
             settings.txn_timeout_s,
             self.faults,
             settings.notify_allowed_hosts,
+            NaiveParts.of(settings, self.naive_pool) if self.naive_pool is not None else None,
         )
         self.reconciler = PendingOrderReconciler(
             self.orders, self.coordinator, settings.recovery_horizon_s, settings.msg_resend_s
@@ -175,6 +185,8 @@ class OrderComponent(Component):
         ]
 
     def close(self) -> None:
+        if self.naive_pool is not None:
+            self.naive_pool.shutdown(wait=False)
         self.db.dispose()
 
 

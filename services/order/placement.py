@@ -8,6 +8,11 @@ never place or charge twice. Each attempt runs its own global transaction (its o
 The order row follows the coordinator's outcome in every mode; the order service is never
 a branch of its own transaction. If the row can't be written right after the coordinator
 answered, the answer still gives that outcome and the reconciler brings the row in line.
+
+The `naive` baseline (paxkit/naive.py, off unless PAXMART_NAIVE_MODE enables it) has no
+coordinator: the parts go straight to the participants and the row follows their answers,
+confirmed when every part applied, else failed with the first rejection's reason, the parts
+that applied left applied. Nothing reconciles a naive order left pending.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from paxkit.errors import (
 from paxkit.faults import Faults
 from paxkit.http import ServiceClient
 from paxkit.messaging import transaction_messages
+from paxkit.naive import MODE as NAIVE
+from paxkit.naive import NaiveParts, first_rejection
 from paxkit.notify import host_allowed
 from paxkit.outbox import enqueue_all
 from services.order.catalog import PriceBook
@@ -76,8 +83,10 @@ class OrderPlacement:
         txn_timeout_s: float,
         faults: Faults,
         notify_hosts: tuple[str, ...],
+        naive: NaiveParts | None = None,
     ) -> None:
         self.faults = faults
+        self.naive = naive  # None: the stack does not enable mode naive
         self.notify_hosts = notify_hosts
         self.orders = orders
         self.coordinator = coordinator
@@ -94,6 +103,8 @@ class OrderPlacement:
         request = parse_order_request(body)
         if request.notify_url and not host_allowed(request.notify_url, self.notify_hosts):
             raise InvalidInput("notify_url", "notify_url's host is not on the allowed list")
+        if request.mode == NAIVE and self.naive is None:
+            raise naive_refused()
         existing = self.orders.get(order_id) if order_id else None
         if existing is not None:
             return answer_for(existing)
@@ -116,6 +127,8 @@ class OrderPlacement:
         if txn_mode == "msg":
             return self._run_message(order_id, gtid, request, pricing)
         row = self._insert(_order_row(order_id, gtid, request, pricing, "pending", txn_mode))
+        if txn_mode == NAIVE:
+            return self._run_naive(row)
         return self._run_global(row, request)
 
     def _insert(self, order: dict[str, Any]) -> dict[str, Any]:
@@ -199,6 +212,18 @@ class OrderPlacement:
             log.error("coordinator refused %s: %s %s", row["gtid"], reply.status, reply.body)
             return _unknown_outcome(body)
         status, reason = reply.body["status"], reply.body.get("reason") or "aborted"
+        return self._answer_outcome(row, status, reason)
+
+    def _run_naive(self, row: dict[str, Any]) -> Placed:
+        """naive mode: every part straight to its participant, in parallel, each committed
+        there on its own; a rejected part fails the order and undoes nothing (unsafe)."""
+        assert self.naive is not None
+        reason = first_rejection(self.naive.apply(row["gtid"], order_parts(row)))
+        return self._answer_outcome(row, "committed" if reason is None else "aborted", reason)
+
+    def _answer_outcome(self, row: dict[str, Any], status: str, reason: str | None) -> Placed:
+        """The order row follows the outcome; 201 when committed, else 409 with the reason."""
+        reason = reason or "aborted"
         body = self._follow(row, status, reason)
         if status == "committed":
             return Placed(201, {**body, "status": "confirmed"}, _location(row["order_id"]))
@@ -209,17 +234,28 @@ class OrderPlacement:
         )
 
     def _follow(self, row: dict[str, Any], status: str, reason: str) -> dict[str, Any]:
-        """The order row follows the coordinator's outcome; the body to answer with. A
-        database failure here changes nothing of the outcome: the reconciler settles the
-        row later."""
+        """The order row follows the outcome (the coordinator's; naive: the parts'); the body
+        to answer with. A database failure here changes nothing of the outcome: the
+        reconciler settles the row later (a naive one stays pending)."""
         try:
             self.faults.hit("before_settle")
             settle_order(self.orders, row["gtid"], status, reason)
             stored = self.orders.get(row["order_id"])
         except UNAVAILABLE as err:
-            log.warning("order %s not settled yet (%s); the reconciler will", row["order_id"], err)
+            later = "it stays pending" if row["mode"] == NAIVE else "the reconciler will"
+            log.warning("order %s not settled yet (%s); %s", row["order_id"], err, later)
             return order_body(row)
         return order_body(stored if stored is not None else row)
+
+
+def naive_refused() -> InvalidInput:
+    """400 `unsupported_mode`: the stack does not enable the unsafe baseline."""
+    return InvalidInput(
+        "mode",
+        "mode naive (no protocol, unsafe: a benchmark baseline) is off here; "
+        "PAXMART_NAIVE_MODE=1 enables it",
+        code="unsupported_mode",
+    )
 
 
 def answer_for(row: dict[str, Any]) -> Placed:

@@ -9,6 +9,11 @@ has it still on its way (a backlog) or lost it (a coordinator database restored 
 before it). Once the order is older than `resend_s`, its events are sent again; the
 coordinator's log and the branches' barriers make a second copy harmless. An order
 checked without settling goes to the back of the line, so no backlog starves the rest.
+
+A `naive` order (the unsafe baseline, paxkit/naive.py) is never checked: no coordinator
+holds its outcome and no participant logged its part, so one left pending (its initiator
+died between recording it and hearing every part) stays pending, and the audit reports it
+as `order_stuck_pending` for a person to sort out, as it would be without paxmart.
 """
 
 from __future__ import annotations

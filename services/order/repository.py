@@ -9,6 +9,7 @@ from sqlalchemy import Connection, text
 
 from paxkit.db import Database
 from paxkit.errors import InvalidInput
+from paxkit.naive import MODE as NAIVE
 
 ORDER_COLUMNS = (
     "order_id, user_id, mode, status, reason, items, coupon_id, total_cents, discount_cents, "
@@ -109,15 +110,18 @@ class OrderRepository:
 
     def stale_pending(self, older_than_s: float, limit: int) -> list[dict[str, Any]]:
         """Pending orders older than `older_than_s` that are due for a check, those never
-        checked first, each with its age in seconds."""
+        checked first, each with its age in seconds. A naive order is never one: no
+        coordinator knows its outcome, so it stays pending and the audit reports it."""
         return self.db.fetch_all(
             f"SELECT {ORDER_COLUMNS}, txn_mode, "
             "CAST(extract(epoch FROM now() - created_at) AS float8) AS age_s FROM orders "
-            "WHERE status = 'pending' AND created_at < now() - make_interval(secs => :age) "
+            "WHERE status = 'pending' AND txn_mode <> :naive "
+            "AND created_at < now() - make_interval(secs => :age) "
             "AND coalesce(next_check_at, '-infinity') < now() "
             "ORDER BY next_check_at NULLS FIRST, created_at LIMIT :limit",
             age=older_than_s,
             limit=limit,
+            naive=NAIVE,
         )
 
     def check_again_in(self, order_id: str, delay_s: float) -> None:

@@ -24,6 +24,15 @@ SERVICE = {SERVICE_HEADER: TEST_ENV["PAXMART_SERVICE_TOKEN"]}
 FIRST_E2E_USER = 101  # users below this are left to the integration tests
 
 
+def stack_ports(offset: int) -> dict[str, str]:
+    """The suite's component ports moved by `offset`: a stack of a module's own beside it."""
+    return {
+        name: str(int(port) + offset)
+        for name, port in TEST_ENV.items()
+        if name.startswith("PAXMART_") and name.endswith("_PORT")
+    }
+
+
 class Api:
     """A client of the public API on the gateway."""
 

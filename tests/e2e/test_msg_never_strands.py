@@ -41,8 +41,8 @@ from paxkit.messaging import (
     queue_depths,
 )
 from paxkit.migrate import migrate_all
-from tests.conftest import PORT_BASE, SLOT, TEST_ENV
-from tests.e2e.conftest import ADMIN, Api
+from tests.conftest import SLOT, TEST_ENV
+from tests.e2e.conftest import ADMIN, Api, stack_ports
 from tests.helpers import wait_until
 
 OUTAGE_S = float(os.environ.get("PAXMART_OUTAGE_S", "90"))
@@ -79,20 +79,9 @@ class OwnStack:
 
 
 def stack_env(cluster_port: int, amqp_url: str) -> dict[str, str]:
-    ports = {
-        f"PAXMART_{name.upper()}_PORT": str(PORT_BASE + PORT_OFFSET + offset)
-        for name, offset in (
-            ("gateway", 0),
-            ("coordinator", 10),
-            ("order", 11),
-            ("inventory", 12),
-            ("coupon", 13),
-            ("redpacket", 14),
-        )
-    }
     return {
         **TEST_ENV,
-        **ports,
+        **stack_ports(PORT_OFFSET),
         "PAXMART_DB_PREFIX": PREFIX,
         "PAXMART_REDIS_URL": f"redis://127.0.0.1:6379/{10 - SLOT}",
         f"PAXMART_{PARTICIPANT.upper()}_DB_URL": (

@@ -43,9 +43,16 @@ FACTORIES: dict[str, Callable[[Settings], Flask]] = {
 EXPECTED = {
     "coordinator": {"/transactions", "/transactions/statuses", "/admin/audit", "/admin/recover"},
     "order": {"/orders", "/audit/orders", "/audit/leftovers"},
-    "inventory": {"/xa/prepare", "/tcc/<op>", "/saga/<op>", "/products", "/audit/ledger"},
-    "coupon": {"/xa/commit", "/tcc/<op>", "/coupons/<coupon_id>"},
-    "redpacket": {"/xa/rollback", "/saga/<op>", "/users/<user_id>/wallet"},
+    "inventory": {
+        "/xa/prepare",
+        "/tcc/<op>",
+        "/saga/<op>",
+        "/naive/apply",
+        "/products",
+        "/audit/ledger",
+    },
+    "coupon": {"/xa/commit", "/tcc/<op>", "/naive/apply", "/coupons/<coupon_id>"},
+    "redpacket": {"/xa/rollback", "/saga/<op>", "/naive/apply", "/users/<user_id>/wallet"},
 }
 PLACEHOLDER = "it-auth-1"  # every path argument: a valid gtid, an unknown id elsewhere
 TOKEN = TEST_ENV["PAXMART_SERVICE_TOKEN"]
@@ -71,7 +78,8 @@ def call(app: Flask, method: str, url: str, headers: dict[str, str]) -> Any:
 
 @pytest.fixture(scope="module")
 def quiet(fresh_databases: Settings) -> Settings:
-    return fresh_databases
+    """The suite's settings with the naive baseline on, so its routes are walked too."""
+    return dataclasses.replace(fresh_databases, naive_mode=True)
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,16 @@ database, and the report adds the backlog of pending orders when the burst ends 
 seconds it took to drain. A mode the API refuses with 400
 `unsupported_mode` is reported as not available. Writes bench-results/orders.json.
 
+Unless `--no-profile`, py-spy samples every Python process of the stack during the
+saturation run (infra/bench/spy.py) and each process's measured CPU per order is split by
+layer: server, framework, database, client, JSON, telemetry, business, other
+(infra/bench/layers.py says how a sample is charged). `--profile-overhead N` adds N
+interleaved pairs of bursts without and with sampling after it: py-spy's cost as a
+throughput ratio.
+
     python -m infra.bench.orders [--modes naive 2pc tcc saga msg] [--seconds 15]
                                  [--web-workers N --web-threads M]
+                                 [--no-profile] [--profile-rate HZ] [--profile-overhead N]
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import psycopg2
@@ -45,7 +54,9 @@ from infra.bench.common import (
     prepare_servers,
     write_result,
 )
+from infra.bench.layers import ms_per_order
 from infra.bench.procs import CpuAccount, RssSampler
+from infra.bench.spy import RATE_HZ, Sampling, Spy, Target
 from infra.launcher import WEB_THREADS, WEB_WORKERS, Stack
 from infra.util import setup_logging
 from paxkit.config import Settings
@@ -60,6 +71,10 @@ WARMUP_S = 3.0
 SETTLE_DEADLINE_S = 300.0
 AUDIT_DEADLINE_S = 60.0
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
+PROFILER = "profiler (py-spy)"
+NOT_PROFILED = "not profiled (--no-profile)"
+# A process with fewer on-CPU samples than this keeps its CPU unsplit (too few to share).
+MIN_SAMPLES = 20
 
 
 def available(gateway: str, mode: str) -> tuple[bool, str]:
@@ -169,34 +184,99 @@ def error_lines(stack: Stack) -> dict[str, int]:
     return {k: v for k, v in counts.items() if v}
 
 
-def saturate(stack: Stack, mode: str, seconds: float, connections: int) -> dict[str, Any]:
-    """The closed-loop burst, with the stack's RSS sampled and the CPU accounted."""
+@dataclass(frozen=True)
+class Profile:
+    """Whether and how the saturation run is sampled by py-spy, and where its files go."""
+
+    enabled: bool
+    rate_hz: int
+    out_dir: Path
+    overhead_rounds: int = 0
+
+
+def spy_targets(stack: Stack) -> list[Target]:
+    """Every process of every web and worker process group, by name."""
+    return [Target(name, pid) for name in stack.names for pid in stack.process_group(name)]
+
+
+def layer_split(
+    sampling: Sampling, cpu_s: dict[str, float], orders: int, names: list[str]
+) -> dict[str, Any]:
+    """The samples' layer shares scaled to each process's measured CPU per order."""
+    if not sampling.available:
+        return sampling.as_json()
+    split = ms_per_order(sampling.samples, cpu_s, orders, names, MIN_SAMPLES)
+    return {**sampling.as_json(), "ms_per_order": split.as_json()}
+
+
+def saturate(
+    stack: Stack, mode: str, seconds: float, connections: int, profile: Profile
+) -> dict[str, Any]:
+    """The closed-loop burst, with the stack's RSS sampled, the CPU accounted and, when
+    profiling, every Python process of the stack sampled by py-spy."""
     groups = {stack.pid(n) or -1: n for n in stack.names}
-    cpu = CpuAccount(lambda: groups, {})
     members = {n: stack.process_group(n) for n in stack.names}
-    with RssSampler(lambda: members) as rss:
+    targets = spy_targets(stack) if profile.enabled else []
+    with (
+        RssSampler(lambda: members) as rss,
+        Spy(targets, seconds, profile.out_dir / mode, profile.rate_hz) as spy,
+    ):
+        cpu = CpuAccount(lambda: groups, dict.fromkeys(spy.pids, PROFILER))
         before = counts.snapshot({name: stack.url(name) for name in stack.components})
         cpu.start()
         started = time.monotonic()
         run = load.burst(stack.url("gateway"), seconds, connections, mode)
         usage = cpu.stop(time.monotonic() - started)
+        sampling = spy.finish() if profile.enabled else Sampling(False, NOT_PROFILED)
     cpu_s: dict[str, float] = usage["cpu_s"]  # type: ignore[assignment]
     cpu_s["load generator (wrk)"] = round(run.generator_cpu_s, 2)
     done = max(1, run.counts.ok + run.counts.rejected)
     usage["cpu_ms_per_order"] = {k: round(v * 1000 / done, 2) for k, v in cpu_s.items()}
-    return {"run": run, "rss": rss.as_json(), "cpu": usage, "before": before}
+    layers = layer_split(sampling, cpu_s, done, stack.names)
+    if not sampling.available:
+        log.warning("%s: no CPU split by layer: %s", mode, sampling.why)
+    return {"run": run, "rss": rss.as_json(), "cpu": usage, "before": before, "layers": layers}
+
+
+def profile_overhead(
+    stack: Stack, orders: OrderDb, mode: str, seconds: float, connections: int, profile: Profile
+) -> dict[str, Any]:
+    """Throughput with py-spy sampling over without, in interleaved bursts (off, on, on,
+    off, ...), so drift in the machine's load falls on both sides alike."""
+    rates: dict[str, list[float]] = {"off": [], "on": []}
+    errors = 0
+    for n in range(profile.overhead_rounds):
+        for arm in ("off", "on") if n % 2 == 0 else ("on", "off"):
+            orders.wait_settled(SETTLE_DEADLINE_S)
+            spied = Profile(arm == "on", profile.rate_hz, profile.out_dir / "overhead")
+            run: load.Run = saturate(stack, mode, seconds, connections, spied)["run"]
+            rates[arm].append(round(run.rps, 1))
+            errors += run.counts.errors
+    orders.wait_settled(SETTLE_DEADLINE_S)
+    ratio = sum(rates["on"]) / sum(rates["off"]) if sum(rates["off"]) else None
+    return {
+        "seconds": seconds,
+        "rates_off": rates["off"],
+        "rates_on": rates["on"],
+        "throughput_ratio_on_over_off": None if ratio is None else round(ratio, 3),
+        "errors": errors,
+    }
 
 
 def bench_mode(
-    stack: Stack, orders: OrderDb, mode: str, seconds: float, connections: int
+    stack: Stack, orders: OrderDb, mode: str, seconds: float, connections: int, profile: Profile
 ) -> dict[str, Any]:
     gateway = stack.url("gateway")
     warm = load.burst(gateway, WARMUP_S, connections, mode)
     orders.wait_settled(SETTLE_DEADLINE_S)
     mark = orders.now()
-    sat = saturate(stack, mode, seconds, connections)
+    sat = saturate(stack, mode, seconds, connections, profile)
     run: load.Run = sat["run"]
-    result: dict[str, Any] = {"available": True, "saturation": run.as_json()}
+    result: dict[str, Any] = {
+        "available": True,
+        "saturation": run.as_json(),
+        "layers": sat["layers"],
+    }
     rate = run.rps
     if mode in ASYNC_MODES:
         result["backlog_after_burst"] = orders.pending()
@@ -212,6 +292,10 @@ def bench_mode(
     orders.wait_settled(SETTLE_DEADLINE_S)
     after = counts.snapshot({name: stack.url(name) for name in stack.components})
     result["per_order"] = counts.per_order(sat["before"], after, orders.created_since(mark))
+    if profile.enabled and profile.overhead_rounds:
+        result["profile_overhead"] = profile_overhead(
+            stack, orders, mode, seconds, connections, profile
+        )
     warm_half = load.paced(gateway, max(1.0, rate / 2), WARMUP_S, mode)
     half = load.paced(gateway, max(1.0, rate / 2), seconds, mode)
     orders.wait_settled(SETTLE_DEADLINE_S)
@@ -221,7 +305,8 @@ def bench_mode(
         half_load=half.as_json(),
         latency_ms=latency,
         p99_over_p50=round(latency["p99"] / latency["p50"], 2) if latency["p50"] else None,
-        errors=sum(r.counts.errors for r in (warm, run, warm_half, half)),
+        errors=sum(r.counts.errors for r in (warm, run, warm_half, half))
+        + result.get("profile_overhead", {}).get("errors", 0),
         rejected_409=sum(r.counts.rejected for r in (warm, run, warm_half, half)),
         rss=sat["rss"],
         cpu=sat["cpu"],
@@ -255,7 +340,12 @@ class Shape:
 
 
 def run_mode(
-    settings: Settings, mode: str, seconds: float, connections: int, shape: Shape
+    settings: Settings,
+    mode: str,
+    seconds: float,
+    connections: int,
+    shape: Shape,
+    profile: Profile,
 ) -> dict[str, Any]:
     fresh_state(settings)
     logs = settings.state_dir / "bench-logs" / "orders" / mode
@@ -266,7 +356,8 @@ def run_mode(
         if not ok:
             log.warning("mode %s not available: %s", mode, why)
             return {"available": False, "why": why}
-        return bench_mode(stack, OrderDb(settings.db_urls["order"]), mode, seconds, connections)
+        order_db = OrderDb(settings.db_urls["order"])
+        return bench_mode(stack, order_db, mode, seconds, connections, profile)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -279,10 +370,27 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--web-workers", type=int, default=WEB_WORKERS)
     parser.add_argument("--web-threads", type=int, default=WEB_THREADS)
+    parser.add_argument(
+        "--no-profile", action="store_true", help="no py-spy sampling (no CPU split by layer)"
+    )
+    parser.add_argument("--profile-rate", type=int, default=RATE_HZ, help="py-spy samples/s")
+    parser.add_argument(
+        "--profile-overhead",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="after each saturation run, ROUNDS pairs of bursts without and with py-spy",
+    )
     args = parser.parse_args(argv)
     shape = Shape(args.web_workers, args.web_threads)
     setup_logging()
     settings, _ = prepare_servers()
+    profile = Profile(
+        not args.no_profile,
+        args.profile_rate,
+        settings.state_dir / "bench-logs" / "orders" / "profile",
+        args.profile_overhead,
+    )
     results: dict[str, Any] = {
         "connections": args.connections,
         "seconds": args.seconds,
@@ -293,7 +401,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         for mode in args.modes:
-            results["modes"][mode] = run_mode(settings, mode, args.seconds, args.connections, shape)
+            results["modes"][mode] = run_mode(
+                settings, mode, args.seconds, args.connections, shape, profile
+            )
             write_result("orders", results)
     finally:
         if not args.keep:

@@ -226,6 +226,59 @@ def cpu_table(orders: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+LAYER_HEADS = {
+    "server": "server",
+    "framework": "frmwork",
+    "database": "db",
+    "client": "client",
+    "json": "json",
+    "telemetry": "log/met",
+    "business": "business",
+    "other": "other",
+    "total": "total",
+}
+
+
+def _layer_line(name: str, cells: dict[str, float]) -> str:
+    return f"  {name:<22}" + "".join(f"{cells.get(k, 0.0):>9.2f}" for k in LAYER_HEADS)
+
+
+def layer_table(mode: str, result: dict[str, Any]) -> str:
+    """CPU ms per order of one mode by process (rows) and layer (columns), or why not."""
+    layers = result.get("layers")
+    if not layers:
+        return ""
+    if not layers.get("available"):
+        return f"CPU by layer, {mode}: none ({layers.get('why')})"
+    split = layers["ms_per_order"]
+    lines = [
+        f"CPU ms per order by layer, {mode} (py-spy on-CPU samples at {layers['rate_hz']} Hz, "
+        "scaled to each process's measured CPU)",
+        f"{'':<24}" + "".join(f"{h:>9}" for h in LAYER_HEADS.values()),
+    ]
+    lines += [_layer_line(name, row) for name, row in split["rows"].items()]
+    lines.append(_layer_line("all sampled", split["totals"]))
+    if split["unsplit"]:
+        unsplit = ", ".join(f"{k} {v:.2f}" for k, v in split["unsplit"].items())
+        lines.append(f"  not split (too few samples or not sampled), ms/order: {unsplit}")
+    for target, why in layers.get("failures", {}).items():
+        lines.append(f"  not sampled: {target}: {why}")
+    overhead = result.get("profile_overhead")
+    if overhead and overhead["throughput_ratio_on_over_off"] is not None:
+        lines.append(
+            f"  py-spy overhead: throughput with/without sampling "
+            f"{overhead['throughput_ratio_on_over_off']:.3f} "
+            f"(bursts of {overhead['seconds']:g} s, off {overhead['rates_off']}, "
+            f"on {overhead['rates_on']} orders/s)"
+        )
+    return "\n".join(lines)
+
+
+def layer_tables(orders: dict[str, Any]) -> str:
+    tables = (layer_table(m, r) for m, r in orders.get("modes", {}).items() if r.get("available"))
+    return "\n\n".join(t for t in tables if t)
+
+
 def counts_table(orders: dict[str, Any]) -> str:
     """Hops (requests behind the gateway) and SQL statements per order, by component."""
     modes = {m: r["per_order"] for m, r in orders.get("modes", {}).items() if "per_order" in r}
@@ -368,6 +421,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + table(rows, facts, raw.get("durability", {})))
     print("\n" + cpu_table(orders))
     print("\n" + counts_table(orders))
+    if layers := layer_tables(orders):
+        print("\n" + layers)
     png = RESULTS_DIR / "bench.png"
     chart(rows, facts, str(png))
     path = write_result(

@@ -36,7 +36,7 @@ import argparse
 import logging
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -56,7 +56,7 @@ from infra.bench.common import (
 )
 from infra.bench.layers import ms_per_order
 from infra.bench.procs import CpuAccount, RssSampler
-from infra.bench.spy import RATE_HZ, Sampling, Spy, Target
+from infra.bench.spy import RATE_HZ, THREADS, Sampling, Spy, Target
 from infra.launcher import WEB_THREADS, WEB_WORKERS, Stack
 from infra.util import setup_logging
 from paxkit.config import Settings
@@ -192,6 +192,7 @@ class Profile:
     rate_hz: int
     out_dir: Path
     overhead_rounds: int = 0
+    threads: str = "gil"
 
 
 def spy_targets(stack: Stack) -> list[Target]:
@@ -219,7 +220,7 @@ def saturate(
     targets = spy_targets(stack) if profile.enabled else []
     with (
         RssSampler(lambda: members) as rss,
-        Spy(targets, seconds, profile.out_dir / mode, profile.rate_hz) as spy,
+        Spy(targets, seconds, profile.out_dir / mode, profile.rate_hz, profile.threads) as spy,
     ):
         cpu = CpuAccount(lambda: groups, dict.fromkeys(spy.pids, PROFILER))
         before = counts.snapshot({name: stack.url(name) for name in stack.components})
@@ -248,7 +249,7 @@ def profile_overhead(
     for n in range(profile.overhead_rounds):
         for arm in ("off", "on") if n % 2 == 0 else ("on", "off"):
             orders.wait_settled(SETTLE_DEADLINE_S)
-            spied = Profile(arm == "on", profile.rate_hz, profile.out_dir / "overhead")
+            spied = replace(profile, enabled=arm == "on", out_dir=profile.out_dir / "overhead")
             run: load.Run = saturate(stack, mode, seconds, connections, spied)["run"]
             rates[arm].append(round(run.rps, 1))
             errors += run.counts.errors
@@ -375,6 +376,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--profile-rate", type=int, default=RATE_HZ, help="py-spy samples/s")
     parser.add_argument(
+        "--profile-threads",
+        choices=THREADS,
+        default="gil",
+        help="sample the GIL holder (cheap) or every running thread (infra/bench/spy.py)",
+    )
+    parser.add_argument(
         "--profile-overhead",
         type=int,
         default=0,
@@ -390,6 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         args.profile_rate,
         settings.state_dir / "bench-logs" / "orders" / "profile",
         args.profile_overhead,
+        args.profile_threads,
     )
     results: dict[str, Any] = {
         "connections": args.connections,

@@ -243,6 +243,10 @@ def _layer_line(name: str, cells: dict[str, float]) -> str:
     return f"  {name:<22}" + "".join(f"{cells.get(k, 0.0):>9.2f}" for k in LAYER_HEADS)
 
 
+def _sampled(layers: dict[str, Any]) -> str:
+    return "GIL holder" if layers.get("threads", "gil") == "gil" else "running threads"
+
+
 def layer_table(mode: str, result: dict[str, Any]) -> str:
     """CPU ms per order of one mode by process (rows) and layer (columns), or why not."""
     layers = result.get("layers")
@@ -252,8 +256,8 @@ def layer_table(mode: str, result: dict[str, Any]) -> str:
         return f"CPU by layer, {mode}: none ({layers.get('why')})"
     split = layers["ms_per_order"]
     lines = [
-        f"CPU ms per order by layer, {mode} (py-spy on-CPU samples at {layers['rate_hz']} Hz, "
-        "scaled to each process's measured CPU)",
+        f"CPU ms per order by layer, {mode} (py-spy samples of the {_sampled(layers)} at "
+        f"{layers['rate_hz']} Hz, scaled to each process's measured CPU)",
         f"{'':<24}" + "".join(f"{h:>9}" for h in LAYER_HEADS.values()),
     ]
     lines += [_layer_line(name, row) for name, row in split["rows"].items()]

@@ -16,6 +16,8 @@ LOCUST := $(VENV)/bin/locust -f infra/locust/locustfile.py --host $(HOST)
 LOAD_DIR := bench-results/locust
 # Benchmark modules run by `make bench`, each `python -m <module>`; add yours here.
 BENCHMARKS ?= infra.bench.gateway infra.bench.raw infra.bench.orders
+# Options of infra.bench.orders, e.g. ORDERS_ARGS=--no-profile (no CPU split by layer).
+ORDERS_ARGS ?=
 # `make chaos`: CHAOS=short (CI) or long; SEED=N replays a schedule, MINUTES=M sizes long.
 CHAOS ?= short
 SEED ?=
@@ -75,7 +77,9 @@ bench: install
 	@command -v wrk >/dev/null || [ "$$(id -u)" != 0 ] || \
 		{ apt-get update -qq && apt-get install -y -qq wrk; } || \
 		echo "wrk not installed: using the Python load generator"
-	@status=0; start=$$(date +%s); for module in $(BENCHMARKS); do $(PY) -m $$module || status=1; done; \
+	@status=0; start=$$(date +%s); for module in $(BENCHMARKS); do \
+		args=; [ $$module = infra.bench.orders ] && args="$(ORDERS_ARGS)"; \
+		$(PY) -m $$module $$args || status=1; done; \
 		$(PY) -m infra.bench.report --since $$start || status=1; exit $$status
 
 # The stack must be running (make up) and PAXMART_ADMIN_TOKEN exported for the audit.

@@ -4,9 +4,10 @@ Reads bench-results/raw.json (infra.bench.raw), orders.json (infra.bench.orders)
 when present, gateway.json (infra.bench.gateway); prints a single table of each figure
 beside the raw limit of the same machine measured in the same run, the ratio and its
 target, and each synchronous mode beside the `naive` baseline of the same run (the same
-orders through the same services with no protocol); writes bench-results/bench.json
-and bench-results/bench.png. Exits 1 when an audit is not clean, an error was counted,
-or a target is missed.
+orders through the same services with no protocol); then CPU ms per order by component,
+hops and statements per order and, per mode that was profiled, CPU ms per order by
+process and layer; writes bench-results/bench.json and bench-results/bench.png. Exits 1
+when an audit is not clean, an error was counted, or a target is missed.
 
     python -m infra.bench.report [--since EPOCH]   # make bench passes its start time
 """
@@ -260,6 +261,11 @@ def layer_table(mode: str, result: dict[str, Any]) -> str:
         f"{layers['rate_hz']} Hz, scaled to each process's measured CPU)",
         f"{'':<24}" + "".join(f"{h:>9}" for h in LAYER_HEADS.values()),
     ]
+    lines.insert(
+        1,
+        f"  (a separate profiled run: {layers['orders_per_s']:.1f} orders/s, py-spy itself "
+        f"{layers['profiler_cpu_ms_per_order']:.2f} ms/order)",
+    )
     lines += [_layer_line(name, row) for name, row in split["rows"].items()]
     lines.append(_layer_line("all sampled", split["totals"]))
     if split["unsplit"]:

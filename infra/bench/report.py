@@ -34,8 +34,9 @@ MODE_TARGETS: dict[str, tuple[str, str, str, float | None]] = {
     "saga": ("orders_per_s", "4db_plain", "4-DB plain", 0.08),
 }
 BASELINE = "naive"
-# mode -> minimum share of the naive baseline's orders/s (issue 12: 2pc/naive >= 0.6)
-BASELINE_TARGETS = {"2pc": 0.6, "tcc": 0.6, "saga": 0.6}
+# mode -> minimum share of the naive baseline's orders/s (2pc/naive >= 0.6, the range DTM
+# publishes for its saga); tcc and saga are shown beside it without a target of their own.
+BASELINE_TARGETS: dict[str, float | None] = {"2pc": 0.6, "tcc": None, "saga": None}
 MSG_TARGETS: dict[str, tuple[str, str, str, float | None]] = {
     "order msg accepted": ("accepted_per_s", "trivial_flask", "trivial Flask", 0.15),
     "order msg settled": ("settled_per_s", "4db_plain", "4-DB plain", 0.06),

@@ -31,6 +31,17 @@ class Recorder:
         return [f"{key}:{item}" for item in items]
 
 
+def behind_one_in_flight(pool, group, send, key, first, rest):
+    """Send `first` and, once its call is in flight (held by the gate), queue `rest` behind
+    it; then open the gate. The futures of first and of rest."""
+    head = pool.submit(group.call, key, first)
+    assert send.entered.wait(5)
+    tail = [pool.submit(group.call, key, item) for item in rest]
+    wait_until(lambda: queued(group, key, len(tail)))
+    send.gate.set()
+    return head, tail
+
+
 def queued(group: GroupCall, key: str, count: int) -> bool:
     with group._lock:
         return len(group._waiting.get(key, ())) >= count
@@ -57,11 +68,7 @@ def test_items_gathered_during_a_call_leave_together_and_each_gets_its_own_resul
     send = Recorder()
     group = GroupCall(send, max_batch=10, wait_s=5)
     with ThreadPoolExecutor(8) as pool:
-        first = pool.submit(group.call, "coupon", 0)
-        assert send.entered.wait(5)
-        rest = [pool.submit(group.call, "coupon", n) for n in range(1, 8)]
-        wait_until(lambda: queued(group, "coupon", 7))
-        send.gate.set()
+        first, rest = behind_one_in_flight(pool, group, send, "coupon", 0, range(1, 8))
         assert first.result(5) == "coupon:0"
         assert [f.result(5) for f in rest] == [f"coupon:{n}" for n in range(1, 8)]
     assert send.batches == [("coupon", [0]), ("coupon", list(range(1, 8)))]
@@ -71,11 +78,7 @@ def test_a_batch_holds_at_most_max_batch_items():
     send = Recorder()
     group = GroupCall(send, max_batch=3, wait_s=5)
     with ThreadPoolExecutor(8) as pool:
-        first = pool.submit(group.call, "k", 0)
-        assert send.entered.wait(5)
-        rest = [pool.submit(group.call, "k", n) for n in range(1, 8)]
-        wait_until(lambda: queued(group, "k", 7))
-        send.gate.set()
+        first, rest = behind_one_in_flight(pool, group, send, "k", 0, range(1, 8))
         results = [first.result(5), *(f.result(5) for f in rest)]
     assert results == [f"k:{n}" for n in range(8)]
     assert [items for _, items in send.batches] == [[0], [1, 2, 3], [4, 5, 6], [7]]
@@ -97,11 +100,7 @@ def test_a_failed_call_fails_every_item_it_carried_and_the_next_batch_still_goes
     send = Recorder(fail_on=2)
     group = GroupCall(send, max_batch=2, wait_s=5)
     with ThreadPoolExecutor(4) as pool:
-        first = pool.submit(group.call, "k", 0)
-        assert send.entered.wait(5)
-        rest = [pool.submit(group.call, "k", n) for n in (1, 2, 3)]
-        wait_until(lambda: queued(group, "k", 3))
-        send.gate.set()
+        first, rest = behind_one_in_flight(pool, group, send, "k", 0, (1, 2, 3))
         assert first.result(5) == "k:0"
         for future in rest[:2]:
             with pytest.raises(ConnectionError):

@@ -15,7 +15,7 @@ DURATION ?= 60s
 LOCUST := $(VENV)/bin/locust -f infra/locust/locustfile.py --host $(HOST)
 LOAD_DIR := bench-results/locust
 # Benchmark modules run by `make bench`, each `python -m <module>`; add yours here.
-BENCHMARKS ?= infra.bench.gateway infra.bench.raw infra.bench.orders
+BENCHMARKS ?= infra.bench.gateway infra.bench.raw infra.bench.statements infra.bench.orders
 # Options of infra.bench.orders, e.g. ORDERS_ARGS=--no-profile (no CPU split by layer).
 ORDERS_ARGS ?=
 # `make chaos`: CHAOS=short (CI) or long; SEED=N replays a schedule, MINUTES=M sizes long.

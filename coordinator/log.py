@@ -6,11 +6,11 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
 
 from coordinator.ports import Branch, Event, Txn
 from coordinator.states import FINAL, PREPARING, PRESUMED, UNFINISHED, is_durable, next_status
-from paxkit.db import Database
+from paxkit.db import Database, run
 from paxkit.messaging import BranchReport
 from paxkit.outbox import enqueue
 from paxkit.retention import MESSAGING_RULES, OLDER_THAN_HORIZON, OldRows, Rule
@@ -109,15 +109,15 @@ class TxnLog:
     def _write(self, sql: str, params: dict[str, Any], durable: bool = False) -> Any:
         """One write: the first row it returns, if any."""
         if self.conn is not None:
-            result = self.conn.execute(text(sql), params)
+            result = run(self.conn, sql, params)
             return result.first() if result.returns_rows else None
         with self.db.autocommit() as conn:
-            result = conn.execute(text(sql if durable else RELAXED + sql), params)
+            result = run(conn, sql if durable else RELAXED + sql, params)
             return result.first() if result.returns_rows else None
 
     def _read(self, sql: str, **params: Any) -> list[dict[str, Any]]:
         if self.conn is not None:
-            return [dict(r._mapping) for r in self.conn.execute(text(sql), params)]
+            return [dict(r._mapping) for r in run(self.conn, sql, params)]
         return self.db.fetch_all(sql, **params)
 
     def begin(
@@ -213,14 +213,13 @@ class TxnLog:
         SKIP LOCKED lets several coordinator processes recover at once without sharing
         a transaction."""
         with self.db.transaction() as conn:
-            rows = conn.execute(
-                text(
-                    "UPDATE global_txns SET lease_until = now() + make_interval(secs => :lease),"
-                    " recovery_attempts = recovery_attempts + 1 WHERE gtid IN ("
-                    " SELECT gtid FROM global_txns WHERE status = ANY(:unfinished)"
-                    " AND lease_until < now() ORDER BY lease_until LIMIT :limit"
-                    f" FOR UPDATE SKIP LOCKED) RETURNING {TXN_COLUMNS}"
-                ),
+            rows = run(
+                conn,
+                "UPDATE global_txns SET lease_until = now() + make_interval(secs => :lease),"
+                " recovery_attempts = recovery_attempts + 1 WHERE gtid IN ("
+                " SELECT gtid FROM global_txns WHERE status = ANY(:unfinished)"
+                " AND lease_until < now() ORDER BY lease_until LIMIT :limit"
+                f" FOR UPDATE SKIP LOCKED) RETURNING {TXN_COLUMNS}",
                 {"lease": lease_s, "limit": limit, "unfinished": list(UNFINISHED)},
             ).all()
         return [txn_of(r._mapping) for r in rows]

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint, jsonify
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
 from paxkit.batch import BatchItem, answer_each, parse_batch
-from paxkit.db import Database
+from paxkit.db import Database, run
 from paxkit.errors import InvalidInput
 from paxkit.faults import Faults
 from paxkit.requests_json import branch_request, json_body
@@ -214,11 +214,10 @@ class BarrierBranch:
 
 def insert_barrier(conn: Connection, gtid: str, branch: str, op: str, written_by: str) -> bool:
     """Claim the barrier row of (gtid, branch, op); False if someone wrote it first."""
-    inserted = conn.execute(
-        text(
-            "INSERT INTO barrier (gtid, branch, op, written_by) "
-            "VALUES (:gtid, :branch, :op, :by) ON CONFLICT DO NOTHING RETURNING op"
-        ),
+    inserted = run(
+        conn,
+        "INSERT INTO barrier (gtid, branch, op, written_by) "
+        "VALUES (:gtid, :branch, :op, :by) ON CONFLICT DO NOTHING RETURNING op",
         {"gtid": gtid, "branch": branch, "op": op, "by": written_by},
     ).scalar()
     return inserted is not None
@@ -226,8 +225,9 @@ def insert_barrier(conn: Connection, gtid: str, branch: str, op: str, written_by
 
 def barrier_writer(conn: Connection, gtid: str, branch: str, op: str) -> str | None:
     """Who wrote the barrier row of (gtid, branch, op), if it exists."""
-    written_by: str | None = conn.execute(
-        text("SELECT written_by FROM barrier WHERE gtid = :gtid AND branch = :branch AND op = :op"),
+    written_by: str | None = run(
+        conn,
+        "SELECT written_by FROM barrier WHERE gtid = :gtid AND branch = :branch AND op = :op",
         {"gtid": gtid, "branch": branch, "op": op},
     ).scalar()
     return written_by

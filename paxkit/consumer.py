@@ -29,11 +29,11 @@ from typing import Any
 import pika
 import psycopg2
 from pika.adapters.blocking_connection import BlockingChannel
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
 from sqlalchemy import exc as sa_exc
 
 from paxkit.backoff import reconnect_backoff
-from paxkit.db import Database
+from paxkit.db import Database, run
 from paxkit.deadletters import DeadLetters
 from paxkit.errors import ApiError
 from paxkit.faults import Faults
@@ -104,11 +104,10 @@ def dead_letter_reason(error: BaseException, unexpected: int, max_attempts: int)
 def claim_in_inbox(conn: Connection, message_id: str, consumer: str) -> bool:
     """True the first time this consumer sees the message (in the handler's transaction)."""
     return (
-        conn.execute(
-            text(
-                "INSERT INTO inbox (message_id, consumer) VALUES (CAST(:id AS uuid), :consumer) "
-                "ON CONFLICT DO NOTHING RETURNING message_id"
-            ),
+        run(
+            conn,
+            "INSERT INTO inbox (message_id, consumer) VALUES (CAST(:id AS uuid), :consumer) "
+            "ON CONFLICT DO NOTHING RETURNING message_id",
             {"id": message_id, "consumer": consumer},
         ).scalar()
         is not None

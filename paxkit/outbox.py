@@ -18,9 +18,10 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg2
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
 
 from paxkit.backoff import reconnect_backoff
+from paxkit.db import run
 from paxkit.faults import Faults
 from paxkit.messaging import Message, Publisher, Topology
 from paxkit.tracing import traceparent
@@ -40,13 +41,12 @@ def enqueue(conn: Connection, routing_key: str, payload: dict[str, Any]) -> None
 def enqueue_all(conn: Connection, messages: list[Message]) -> None:
     """Add several events to the outbox inside the caller's transaction, in one statement
     that also queues the relay's wake-up (delivered at commit)."""
-    conn.execute(
-        text(
-            "INSERT INTO outbox (routing_key, payload, traceparent) "
-            "SELECT key, CAST(payload AS jsonb), :trace "
-            "FROM unnest(CAST(:keys AS text[]), CAST(:payloads AS text[])) AS m (key, payload), "
-            "(SELECT pg_notify(:channel, '')) AS woken"
-        ),
+    run(
+        conn,
+        "INSERT INTO outbox (routing_key, payload, traceparent) "
+        "SELECT key, CAST(payload AS jsonb), :trace "
+        "FROM unnest(CAST(:keys AS text[]), CAST(:payloads AS text[])) AS m (key, payload), "
+        "(SELECT pg_notify(:channel, '')) AS woken",
         {
             "keys": [m.routing_key for m in messages],
             "payloads": [json.dumps(m.payload) for m in messages],

@@ -26,11 +26,11 @@ from typing import Any
 
 from flask import Blueprint, jsonify
 from psycopg2 import errors as pg_errors
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from paxkit.batch import BatchItem, answer_each, parse_batch
-from paxkit.db import Database, abort, quote_gid
+from paxkit.db import Database, abort, quote_gid, run
 from paxkit.errors import ApiError, InvalidInput
 from paxkit.faults import Faults
 from paxkit.requests_json import branch_request, json_body
@@ -118,8 +118,9 @@ class XaBranch:
         gid = self.gid(gtid)
         with self.db.autocommit() as conn:
             try:
-                logged = conn.execute(
-                    text(BEGIN_AND_LOG),
+                logged = run(
+                    conn,
+                    BEGIN_AND_LOG,
                     {"gid": gid, "gtid": gtid, "lock_timeout": f"{self.lock_timeout_ms}ms"},
                 ).first()
                 if logged is None:
@@ -147,9 +148,7 @@ class XaBranch:
 
     def _vote_again(self, conn: Connection, gid: str) -> Vote:
         """A second prepare of the same branch: repeat the first vote, or no after a rollback."""
-        state = conn.execute(
-            text("SELECT state FROM xa_branch_log WHERE gid = :gid"), {"gid": gid}
-        ).scalar()
+        state = run(conn, "SELECT state FROM xa_branch_log WHERE gid = :gid", {"gid": gid}).scalar()
         return Vote(True) if state == "prepared" else Vote(False, "aborted")
 
     def commit(self, gtid: str) -> str:
@@ -162,8 +161,8 @@ class XaBranch:
             except DBAPIError as err:
                 if not _is_missing_prepared(err):
                     raise
-            state = conn.execute(
-                text("SELECT state FROM xa_branch_log WHERE gid = :gid"), {"gid": gid}
+            state = run(
+                conn, "SELECT state FROM xa_branch_log WHERE gid = :gid", {"gid": gid}
             ).scalar()
         if state == "prepared":
             return "already_committed"
@@ -195,17 +194,16 @@ class XaBranch:
     def _bury(self, gid: str, gtid: str) -> str:
         """Write the tombstone once; refuse if the branch committed."""
         with self.db.bounded_transaction(500) as conn:
-            inserted = conn.execute(
-                text(
-                    "INSERT INTO xa_branch_log (gid, gtid, state) "
-                    "VALUES (:gid, :gtid, 'aborted') ON CONFLICT (gid) DO NOTHING "
-                    "RETURNING gid"
-                ),
+            inserted = run(
+                conn,
+                "INSERT INTO xa_branch_log (gid, gtid, state) "
+                "VALUES (:gid, :gtid, 'aborted') ON CONFLICT (gid) DO NOTHING "
+                "RETURNING gid",
                 {"gid": gid, "gtid": gtid},
             ).scalar()
             if inserted is None:
-                state = conn.execute(
-                    text("SELECT state FROM xa_branch_log WHERE gid = :gid"), {"gid": gid}
+                state = run(
+                    conn, "SELECT state FROM xa_branch_log WHERE gid = :gid", {"gid": gid}
                 ).scalar()
                 if state == "prepared":
                     raise BranchConflict(

@@ -6,10 +6,11 @@ from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Flask, current_app, jsonify
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
 
 from paxkit.audit import Invariant, Ledger
 from paxkit.config import Settings, load_settings
+from paxkit.db import run
 from paxkit.errors import NotFound
 from paxkit.participant import Holding, create_participant_app, db_of, participant
 from paxkit.validation import ID_PATTERN, validate_user_id
@@ -20,12 +21,11 @@ COUPON_COLUMNS = "coupon_id, user_id, discount_cents, min_spend_cents, status"
 
 def claim_coupon(conn: Connection, payload: dict[str, Any], status: str) -> None:
     """Take an available coupon for this order (as `status`), or the order fails."""
-    claimed = conn.execute(
-        text(
-            "UPDATE coupons SET status = :status, order_id = :order_id, gtid = :gtid, "
-            "updated_at = now() WHERE coupon_id = :coupon_id AND user_id = :user_id "
-            "AND status = 'available' AND min_spend_cents <= :total RETURNING coupon_id"
-        ),
+    claimed = run(
+        conn,
+        "UPDATE coupons SET status = :status, order_id = :order_id, gtid = :gtid, "
+        "updated_at = now() WHERE coupon_id = :coupon_id AND user_id = :user_id "
+        "AND status = 'available' AND min_spend_cents <= :total RETURNING coupon_id",
         {
             "status": status,
             "order_id": payload["order_id"],
@@ -42,13 +42,12 @@ def claim_coupon(conn: Connection, payload: dict[str, Any], status: str) -> None
 def move_coupon(conn: Connection, gtid: str, from_status: str, to_status: str) -> None:
     """Move this transaction's coupon on (confirm) or give it back (cancel, undo)."""
     released = to_status == "available"
-    conn.execute(
-        text(
-            "UPDATE coupons SET status = :to, updated_at = now(), "
-            "order_id = CASE WHEN :released THEN NULL ELSE order_id END, "
-            "gtid = CASE WHEN :released THEN NULL ELSE gtid END "
-            "WHERE gtid = :gtid AND status = :from"
-        ),
+    run(
+        conn,
+        "UPDATE coupons SET status = :to, updated_at = now(), "
+        "order_id = CASE WHEN :released THEN NULL ELSE order_id END, "
+        "gtid = CASE WHEN :released THEN NULL ELSE gtid END "
+        "WHERE gtid = :gtid AND status = :from",
         {"gtid": gtid, "from": from_status, "to": to_status, "released": released},
     )
 

@@ -6,10 +6,11 @@ from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Flask, current_app, jsonify, request
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
 
 from paxkit.audit import Invariant, Ledger
 from paxkit.config import Settings, load_settings
+from paxkit.db import run
 from paxkit.errors import InvalidInput, NotFound
 from paxkit.participant import Holding, create_participant_app, db_of, participant
 from paxkit.validation import SKU_PATTERN, validate_limit, validate_sku
@@ -29,20 +30,18 @@ def take_stock(conn: Connection, payload: dict[str, Any], state: str) -> None:
     column = STOCK_COLUMN[state]
     # Lock rows in one global order (by SKU) so concurrent multi-item orders can't deadlock.
     for item in sorted(payload["items"], key=lambda i: i["sku"]):
-        moved = conn.execute(
-            text(
-                f"UPDATE products SET available = available - :qty, {column} = {column} + :qty, "
-                "updated_at = now() WHERE sku = :sku AND available >= :qty RETURNING sku"
-            ),
+        moved = run(
+            conn,
+            f"UPDATE products SET available = available - :qty, {column} = {column} + :qty, "
+            "updated_at = now() WHERE sku = :sku AND available >= :qty RETURNING sku",
             {"sku": item["sku"], "qty": item["qty"]},
         ).scalar()
         if moved is None:
             raise Rejected(_shortage_reason(conn, item["sku"]))
-        conn.execute(
-            text(
-                "INSERT INTO stock_movements (order_id, sku, qty, state, gtid) "
-                "VALUES (:order_id, :sku, :qty, :state, :gtid)"
-            ),
+        run(
+            conn,
+            "INSERT INTO stock_movements (order_id, sku, qty, state, gtid) "
+            "VALUES (:order_id, :sku, :qty, :state, :gtid)",
             {
                 "order_id": order_id,
                 "sku": item["sku"],
@@ -56,25 +55,23 @@ def take_stock(conn: Connection, payload: dict[str, Any], state: str) -> None:
 def move_stock(conn: Connection, gtid: str, from_state: str, to_state: str) -> None:
     """Move this transaction's units from one state to another (confirm, cancel, undo)."""
     source, target = STOCK_COLUMN[from_state], STOCK_COLUMN[to_state]
-    moved = conn.execute(
-        text(
-            "UPDATE stock_movements SET state = :to, updated_at = now() "
-            "WHERE gtid = :gtid AND state = :from RETURNING sku, qty"
-        ),
+    moved = run(
+        conn,
+        "UPDATE stock_movements SET state = :to, updated_at = now() "
+        "WHERE gtid = :gtid AND state = :from RETURNING sku, qty",
         {"gtid": gtid, "from": from_state, "to": to_state},
     ).all()
     for sku, qty in sorted(moved):
-        conn.execute(
-            text(
-                f"UPDATE products SET {source} = {source} - :qty, {target} = {target} + :qty, "
-                "updated_at = now() WHERE sku = :sku"
-            ),
+        run(
+            conn,
+            f"UPDATE products SET {source} = {source} - :qty, {target} = {target} + :qty, "
+            "updated_at = now() WHERE sku = :sku",
             {"sku": sku, "qty": qty},
         )
 
 
 def _shortage_reason(conn: Connection, sku: str) -> str:
-    exists = conn.execute(text("SELECT 1 FROM products WHERE sku = :sku"), {"sku": sku}).scalar()
+    exists = run(conn, "SELECT 1 FROM products WHERE sku = :sku", {"sku": sku}).scalar()
     return "out_of_stock" if exists else "unknown_sku"
 
 

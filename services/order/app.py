@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Flask, current_app, jsonify, request
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
 
 from paxkit.app import make_faults
 from paxkit.audit import horizon_arg, leftovers_blueprint
 from paxkit.background import Loop
 from paxkit.component import Background, Component, ComponentSpec
 from paxkit.config import Settings, load_settings
-from paxkit.db import Database, make_engine
+from paxkit.db import Database, make_engine, run
 from paxkit.deadletters import serve_dead_letters
 from paxkit.errors import InvalidInput, NotFound
 from paxkit.http import component_client
@@ -122,8 +122,8 @@ def settle_from_message(conn: Connection, event: dict[str, Any], routing_key: st
 
 
 def render_order(conn: Connection, order_id: str) -> dict[str, Any] | None:
-    row = conn.execute(
-        text(f"SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = :id"), {"id": order_id}
+    row = run(
+        conn, f"SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = :id", {"id": order_id}
     ).first()
     return order_body(dict(row._mapping)) if row else None
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
 
-from paxkit.db import Database
+from paxkit.db import Database, run
 from paxkit.errors import InvalidInput
 from paxkit.naive import MODE as NAIVE
 
@@ -40,17 +40,16 @@ def insert_order(conn: Connection, order: dict[str, Any]) -> dict[str, Any] | No
     """Insert a new order in the caller's transaction; returns its stored row, or None when
     an order with its id exists already (placement is idempotent on the order id). The user
     must be a customer, checked by the insert itself (UnknownUser, nothing inserted, if not)."""
-    row = conn.execute(
-        text(
-            "INSERT INTO orders (order_id, gtid, user_id, mode, txn_mode, status, reason, items, "
-            "coupon_id, total_cents, discount_cents, red_packet_cents, payable_cents, notify_url) "
-            "SELECT :order_id, :gtid, :user_id, :mode, :txn_mode, :status, :reason, "
-            "CAST(:items AS jsonb), :coupon_id, :total_cents, :discount_cents, "
-            ":red_packet_cents, :payable_cents, :notify_url "
-            "WHERE EXISTS (SELECT 1 FROM customers WHERE user_id = :user_id) "
-            "ON CONFLICT (order_id) DO NOTHING "
-            f"RETURNING {ORDER_COLUMNS}"
-        ),
+    row = run(
+        conn,
+        "INSERT INTO orders (order_id, gtid, user_id, mode, txn_mode, status, reason, items, "
+        "coupon_id, total_cents, discount_cents, red_packet_cents, payable_cents, notify_url) "
+        "SELECT :order_id, :gtid, :user_id, :mode, :txn_mode, :status, :reason, "
+        "CAST(:items AS jsonb), :coupon_id, :total_cents, :discount_cents, "
+        ":red_packet_cents, :payable_cents, :notify_url "
+        "WHERE EXISTS (SELECT 1 FROM customers WHERE user_id = :user_id) "
+        "ON CONFLICT (order_id) DO NOTHING "
+        f"RETURNING {ORDER_COLUMNS}",
         {**order, "items": json.dumps(order["items"])},
     ).first()
     if row is None:
@@ -58,8 +57,9 @@ def insert_order(conn: Connection, order: dict[str, Any]) -> dict[str, Any] | No
             return None
         raise UnknownUser(order["user_id"])
     if order["status"] != "pending" and order["notify_url"]:
-        conn.execute(
-            text("INSERT INTO notifications (order_id, url) VALUES (:order_id, :url)"),
+        run(
+            conn,
+            "INSERT INTO notifications (order_id, url) VALUES (:order_id, :url)",
             {"order_id": order["order_id"], "url": order["notify_url"]},
         )
     return dict(row._mapping)
@@ -67,7 +67,7 @@ def insert_order(conn: Connection, order: dict[str, Any]) -> dict[str, Any] | No
 
 def _exists(conn: Connection, order_id: str) -> bool:
     """Why an insert came back empty: the order is there already, or its user is unknown."""
-    found = conn.execute(text("SELECT 1 FROM orders WHERE order_id = :id"), {"id": order_id})
+    found = run(conn, "SELECT 1 FROM orders WHERE order_id = :id", {"id": order_id})
     return found.first() is not None
 
 
@@ -127,11 +127,10 @@ class OrderRepository:
     def check_again_in(self, order_id: str, delay_s: float) -> None:
         """Put a pending order back in the reconciler's line."""
         with self.db.autocommit() as conn:
-            conn.execute(
-                text(
-                    "UPDATE orders SET next_check_at = now() + make_interval(secs => :d) "
-                    "WHERE order_id = :id AND status = 'pending'"
-                ),
+            run(
+                conn,
+                "UPDATE orders SET next_check_at = now() + make_interval(secs => :d) "
+                "WHERE order_id = :id AND status = 'pending'",
                 {"id": order_id, "d": delay_s},
             )
 
@@ -164,4 +163,4 @@ def settle_pending_order(
     """Confirm or fail the order of this transaction if it is still pending; True when it
     changed."""
     params = {"gtid": gtid, "status": status, "reason": reason}
-    return conn.execute(text(prefix + _SETTLE), params).scalar() is not None
+    return run(conn, prefix + _SETTLE, params).scalar() is not None

@@ -6,10 +6,11 @@ from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Flask, current_app, jsonify
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
 
 from paxkit.audit import Invariant, Ledger
 from paxkit.config import Settings, load_settings
+from paxkit.db import run
 from paxkit.errors import NotFound
 from paxkit.participant import Holding, create_participant_app, db_of, participant
 from paxkit.validation import validate_user_id
@@ -29,21 +30,19 @@ def hold_money(conn: Connection, payload: dict[str, Any], state: str) -> None:
         "amount": payload["amount_cents"],
         "state": state,
     }
-    held = conn.execute(
-        text(
-            f"UPDATE wallets SET balance_cents = balance_cents - :amount, "
-            f"{column} = {column} + :amount, updated_at = now() "
-            "WHERE user_id = :user_id AND balance_cents >= :amount RETURNING user_id"
-        ),
+    held = run(
+        conn,
+        f"UPDATE wallets SET balance_cents = balance_cents - :amount, "
+        f"{column} = {column} + :amount, updated_at = now() "
+        "WHERE user_id = :user_id AND balance_cents >= :amount RETURNING user_id",
         params,
     ).scalar()
     if held is None:
         raise Rejected("insufficient_balance")
-    conn.execute(
-        text(
-            "INSERT INTO wallet_holds (order_id, user_id, amount_cents, state, gtid) "
-            "VALUES (:order_id, :user_id, :amount, :state, :gtid)"
-        ),
+    run(
+        conn,
+        "INSERT INTO wallet_holds (order_id, user_id, amount_cents, state, gtid) "
+        "VALUES (:order_id, :user_id, :amount, :state, :gtid)",
         params,
     )
 
@@ -51,19 +50,17 @@ def hold_money(conn: Connection, payload: dict[str, Any], state: str) -> None:
 def move_money(conn: Connection, gtid: str, from_state: str, to_state: str) -> None:
     """Move this transaction's hold from one state to another (confirm, cancel, undo)."""
     source, target = WALLET_COLUMN[from_state], WALLET_COLUMN[to_state]
-    moved = conn.execute(
-        text(
-            "UPDATE wallet_holds SET state = :to, updated_at = now() "
-            "WHERE gtid = :gtid AND state = :from RETURNING user_id, amount_cents"
-        ),
+    moved = run(
+        conn,
+        "UPDATE wallet_holds SET state = :to, updated_at = now() "
+        "WHERE gtid = :gtid AND state = :from RETURNING user_id, amount_cents",
         {"gtid": gtid, "from": from_state, "to": to_state},
     ).all()
     for user_id, amount in moved:
-        conn.execute(
-            text(
-                f"UPDATE wallets SET {source} = {source} - :amount, "
-                f"{target} = {target} + :amount, updated_at = now() WHERE user_id = :user_id"
-            ),
+        run(
+            conn,
+            f"UPDATE wallets SET {source} = {source} - :amount, "
+            f"{target} = {target} + :amount, updated_at = now() WHERE user_id = :user_id",
             {"user_id": user_id, "amount": amount},
         )
 

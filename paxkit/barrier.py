@@ -154,15 +154,12 @@ class BarrierBranch:
         return outcomes
 
     def _run(self, op: str, gtid: str, payload: dict[str, Any]) -> Outcome:
-        try:
-            with self.db.bounded_transaction(self.lock_timeout_ms) as conn:
-                return self._guarded(conn, op, gtid, payload)
-        except Rejected as rejection:
-            return Outcome(False, "rejected", rejection.reason)
-        except DBAPIError as err:
-            if op in FORWARD_OF.values() and is_lock_timeout(err):
-                return Outcome(False, "rejected", "timeout")
-            raise
+        return local_outcome(
+            self.db,
+            self.lock_timeout_ms,
+            lambda conn: self._guarded(conn, op, gtid, payload),
+            lock_wait_rejects=op in FORWARD_OF.values(),
+        )
 
     def within(self, conn: Connection, op: str, gtid: str, payload: dict[str, Any]) -> Outcome:
         """Run `op` inside the caller's transaction (a message handler's), in a savepoint so
@@ -210,6 +207,25 @@ class BarrierBranch:
 
     def _written_by(self, conn: Connection, gtid: str, op: str) -> str | None:
         return barrier_writer(conn, gtid, self.name, op)
+
+
+def local_outcome(
+    db: Database,
+    lock_timeout_ms: int,
+    work: Callable[[Connection], Outcome],
+    lock_wait_rejects: bool,
+) -> Outcome:
+    """`work` in one bounded local transaction. A business rejection, or, for an operation
+    allowed to say no, a lock wait past the timeout, is a refusal with nothing committed."""
+    try:
+        with db.bounded_transaction(lock_timeout_ms) as conn:
+            return work(conn)
+    except Rejected as rejection:
+        return Outcome(False, "rejected", rejection.reason)
+    except DBAPIError as err:
+        if lock_wait_rejects and is_lock_timeout(err):
+            return Outcome(False, "rejected", "timeout")
+        raise
 
 
 def insert_barrier(conn: Connection, gtid: str, branch: str, op: str, written_by: str) -> bool:

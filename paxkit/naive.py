@@ -19,16 +19,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint, jsonify
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import Connection
 
-from paxkit.barrier import APPLY, Outcome
+from paxkit.barrier import APPLY, Outcome, local_outcome
 from paxkit.config import Settings
 from paxkit.db import Database
 from paxkit.errors import ApiError
 from paxkit.http import ServiceClient, component_client
 from paxkit.requests_json import branch_request
 from paxkit.tracing import in_current_context
-from paxkit.xa import Action, Rejected, apply_action, is_lock_timeout
+from paxkit.xa import Action, apply_action
 
 MODE = "naive"
 APPLY_PATH = "/naive/apply"
@@ -46,16 +46,12 @@ class NaiveBranch:
     def apply(self, gtid: str, payload: dict[str, Any]) -> Outcome:
         """Run the action in one local transaction; a business rule or a lock wait past the
         timeout rejects it (nothing of it committed), as a branch call would."""
-        try:
-            with self.db.bounded_transaction(self.lock_timeout_ms) as conn:
-                apply_action(self.action, conn, {**payload, "gtid": gtid})
-        except Rejected as rejection:
-            return Outcome(False, "rejected", rejection.reason)
-        except DBAPIError as err:
-            if is_lock_timeout(err):
-                return Outcome(False, "rejected", "timeout")
-            raise
-        return APPLY
+
+        def work(conn: Connection) -> Outcome:
+            apply_action(self.action, conn, {**payload, "gtid": gtid})
+            return APPLY
+
+        return local_outcome(self.db, self.lock_timeout_ms, work, lock_wait_rejects=True)
 
 
 def naive_blueprint(branch: NaiveBranch) -> Blueprint:

@@ -3,9 +3,9 @@
 `enqueue()` writes an event in the caller's local transaction, so the event exists exactly
 when the business change committed. The relay claims unsent rows with
 `FOR UPDATE SKIP LOCKED` (several relays never publish the same row at once, and a row
-committed late is still found: there is no `id > last` cursor), publishes each persistent
-and confirmed, then marks them sent. A crash between publish and mark publishes again:
-consumers dedupe by message id (the inbox).
+committed late is still found: there is no `id > last` cursor), publishes them persistent
+in one AMQP transaction per batch (durable at its commit), then marks them sent. A crash
+between publish and mark publishes again: consumers dedupe by message id (the inbox).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from sqlalchemy import Connection
 from paxkit.backoff import reconnect_backoff
 from paxkit.db import run
 from paxkit.faults import Faults
-from paxkit.messaging import Message, Publisher, Topology
+from paxkit.messaging import Message, Outgoing, Publisher, Topology
 from paxkit.tracing import traceparent
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,11 @@ def enqueue_all(conn: Connection, messages: list[Message]) -> None:
             "channel": CHANNEL,
         },
     )
+
+
+def outgoing(message_id: Any, routing_key: str, payload: Any, trace: str | None) -> Outgoing:
+    headers = {"traceparent": trace} if trace else None
+    return Outgoing(routing_key, payload, str(message_id), headers)
 
 
 class OutboxRelay:
@@ -120,9 +125,7 @@ class OutboxRelay:
                 (BATCH,),
             )
             rows = cur.fetchall()
-            for _, message_id, routing_key, payload, trace in rows:
-                headers = {"traceparent": trace} if trace else None
-                publisher.publish(routing_key, payload, message_id=str(message_id), headers=headers)
+            publisher.publish_all([outgoing(*row[1:]) for row in rows])
             if rows:
                 self.faults.hit("relay_after_publish")
                 cur.execute(

@@ -15,7 +15,10 @@ all (paxkit/naive.py, enabled by BENCH_ENV only), measured like the synchronous 
 shaving: the queues fill instead of acceptance starving), settled/s is the orders settled
 over the time from the first accept until the last one settled, read from the order
 database, and the report adds the backlog of pending orders when the burst ends and the
-seconds it took to drain. A mode the API refuses with 400
+seconds it took to drain, and the CPU per settled order of every process over that whole
+window. A second burst of the same shape then runs with every worker process paused
+(SIGSTOP by pid, SIGCONT after): the accept path alone on the cores, as when settlement
+has hosts of its own, and the drain that follows. A mode the API refuses with 400
 `unsupported_mode` is reported as not available. Writes bench-results/orders.json.
 
 Unless `--no-profile`, a second saturation run of the same shape follows the measured one
@@ -35,6 +38,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -58,7 +63,7 @@ from infra.bench.common import (
 from infra.bench.layers import ms_per_order
 from infra.bench.procs import CpuAccount, RssSampler
 from infra.bench.spy import RATE_HZ, THREADS, Sampling, Spy, Target
-from infra.launcher import WEB_THREADS, WEB_WORKERS, Stack
+from infra.launcher import WEB_THREADS, WEB_WORKERS, WORKER_SUFFIX, Stack
 from infra.util import setup_logging
 from paxkit.config import Settings
 from paxkit.messaging import Topology, delete_topology
@@ -216,7 +221,7 @@ def saturate(
 ) -> dict[str, Any]:
     """The closed-loop burst, with the stack's RSS sampled, the CPU accounted and, when
     profiling, every Python process of the stack sampled by py-spy."""
-    groups = {stack.pid(n) or -1: n for n in stack.names}
+    groups = component_groups(stack)
     members = {n: stack.process_group(n) for n in stack.names}
     targets = spy_targets(stack) if profile.enabled else []
     with (
@@ -285,6 +290,59 @@ def profiled_saturation(
     }
 
 
+def component_groups(stack: Stack) -> dict[int, str]:
+    return {stack.pid(n) or -1: n for n in stack.names}
+
+
+def cpu_per_settled(usage: dict[str, Any], settled: int) -> dict[str, float]:
+    """CPU ms per order of each process over a whole burst-and-drain window."""
+    done = max(1, settled)
+    return {k: round(v * 1000 / done, 2) for k, v in usage["cpu_s"].items()}
+
+
+def worker_pids(stack: Stack) -> list[int]:
+    return [
+        pid
+        for name in stack.names
+        if name.endswith(WORKER_SUFFIX)
+        for pid in stack.process_group(name)
+    ]
+
+
+def signal_all(pids: list[int], signum: signal.Signals) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            log.warning("worker %d is gone", pid)
+
+
+def accept_alone(
+    stack: Stack, orders: OrderDb, mode: str, seconds: float, connections: int
+) -> dict[str, Any]:
+    """The burst with every worker process paused (SIGSTOP, by the pids this stack started;
+    SIGCONT after): the accept path alone on the cores, as when settlement runs on hosts
+    of its own; then the drain, with the cores to itself."""
+    orders.wait_settled(SETTLE_DEADLINE_S)
+    mark = orders.now()
+    paused = worker_pids(stack)
+    signal_all(paused, signal.SIGSTOP)
+    try:
+        run = load.burst(stack.url("gateway"), seconds, connections, mode)
+    finally:
+        signal_all(paused, signal.SIGCONT)
+    backlog = orders.pending()
+    drain_s = orders.wait_settled(SETTLE_DEADLINE_S)
+    settled, _ = orders.settled_since(mark)
+    return {
+        "accepted_per_s": round(run.status_rate("202"), 1),
+        "backlog_after_burst": backlog,
+        "drain_s": round(drain_s, 1),
+        "drained_per_s": round(settled / drain_s, 1) if drain_s else 0.0,
+        "errors": run.counts.errors,
+    }
+
+
 def bench_mode(
     stack: Stack, orders: OrderDb, mode: str, seconds: float, connections: int, profile: Profile
 ) -> dict[str, Any]:
@@ -292,6 +350,9 @@ def bench_mode(
     warm = load.burst(gateway, WARMUP_S, connections, mode)
     orders.wait_settled(SETTLE_DEADLINE_S)
     mark = orders.now()
+    whole = CpuAccount(lambda: component_groups(stack), {})
+    whole.start()
+    started = time.monotonic()
     sat = saturate(stack, mode, seconds, connections, replace(profile, enabled=False))
     run: load.Run = sat["run"]
     result: dict[str, Any] = {"available": True, "saturation": run.as_json()}
@@ -299,11 +360,14 @@ def bench_mode(
     if mode in ASYNC_MODES:
         result["backlog_after_burst"] = orders.pending()
         result["drain_s"] = round(orders.wait_settled(SETTLE_DEADLINE_S), 1)
+        usage = whole.stop(time.monotonic() - started)
         settled, span = orders.settled_since(mark)
         rate = run.status_rate("202")
         result["accepted_per_s"] = round(rate, 1)
         result["settled_per_s"] = round(settled / span, 1) if span else 0.0
         result["settle_latency_ms"] = orders.settle_latency(mark)
+        result["cpu_ms_per_settled_order"] = cpu_per_settled(usage, settled)
+        result["accept_alone"] = accept_alone(stack, orders, mode, seconds, connections)
     log.info("%s saturation: %.1f/s, errors %d", mode, rate, run.counts.errors)
     # The burst's last requests are still in flight when wrk stops: let them finish, then
     # warm up at the half rate, so the measured tail is the stack's, not the burst's.
@@ -325,6 +389,7 @@ def bench_mode(
         latency_ms=latency,
         p99_over_p50=round(latency["p99"] / latency["p50"], 2) if latency["p50"] else None,
         errors=sum(r.counts.errors for r in (warm, run, warm_half, half))
+        + result.get("accept_alone", {}).get("errors", 0)
         + result["layers"].get("errors", 0)
         + result.get("profile_overhead", {}).get("errors", 0),
         rejected_409=sum(r.counts.rejected for r in (warm, run, warm_half, half)),

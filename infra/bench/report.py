@@ -140,6 +140,17 @@ def mode_rows(raw: dict[str, Any], orders: dict[str, Any]) -> list[Row]:
             mine = [_target_row(raw, result, f"order {mode}", MODE_TARGETS[mode])]
         else:
             mine = [_target_row(raw, result, w, spec) for w, spec in MSG_TARGETS.items()]
+        if alone := result.get("accept_alone"):
+            mine.append(
+                Row(
+                    "order msg accepted, settle paused",
+                    alone["accepted_per_s"],
+                    "trivial Flask",
+                    raw_rate(raw, "trivial_flask"),
+                    note=f"backlog {alone['backlog_after_burst']}, drained in "
+                    f"{alone['drain_s']} s ({alone['drained_per_s']}/s)",
+                )
+            )
         first = mine[0]
         if "drain_s" in result:
             first.note = (
@@ -165,6 +176,90 @@ def baseline_rows(orders: dict[str, Any]) -> list[Row]:
         for mode, target in BASELINE_TARGETS.items()
         if modes.get(mode, {}).get("available")
     ]
+
+
+# The processes a msg order is accepted in; the rest of its CPU is settlement.
+ACCEPT_PROCESSES = ("gateway", "order")
+OUTSIDE = ("other", "load generator (wrk)")
+
+
+def _cpu_ms(result: dict[str, Any], names: tuple[str, ...]) -> float:
+    """CPU ms per order of the named processes during saturation."""
+    per_order = result["cpu"]["cpu_ms_per_order"]
+    return sum(per_order.get(name, 0.0) for name in names)
+
+
+def sync_floor(raw: dict[str, Any], modes: dict[str, Any], mode: str) -> str | None:
+    """A missed synchronous target beside what the naive baseline reaches against the same
+    raw limit: when even the same calls with no protocol fall short, the hops are the floor."""
+    figure, key, label, target = MODE_TARGETS[mode]
+    limit, base = raw_rate(raw, key), modes.get(BASELINE, {})
+    result = modes[mode]
+    if target is None or not limit or not base.get("available"):
+        return None
+    if result[figure] / limit >= target:
+        return None
+    need, naive = target * limit, base[figure]
+    verdict = (
+        "the same calls with no protocol stay below the target: the floor is the hops"
+        if naive < need
+        else "the protocol's own cost is the gap"
+    )
+    return (
+        f"{mode}: target {target:g} x {label} = {need:.0f}/s; measured {result[figure]:.0f}/s; "
+        f"naive {naive:.0f}/s = {naive / limit:.3f} x {label}: {verdict}"
+    )
+
+
+def msg_floors(raw: dict[str, Any], result: dict[str, Any]) -> list[str]:
+    """The accept rate with settlement paused (the accept path alone on the cores) and the
+    settle rate beside the whole stack's CPU per settled order over burst and drain (every
+    order is accepted and settled, so the cores cap it there)."""
+    lines = []
+    trivial, plain = raw_rate(raw, "trivial_flask"), raw_rate(raw, "4db_plain")
+    target = MSG_TARGETS["order msg accepted"][3]
+    alone = result.get("accept_alone")
+    if alone and trivial and target is not None:
+        share = alone["accepted_per_s"] / trivial
+        verdict = (
+            "the target holds when settlement has cores of its own"
+            if share >= target
+            else "below the target even alone"
+        )
+        lines.append(
+            f"msg accept: {alone['accepted_per_s']:.0f}/s with settlement paused = "
+            f"{share:.3f} x trivial ({verdict}); {result['accepted_per_s']:.0f}/s with "
+            f"settlement on the same cores; gateway and order processes "
+            f"{_cpu_ms(result, ACCEPT_PROCESSES):.1f} ms CPU per order"
+        )
+    per_settled = result.get("cpu_ms_per_settled_order")
+    if per_settled and plain:
+        all_ms = sum(v for k, v in per_settled.items() if k not in OUTSIDE)
+        ceiling = result["cpu"]["cores"] * 1000.0 / all_ms if all_ms else 0.0
+        lines.append(
+            f"msg settle: the whole stack {all_ms:.1f} ms CPU per settled order over burst "
+            f"and drain -> at most {ceiling:.0f}/s = {ceiling / plain:.3f} x 4-DB plain on "
+            f"{result['cpu']['cores']} cores; measured {result['settled_per_s']:.0f}/s"
+        )
+        half = result.get("half_load", {}).get("target_rate", 0.0)
+        if half > ceiling:
+            lines.append(
+                f"msg half load: {half:.0f}/s accepted is above the {ceiling:.0f}/s the cores "
+                f"can settle, so 'half load' saturates them and its tail (p99/p50 "
+                f"{result['p99_over_p50']}) is a saturated machine's"
+            )
+    return lines
+
+
+def floor_lines(raw: dict[str, Any], orders: dict[str, Any]) -> list[str]:
+    """What this run's own figures put under each order-rate target."""
+    modes = {m: r for m, r in orders.get("modes", {}).items() if r.get("available")}
+    lines = [
+        line for mode in MODE_TARGETS if mode in modes if (line := sync_floor(raw, modes, mode))
+    ]
+    if "msg" in modes:
+        lines += msg_floors(raw, modes["msg"])
+    return lines
 
 
 def gateway_rows(gateway: dict[str, Any] | None) -> list[Row]:
@@ -432,6 +527,9 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + table(rows, facts, raw.get("durability", {})))
     print("\n" + cpu_table(orders))
     print("\n" + counts_table(orders))
+    if floors := floor_lines(raw, orders):
+        print("\nFloors under the order-rate targets (this run's figures)")
+        print("\n".join(f"  {line}" for line in floors))
     if layers := layer_tables(orders):
         print("\n" + layers)
     png = RESULTS_DIR / "bench.png"
@@ -442,6 +540,7 @@ def main(argv: list[str] | None = None) -> int:
             "cores": os.cpu_count(),
             "rows": [r.as_json() for r in rows],
             "facts": facts,
+            "floors": floor_lines(raw, orders),
             "failures": failures,
             "pass": not failures,
             "raw": raw,

@@ -69,7 +69,7 @@ def test_a_batch_arrives_whole_persistent_and_labelled(fresh_databases, topology
 
 def test_an_unroutable_message_fails_its_batch(fresh_databases, topology, publisher):
     messages = [*batch(3), Outgoing("nobody.listens", {"n": 99}, "msg-99")]
-    with pytest.raises(PublishFailed, match="nobody.listens"):
+    with pytest.raises(PublishFailed, match=r"nobody\.listens"):
         publisher.publish_all(messages)
     drain(fresh_databases.amqp_url, topology.queue(SPEC).name)
     publisher.publish_all(batch(2))  # the channel is still good, the failure is not sticky

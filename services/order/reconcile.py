@@ -150,6 +150,8 @@ class PendingOrderReconciler:
     def _claim_fence(self, lease: Lease) -> None:
         """Show the fence the new token at the start of a run, so every older holder is
         refused from now on, even if this run finds nothing to write."""
+        if self.fence is None:
+            return
         with self._fenced(lease):
             return
 

@@ -10,3 +10,6 @@ PROTOCOL_SQL = HERE / "sql"
 # Transactional outbox and inbox.
 MESSAGING_SQL = HERE / "sql_messaging"
 PARTICIPANT_MIGRATIONS = (PROTOCOL_SQL, MESSAGING_SQL)
+# Leases with fencing tokens and the fences of the resources they guard (paxkit/lease.py),
+# for a component that runs a singleton job.
+LEASE_SQL = HERE / "sql_lease"

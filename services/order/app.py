@@ -26,6 +26,7 @@ from paxkit.db import Database, make_engine, run
 from paxkit.deadletters import serve_dead_letters
 from paxkit.errors import InvalidInput, NotFound
 from paxkit.http import component_client
+from paxkit.lease import Leases, new_owner
 from paxkit.messaging import SETTLEMENTS_QUEUE, PoisonMessage
 from paxkit.metrics import outbox_probe
 from paxkit.naive import NaiveParts
@@ -33,7 +34,7 @@ from paxkit.notify import NOTIFICATION_RULES, Notifier
 from paxkit.participant import protocol_retention
 from paxkit.requests_json import json_body
 from paxkit.runtime import dead_letter_store, messaging_work
-from paxkit.schema import PARTICIPANT_MIGRATIONS
+from paxkit.schema import LEASE_SQL, PARTICIPANT_MIGRATIONS
 from paxkit.validation import ID_PATTERN, validate_limit, validate_user_id
 from paxkit.web import component_of
 from paxkit.web import create_app as web_app
@@ -156,7 +157,12 @@ class OrderComponent(Component):
             NaiveParts.of(settings, self.naive_pool) if self.naive_pool is not None else None,
         )
         self.reconciler = PendingOrderReconciler(
-            self.orders, self.coordinator, settings.recovery_horizon_s, settings.msg_resend_s
+            self.orders,
+            self.coordinator,
+            settings.recovery_horizon_s,
+            settings.msg_resend_s,
+            Leases(self.db, new_owner()),
+            faults=self.faults,
         )
         self.notifier = Notifier(
             self.db, render_order, settings.notify_schedule_s, settings.notify_allowed_hosts
@@ -193,7 +199,7 @@ class OrderComponent(Component):
 COMPONENT = ComponentSpec(
     "order",
     OrderComponent,
-    (*PARTICIPANT_MIGRATIONS, Path(__file__).resolve().parent / "migrations"),
+    (*PARTICIPANT_MIGRATIONS, LEASE_SQL, Path(__file__).resolve().parent / "migrations"),
 )
 
 

@@ -124,16 +124,6 @@ class OrderRepository:
             naive=NAIVE,
         )
 
-    def check_again_in(self, order_id: str, delay_s: float) -> None:
-        """Put a pending order back in the reconciler's line."""
-        with self.db.autocommit() as conn:
-            run(
-                conn,
-                "UPDATE orders SET next_check_at = now() + make_interval(secs => :d) "
-                "WHERE order_id = :id AND status = 'pending'",
-                {"id": order_id, "d": delay_s},
-            )
-
     def confirm_pending(self, gtid: str) -> bool:
         return self._settle(gtid, "confirmed", None)
 
@@ -164,3 +154,13 @@ def settle_pending_order(
     changed."""
     params = {"gtid": gtid, "status": status, "reason": reason}
     return run(conn, prefix + _SETTLE, params).scalar() is not None
+
+
+def schedule_check(conn: Connection, order_id: str, delay_s: float) -> None:
+    """Put a pending order back in the reconciler's line, `delay_s` from now."""
+    run(
+        conn,
+        "UPDATE orders SET next_check_at = now() + make_interval(secs => :d) "
+        "WHERE order_id = :id AND status = 'pending'",
+        {"id": order_id, "d": delay_s},
+    )

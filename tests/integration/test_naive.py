@@ -21,6 +21,7 @@ from services.coupon.app import SPEC as COUPON
 from services.inventory.app import SPEC as INVENTORY
 from services.inventory.app import create_app as inventory_app
 from services.order.repository import OrderRepository
+from tests.helpers import pending_order
 
 _ids = itertools.count(1)
 SKU = "SKU-0007"
@@ -107,25 +108,6 @@ def test_a_coupon_is_used_once_and_then_unavailable(coupon_db):
     assert (refused.ok, refused.reason) == (False, "coupon_unavailable")
     row = coupon_db.fetch_one("SELECT status, gtid FROM coupons WHERE coupon_id = 'C-3-1'")
     assert row == {"status": "used", "gtid": first}
-
-
-def pending_order(order_id: str, mode: str) -> dict[str, Any]:
-    return {
-        "order_id": order_id,
-        "gtid": f"gtx-{order_id}",
-        "user_id": 4,
-        "mode": mode,
-        "txn_mode": mode,
-        "status": "pending",
-        "reason": None,
-        "items": [{"sku": SKU, "qty": 1, "price_cents": 700}],
-        "coupon_id": None,
-        "total_cents": 700,
-        "discount_cents": 0,
-        "red_packet_cents": 0,
-        "payable_cents": 700,
-        "notify_url": None,
-    }
 
 
 def test_the_reconciler_never_picks_a_naive_order(order_db):

@@ -29,6 +29,7 @@ from paxkit.config import Settings
 from paxkit.db import Database
 from paxkit.faults import Faults
 from paxkit.http import ServiceClient
+from paxkit.lease import Leases, new_owner
 from services.coupon.app import create_app as coupon_app
 from services.inventory.app import create_app as inventory_app
 from services.order.reconcile import PendingOrderReconciler
@@ -77,7 +78,11 @@ def reconciler(participants: Settings, dbs: dict[str, Database]) -> Iterator[Any
         credential=participants.service_token,
     )
     yield PendingOrderReconciler(
-        OrderRepository(dbs["order"]), client, horizon_s=0.0, resend_s=120.0
+        OrderRepository(dbs["order"]),
+        client,
+        horizon_s=0.0,
+        resend_s=120.0,
+        leases=Leases(dbs["order"], new_owner()),
     )
     server.shutdown()
 

@@ -206,8 +206,9 @@ def sync_floor(raw: dict[str, Any], modes: dict[str, Any], mode: str) -> str | N
         else "the protocol's own cost is the gap"
     )
     return (
-        f"{mode}: target {target:g} x {label} = {need:.0f}/s; measured {result[figure]:.0f}/s; "
-        f"naive {naive:.0f}/s = {naive / limit:.3f} x {label}: {verdict}"
+        f"{mode}: target {target:g} x {label} = {need:.0f}/s ({need / naive:.2f} x naive); "
+        f"measured {result[figure]:.0f}/s; naive {naive:.0f}/s = {naive / limit:.3f} x "
+        f"{label}: {verdict}"
     )
 
 

@@ -29,7 +29,7 @@ def mode(rate: float, **cpu: float) -> dict[str, Any]:
 def test_a_target_above_the_naive_baseline_is_floored_by_the_hops():
     orders = {"modes": {"naive": mode(140.0), "2pc": mode(100.0)}}
     (line,) = floor_lines(RAW, orders)
-    assert line.startswith("2pc: target 0.15 x 4-DB XA = 150/s; measured 100/s")
+    assert line.startswith("2pc: target 0.15 x 4-DB XA = 150/s (1.07 x naive); measured 100/s")
     assert "naive 140/s = 0.140 x 4-DB XA" in line
     assert line.endswith("the floor is the hops")
 

@@ -49,7 +49,7 @@ class Ballot:
         return f"{self.round}.{self.proposer}"
 
 
-NO_BALLOT = Ballot(0, "")  # below every ballot a proposer starts (rounds start at 1)
+NO_BALLOT = Ballot(0, "")  # below every ballot a proposer uses (round 0 belongs to one)
 
 
 @dataclass(frozen=True)
@@ -168,6 +168,15 @@ def start_round(state: ProposerState[V]) -> tuple[ProposerState[V], tuple[Prepar
     ballot = Ballot(max(state.ballot.round, state.highest_round_seen) + 1, state.proposer)
     started = replace(state, ballot=ballot, phase=ProposerPhase.PREPARING, promises=frozenset())
     return started, (Prepare(ballot),)
+
+
+def skip_to_round_zero(state: ProposerState[V]) -> tuple[ProposerState[V], tuple[Accept[V], ...]]:
+    """Gray and Lamport's shortcut for the one proposer that owns round 0 (the first
+    coordinator): no lower ballot exists, so nothing can have been chosen and phase 1 is
+    skipped. Every other proposer must use start_round."""
+    ballot = Ballot(0, state.proposer)
+    accepting = replace(state, ballot=ballot, phase=ProposerPhase.ACCEPTING)
+    return accepting, (Accept(ballot, state.value),)
 
 
 def receive_promise(

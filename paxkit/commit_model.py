@@ -44,15 +44,10 @@ def check(protocol: CommitProtocol, max_faults: int | None) -> list[str]:
     return report_lines(report, faults, time.monotonic() - started)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m paxkit.commit_model", description=__doc__)
     parser.add_argument(
-        "protocols",
-        nargs="*",
-        choices=list(PROTOCOLS),
-        default=list(PROTOCOLS),
-        metavar="PROTOCOL",
-        help="2pc, 3pc or paxos (default: all three)",
+        "protocols", nargs="*", metavar="PROTOCOL", help="2pc, 3pc or paxos (default: all three)"
     )
     parser.add_argument(
         "--max-faults",
@@ -61,6 +56,15 @@ def main(argv: list[str] | None = None) -> int:
         help="crashes and partitions per run (default: 2, Paxos Commit 1)",
     )
     args = parser.parse_args(argv)
+    unknown = [name for name in args.protocols if name not in PROTOCOLS]
+    if unknown:
+        parser.error(f"unknown protocol {', '.join(unknown)} (choose from {', '.join(PROTOCOLS)})")
+    args.protocols = args.protocols or list(PROTOCOLS)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     for name in args.protocols:
         print("\n".join(check(PROTOCOLS[name](), args.max_faults)), flush=True)
     return 0

@@ -61,3 +61,10 @@ def test_the_cli_prints_the_3pc_counter_example_one_step_a_line(capsys):
     assert printed[0].startswith("3pc: INCONSISTENT, never blocks")
     assert any(line.endswith("coordinator -> p1: PreCommit (p1 pre-commits)") for line in printed)
     assert any(line.endswith("p1 timeout: commits") for line in printed)
+
+
+def test_the_cli_checks_all_three_protocols_unless_told_which():
+    assert commit_model.parse_args([]).protocols == ["2pc", "3pc", "paxos"]
+    assert commit_model.parse_args(["paxos", "--max-faults", "2"]).max_faults == 2
+    with pytest.raises(SystemExit):
+        commit_model.parse_args(["4pc"])

@@ -63,7 +63,7 @@ from infra.bench.common import (
 from infra.bench.layers import ms_per_order
 from infra.bench.procs import CpuAccount, RssSampler
 from infra.bench.spy import RATE_HZ, THREADS, Sampling, Spy, Target
-from infra.launcher import WEB_THREADS, WEB_WORKERS, WORKER_SUFFIX, Stack
+from infra.launcher import WEB_THREADS, WEB_WORKERS, Stack
 from infra.util import setup_logging
 from paxkit.config import Settings
 from paxkit.messaging import Topology, delete_topology
@@ -238,7 +238,7 @@ def saturate(
     cpu_s: dict[str, float] = usage["cpu_s"]  # type: ignore[assignment]
     cpu_s["load generator (wrk)"] = round(run.generator_cpu_s, 2)
     done = max(1, run.counts.ok + run.counts.rejected)
-    usage["cpu_ms_per_order"] = {k: round(v * 1000 / done, 2) for k, v in cpu_s.items()}
+    usage["cpu_ms_per_order"] = cpu_ms_per_order(cpu_s, done)
     layers = layer_split(sampling, cpu_s, done, stack.names)
     if profile.enabled and not sampling.available:
         log.warning("%s: no CPU split by layer: %s", mode, sampling.why)
@@ -294,19 +294,15 @@ def component_groups(stack: Stack) -> dict[int, str]:
     return {stack.pid(n) or -1: n for n in stack.names}
 
 
-def cpu_per_settled(usage: dict[str, Any], settled: int) -> dict[str, float]:
-    """CPU ms per order of each process over a whole burst-and-drain window."""
-    done = max(1, settled)
-    return {k: round(v * 1000 / done, 2) for k, v in usage["cpu_s"].items()}
+def cpu_ms_per_order(cpu_s: dict[str, float], orders: int) -> dict[str, float]:
+    """CPU seconds per process turned into ms per order."""
+    done = max(1, orders)
+    return {k: round(v * 1000 / done, 2) for k, v in cpu_s.items()}
 
 
 def worker_pids(stack: Stack) -> list[int]:
-    return [
-        pid
-        for name in stack.names
-        if name.endswith(WORKER_SUFFIX)
-        for pid in stack.process_group(name)
-    ]
+    workers = [name for name in stack.names if name not in stack.components]
+    return [pid for name in workers for pid in stack.process_group(name)]
 
 
 def signal_all(pids: list[int], signum: signal.Signals) -> None:
@@ -350,8 +346,9 @@ def bench_mode(
     warm = load.burst(gateway, WARMUP_S, connections, mode)
     orders.wait_settled(SETTLE_DEADLINE_S)
     mark = orders.now()
-    whole = CpuAccount(lambda: component_groups(stack), {})
-    whole.start()
+    whole = CpuAccount(lambda: component_groups(stack), {})  # msg: burst and drain
+    if mode in ASYNC_MODES:
+        whole.start()
     started = time.monotonic()
     sat = saturate(stack, mode, seconds, connections, replace(profile, enabled=False))
     run: load.Run = sat["run"]
@@ -360,13 +357,13 @@ def bench_mode(
     if mode in ASYNC_MODES:
         result["backlog_after_burst"] = orders.pending()
         result["drain_s"] = round(orders.wait_settled(SETTLE_DEADLINE_S), 1)
-        usage = whole.stop(time.monotonic() - started)
+        whole_cpu_s: dict[str, float] = whole.stop(time.monotonic() - started)["cpu_s"]  # type: ignore[assignment]
         settled, span = orders.settled_since(mark)
         rate = run.status_rate("202")
         result["accepted_per_s"] = round(rate, 1)
         result["settled_per_s"] = round(settled / span, 1) if span else 0.0
         result["settle_latency_ms"] = orders.settle_latency(mark)
-        result["cpu_ms_per_settled_order"] = cpu_per_settled(usage, settled)
+        result["cpu_ms_per_settled_order"] = cpu_ms_per_order(whole_cpu_s, settled)
         result["accept_alone"] = accept_alone(stack, orders, mode, seconds, connections)
     log.info("%s saturation: %.1f/s, errors %d", mode, rate, run.counts.errors)
     # The burst's last requests are still in flight when wrk stops: let them finish, then

@@ -91,6 +91,10 @@ def report_event(report: BranchReport) -> Event:
     return Event(report.branch, report.op, outcome, report.effect)
 
 
+# The advisory-lock space of msg transactions: a begin and its reports take turns (hold).
+MSG_LOCKS = 7001
+
+
 class TxnLog:
     """Every write is one statement in one round trip. Presumed abort: only the commit
     decision waits for its fsync; losing any other write in a crash is safe, so those are
@@ -253,6 +257,12 @@ class TxnLog:
             "SELECT gtid, branch, op, ok, reason FROM msg_reports WHERE gtid = :gtid", gtid=gtid
         )
         return [BranchReport(r["gtid"], r["branch"], r["op"], r["ok"], r["reason"]) for r in rows]
+
+    def hold(self, gtid: str) -> None:
+        """Take the transaction's advisory lock until the caller's transaction ends."""
+        self._read(
+            "SELECT pg_advisory_xact_lock(:space, hashtext(:gtid))", space=MSG_LOCKS, gtid=gtid
+        )
 
     def lock(self, gtid: str) -> Txn | None:
         rows = self._read(

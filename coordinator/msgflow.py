@@ -6,10 +6,11 @@
    local commit is the point of no return: there is nothing to check back.
 2. The coordinator logs the begin (`submitted`); the participants apply their parts
    through the barrier and report back (their own outbox). Reports may overtake the
-   begin: they are kept and drawn on when it arrives. All actions done -> `committed` and
-   the order is settled confirmed; any business rejection -> `aborting`, every branch is
-   told to compensate (null compensation where the action never ran), and when all have
-   -> `aborted`, the order settles failed with the reason.
+   begin: they are kept and drawn on when it arrives (a begin and its reports take turns
+   on the transaction's lock, so one of them always sees the other). All actions done
+   -> `committed` and the order is settled confirmed; any business rejection ->
+   `aborting`, every branch is told to compensate (null compensation where the action
+   never ran), and when all have -> `aborted`, the order settles failed with the reason.
 
 Nothing strands: a transaction whose reports are overdue is taken up by recovery, which
 sends again exactly what is missing (the part to each branch that never reported, the
@@ -183,6 +184,7 @@ class MessageFlow(Driver):
         if not isinstance(gtid, str) or not gtid:
             raise PoisonMessage("a begin needs a gtid")
         branches = begun_branches(event, self.branches.known)
+        txn_log.hold(gtid)
         txn = txn_log.begin(
             gtid, self.mode, branches, self.resend_s, durable=False, status=SUBMITTED
         )
@@ -192,6 +194,7 @@ class MessageFlow(Driver):
 
     def on_report(self, txn_log: TransactionLog, report: BranchReport) -> None:
         """A branch reports (in the consumer's unit of work, `txn_log`)."""
+        txn_log.hold(report.gtid)
         if not txn_log.add_report(report):
             return  # heard before: its consequences were drawn then
         txn = txn_log.lock(report.gtid)

@@ -122,6 +122,10 @@ class TransactionLog(Protocol):
 
     def reports(self, gtid: str) -> list[BranchReport]: ...
 
+    def hold(self, gtid: str) -> None:
+        """Serialise the units of work of one transaction's begin and reports: without it,
+        a report committed while its begin was in flight is seen by neither of them."""
+
     def lock(self, gtid: str) -> Txn | None:
         """The transaction, held against concurrent reports until the unit of work ends."""
 

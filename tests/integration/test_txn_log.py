@@ -5,13 +5,16 @@ deduplicated, and a bound log that commits or rolls back with its caller."""
 from __future__ import annotations
 
 import itertools
+import threading
 
 import pytest
 from sqlalchemy import text
 
 from coordinator.log import TxnLog
+from coordinator.msgflow import MessageFlow
 from coordinator.ports import Branch, Event
 from coordinator.states import IllegalTransition
+from paxkit.faults import Faults
 from paxkit.messaging import BranchReport
 
 _ids = itertools.count(1)
@@ -118,3 +121,35 @@ def unsent(log: TxnLog, gtid: str) -> int:
                 text("SELECT count(*) FROM outbox WHERE payload->>'gtid' = :g"), {"g": gtid}
             ).scalar_one()
         )
+
+
+def test_a_report_racing_its_begin_is_seen_by_one_of_them(log):
+    """The begin's unit of work is still open when the branch's report arrives: the report
+    waits on the transaction's lock, then finds the begin and draws on it, instead of
+    filing itself as early where the begin, already past its look, never sees it."""
+    no_pool = None  # msg calls no branch: its messages go through the log's outbox
+    flow = MessageFlow(log, KnownBranches(), Faults("coordinator", None), no_pool, 8.0, 1.0, 60.0)  # type: ignore[arg-type]
+    gtid = f"gtx-it-race-{next(_ids)}"
+    begin = {"gtid": gtid, "branches": [{"name": "inventory", "payload": {"n": 1}}]}
+    report = BranchReport(gtid, "inventory", "action", True, None)
+    with log.db.transaction() as first:
+        flow.on_begun(log.bound(first), begin)
+        racing = threading.Thread(target=report_in_own_unit_of_work, args=(flow, log, report))
+        racing.start()
+        racing.join(0.5)
+        assert racing.is_alive(), "the report waits for the begin's unit of work"
+    racing.join(10)
+    assert not racing.is_alive()
+    assert log.get(gtid).status == "committed"
+
+
+class KnownBranches:
+    names = ("inventory",)
+
+    def known(self, name: str) -> bool:
+        return name in self.names
+
+
+def report_in_own_unit_of_work(flow: MessageFlow, log: TxnLog, report: BranchReport) -> None:
+    with log.db.transaction() as conn:
+        flow.on_report(log.bound(conn), report)

@@ -32,6 +32,7 @@ class FakeTxnLog:
         self.sent: list[Sent] = []
         self.durable: list[tuple[str, str]] = []  # (gtid, status) written with fsync
         self.lost_begins = False  # begins vanish, as a relaxed write in a crash
+        self.held: list[str] = []  # gtids whose lock a unit of work took (hold)
 
     def begin(
         self,
@@ -118,6 +119,9 @@ class FakeTxnLog:
 
     def reports(self, gtid: str) -> list[BranchReport]:
         return [r for (g, _, _), r in self.report_rows.items() if g == gtid]
+
+    def hold(self, gtid: str) -> None:
+        self.held.append(gtid)
 
     def lock(self, gtid: str) -> Txn | None:
         return self.get(gtid)

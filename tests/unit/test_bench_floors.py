@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from infra.bench.report import floor_lines
+from infra.bench.report import floor_lines, gateway_rows
 
 pytestmark = pytest.mark.unit
 
@@ -51,7 +51,7 @@ def msg_result(alone_per_s: float) -> dict[str, Any]:
         accepted_per_s=120.0,
         settled_per_s=60.0,
         accept_alone={"accepted_per_s": alone_per_s},
-        half_load={"target_rate": 60.0},
+        half_load={"target_rate": 30.0},
         p99_over_p50=4.5,
         cpu_ms_per_settled_order={
             "postgres": 10.0,
@@ -83,5 +83,34 @@ def test_a_half_load_above_the_settle_ceiling_is_called_a_saturated_one():
     msg = msg_result(400.0)
     msg["half_load"]["target_rate"] = 120.0
     *_, half = floor_lines(RAW, {"modes": {"msg": msg}})
-    assert half.startswith("msg half load: 120/s accepted is above the 100/s the cores")
+    assert half.startswith("msg half load: 120/s accepted is 2.00 x the 60/s the stack settles")
+    assert "(measured 60/s, CPU cap 100/s)" in half
     assert half.endswith("(p99/p50 4.5) is a saturated machine's")
+
+
+def test_a_half_load_near_the_measured_settle_rate_is_saturated_below_the_cpu_cap():
+    msg = msg_result(400.0)
+    msg["half_load"]["target_rate"] = 55.0
+    *_, half = floor_lines(RAW, {"modes": {"msg": msg}})
+    assert half.startswith("msg half load: 55/s accepted is 0.92 x the 60/s")
+    msg["half_load"]["target_rate"] = 40.0  # 0.67 x: a tail of its own, no floor
+    assert len(floor_lines(RAW, {"modes": {"msg": msg}})) == 2
+
+
+def test_the_gateway_is_judged_on_the_median_of_its_rounds_ratios():
+    gateway = {
+        "rps_median": {"trivial": 3295.4, "cached": 2301.1, "limited": 2086.0},
+        "rps_samples": {
+            "trivial": [2728.0, 3295.0, 3509.0, 2674.0, 3640.0],
+            "cached": [2492.0, 2283.0, 2476.0, 2245.0, 2301.0],
+            "limited": [2136.0, 2404.0, 2032.0, 1995.0, 2086.0],
+        },
+        "cached_vs_trivial": 0.706,
+        "limiter_cost": 0.111,
+        "targets": {"cached_vs_trivial_min": 0.7, "limiter_cost_max": 0.1},
+    }
+    cached, limited = gateway_rows(gateway)
+    assert cached.ratio == 0.706 and cached.failures() == []
+    assert cached.note == "median of 5 rounds' ratios (0.63-0.91)"
+    assert limited.ratio == pytest.approx(0.889)
+    assert limited.failures() == ["gateway GET + rate limit: ratio below 0.9"]

@@ -38,7 +38,8 @@ DB_POOL_SIZE = 4
 
 @dataclass(frozen=True)
 class GatewayOptions:
-    """Tuning of the protections; the environment sets the first two (paxkit.config)."""
+    """Tuning of the protections; the environment sets the first two and the cache's
+    read-your-writes window (paxkit.config)."""
 
     redis_timeout_s: float = 0.5
     ratelimit_failure_mode: str = "open"
@@ -57,6 +58,7 @@ class GatewayOptions:
         return cls(
             redis_timeout_s=settings.gateway_redis_timeout_s,
             ratelimit_failure_mode=settings.ratelimit_failure_mode,
+            cache=CachePolicy(own_reads_s=settings.cache_own_reads_s),
         )
 
 

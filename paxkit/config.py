@@ -156,6 +156,9 @@ class Settings:
     # Gateway: socket timeout of every Redis call, so a hung Redis bounds request latency;
     # sized for a busy machine, where a healthy Redis can miss 100 ms.
     gateway_redis_timeout_s: float = 0.5
+    # How long a client who ordered reads around the product cache afterwards (its
+    # read-your-writes window, gateway/cache.py); 0 turns the window off.
+    cache_own_reads_s: float = 5.0
     # Best-effort notification: the retry schedule (seconds) and the hosts it may call.
     notify_schedule_s: tuple[float, ...] = (1, 5, 30, 120, 600)
     notify_allowed_hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "::1")
@@ -217,6 +220,7 @@ def load_settings() -> Settings:
         log_level=_env("PAXMART_LOG_LEVEL", "INFO"),
         ratelimit_failure_mode=_env("PAXMART_RATELIMIT_FAILURE_MODE", "open"),
         gateway_redis_timeout_s=_env_float("PAXMART_GATEWAY_REDIS_TIMEOUT_S", 0.5),
+        cache_own_reads_s=_env_float("PAXMART_CACHE_OWN_READS_S", 5.0),
         mq_namespace=_env("PAXMART_MQ_NAMESPACE", prefix.rstrip("_") or "paxmart"),
         notify_schedule_s=tuple(
             float(s) for s in _env("PAXMART_NOTIFY_SCHEDULE_S", "1,5,30,120,600").split(",")

@@ -23,7 +23,7 @@ CHAOS ?= short
 SEED ?=
 MINUTES ?=
 
-.PHONY: help install install-run up reset test lint bench load load-ui chaos down
+.PHONY: help install install-run up reset test lint bench load load-ui chaos scenario scenarios down
 
 help:
 	@echo "make up      start Postgres/Redis/RabbitMQ if needed, migrate, run every component (Ctrl-C stops)"
@@ -35,6 +35,8 @@ help:
 	@echo "make load-ui locust web UI on http://127.0.0.1:8089 against HOST=$(HOST)"
 	@echo "make chaos   the stack of its own under load and real faults, then the verdict"
 	@echo "             (CHAOS=short|long, SEED=N, MINUTES=M); report in chaos-results/"
+	@echo "make scenario NAME=n  play one scenario (no NAME: list them); diagrams in .state/scenarios/"
+	@echo "make scenarios        play every scenario; each asserts its verdict"
 	@echo "make down    stop the project's Postgres cluster"
 
 $(PY):
@@ -95,6 +97,16 @@ load-ui: install
 chaos: install
 	$(PY) -m infra.chaos --profile $(CHAOS) $(if $(SEED),--seed $(SEED)) \
 		$(if $(MINUTES),--minutes $(MINUTES))
+
+scenario: install
+	$(PY) -m infra.pgcluster start
+	$(PY) -m infra.deps
+	$(PY) -m infra.scenarios $(NAME)
+
+scenarios: install
+	$(PY) -m infra.pgcluster start
+	$(PY) -m infra.deps
+	$(PY) -m infra.scenarios --all
 
 down: install-run
 	$(PY) -m infra.pgcluster stop

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
+
+from infra.samples import pending_order
+
+__all__ = ["pending_order", "wait_until"]
 
 T = TypeVar("T")
 
@@ -24,23 +28,3 @@ def wait_until(
             return last
         time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}; last value: {last!r}")
-
-
-def pending_order(order_id: str, mode: str) -> dict[str, Any]:
-    """A pending order of one item, as the order service stores it before its outcome."""
-    return {
-        "order_id": order_id,
-        "gtid": f"gtx-{order_id}",
-        "user_id": 4,
-        "mode": mode,
-        "txn_mode": mode,
-        "status": "pending",
-        "reason": None,
-        "items": [{"sku": "SKU-0007", "qty": 1, "price_cents": 700}],
-        "coupon_id": None,
-        "total_cents": 700,
-        "discount_cents": 0,
-        "red_packet_cents": 0,
-        "payable_cents": 700,
-        "notify_url": None,
-    }

@@ -16,6 +16,7 @@ TOP = 70
 LANE_GAP = 80
 BOTTOM = 50
 LEAD_S = 0.5  # room before the first event
+TAIL_SHARE = 0.08  # and after the last one, for its labels
 VERDICT_WIDTH = 150
 COLOURS = {
     "info": "#555555",
@@ -36,7 +37,7 @@ class _Scale:
     def __init__(self, recording: Recording) -> None:
         times = event_times(recording) or [recording.started_at]
         self.start = min(times) - LEAD_S
-        self.span = max(0.001, max(times) - self.start)
+        self.span = max(0.001, max(times) - self.start) * (1 + TAIL_SHARE)
         self.rows = {name: TOP + i * LANE_GAP for i, name in enumerate(recording.lanes)}
 
     def x(self, at: float) -> float:
@@ -127,11 +128,13 @@ def _message(message: Message, scale: _Scale) -> str:
     colour = "#1f6feb" if message.ok else "#cf222e"
     dash = "" if message.ok else ' stroke-dasharray="5,3"'
     mid_x, mid_y = (x1 + x2) / 2, (y1 + y2) / 2
+    right = mid_x > WIDTH - RIGHT - 160
+    label_x, anchor = (mid_x - 4, "end") if right else (mid_x + 4, "start")
     return (
         f'<line x1="{x1:.1f}" y1="{y1}" x2="{x2:.1f}" y2="{y2}" stroke="{colour}" '
         f'stroke-width="1.3" marker-end="url(#head)"{dash}/>'
-        f'<text x="{mid_x + 4:.1f}" y="{mid_y - 3:.1f}" fill="{colour}" font-size="10">'
-        f"{escape(message.label)}</text>"
+        f'<text x="{label_x:.1f}" y="{mid_y - 3:.1f}" text-anchor="{anchor}" fill="{colour}" '
+        f'font-size="10">{escape(message.label)}</text>'
     )
 
 

@@ -21,6 +21,7 @@ import sys
 import time
 from typing import Any
 
+from infra.samples import pending_order
 from infra.scenarios.play import Run, Scenario, Verdict
 from infra.scenarios.stage import ScenarioFailed, Stage, StageSpec, poll
 from paxkit.faults import KEY_PREFIX
@@ -35,22 +36,7 @@ GTID = "gtx-scn-lease-1"
 
 def stale_msg_order(stage: Stage) -> None:
     """A pending msg order an hour old whose begin the coordinator never logged."""
-    order = {
-        "order_id": ORDER_ID,
-        "gtid": GTID,
-        "user_id": 4,
-        "mode": "msg",
-        "txn_mode": "msg",
-        "status": "pending",
-        "reason": None,
-        "items": [{"sku": "SKU-0007", "qty": 1, "price_cents": 700}],
-        "coupon_id": None,
-        "total_cents": 700,
-        "discount_cents": 0,
-        "red_packet_cents": 0,
-        "payable_cents": 700,
-        "notify_url": None,
-    }
+    order = pending_order(ORDER_ID, "msg", GTID)
     db = stage.db("order")
     assert OrderRepository(db).insert(order) is not None
     with db.transaction() as conn:

@@ -136,7 +136,11 @@ class Driver:
         events: Sequence[Event] = (),
         retry_delay_s: float | None = None,
     ) -> Outcome:
-        """Carry out a decided transaction; postponed to recovery if a branch can't finish."""
+        """Carry out a decided transaction; postponed to recovery if a branch can't finish.
+        One still undecided (mode paxos, too few acceptors answering) stays preparing."""
+        if txn.status == PREPARING:
+            self.log.record(txn.gtid, events)
+            return Outcome(txn.gtid, PREPARING, None)
         decision = decision_of(txn.status)
         results = self.complete(txn, decision)
         events = [*events, *(_event(r) for r in results)]

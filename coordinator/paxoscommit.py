@@ -29,7 +29,7 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from coordinator.drivers import Outcome, TwoPhaseCommit
+from coordinator.drivers import TwoPhaseCommit
 from coordinator.ports import Branch, BranchResult, Event, Txn
 from coordinator.states import FINAL, PREPARING, decision_of
 from paxkit.acceptors import ABORT, COMMIT, Acceptors, Learned, Step, proposer_id
@@ -103,18 +103,6 @@ class PaxosCommit(TwoPhaseCommit):
             txn = self._log_decision(txn, learned, txn.reason or "timeout", lease_s)
         self.finish(txn, retry_delay_s=retry_delay_s)
         return decision_of(txn.status) if txn.status != PREPARING else UNDECIDED
-
-    def finish(
-        self,
-        txn: Txn,
-        events: Sequence[Event] = (),
-        retry_delay_s: float | None = None,
-    ) -> Outcome:
-        """Carry out the decision; with none yet, the outcome is still preparing."""
-        if txn.status != PREPARING:
-            return super().finish(txn, events, retry_delay_s)
-        self.log.record(txn.gtid, events)
-        return Outcome(txn.gtid, PREPARING, None)
 
     def resolve(self, gtid: str) -> Txn | None:
         """The check-back never presumes: a gtid the log lacks is decided by Paxos (abort,

@@ -14,7 +14,7 @@ import pytest
 from psycopg2 import sql
 
 from paxkit.config import Settings
-from paxkit.db import Database, make_engine
+from paxkit.db import Database
 from paxkit.faults import arm
 from tests.e2e.conftest import ADMIN, prepared_for
 from tests.e2e.test_faults import (
@@ -28,17 +28,6 @@ from tests.e2e.test_faults import (
 from tests.helpers import wait_until
 
 
-@pytest.fixture(scope="module")
-def acceptor_dbs(fresh_databases: Settings) -> Iterator[dict[str, Database]]:
-    handles = {
-        name: Database(make_engine(fresh_databases.db_urls[name], pool_size=2))
-        for name in fresh_databases.acceptors
-    }
-    yield handles
-    for handle in handles.values():
-        handle.dispose()
-
-
 @contextlib.contextmanager
 def unavailable(settings: Settings, *acceptors: str) -> Iterator[None]:
     """These acceptors' databases refuse every connection, as if down, until the block ends."""
@@ -46,27 +35,26 @@ def unavailable(settings: Settings, *acceptors: str) -> Iterator[None]:
     admin = psycopg2.connect(settings.db_urls["coordinator"].rsplit("/", 1)[0] + "/postgres")
     admin.autocommit = True
     try:
+        allow_connections(admin, names, False)
         with admin.cursor() as cur:
-            for name in names:
-                cur.execute(
-                    sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(
-                        sql.Identifier(name)
-                    )
-                )
-                cur.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                    (name,),
-                )
+            cur.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = ANY(%s)",
+                (names,),
+            )
         yield
     finally:
-        with admin.cursor() as cur:
-            for name in names:
-                cur.execute(
-                    sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(
-                        sql.Identifier(name)
-                    )
-                )
+        allow_connections(admin, names, True)
         admin.close()
+
+
+def allow_connections(admin: Any, names: list[str], allowed: bool) -> None:
+    with admin.cursor() as cur:
+        for name in names:
+            cur.execute(
+                sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS {}").format(
+                    sql.Identifier(name), sql.Literal(allowed)
+                )
+            )
 
 
 def votes(acceptor_dbs: dict[str, Database], gtid: str) -> dict[str, tuple[int, str]]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import inspect
 import itertools
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -18,16 +17,9 @@ from coordinator.recovery import Recovery
 from paxkit.acceptors import ABORT, COMMIT, Acceptor, Acceptors, SqlAcceptor
 from paxkit.faults import Faults
 from tests.unit.fakes import FakeAcceptor, FakeBranches, FakeTxnLog, no, ok
+from tests.unit.test_drivers import NAMES, TIMEOUT_S
 
-TIMEOUT_S = 4.0
-NAMES = ("inventory", "coupon", "redpacket")
 _ids = itertools.count(1)
-
-
-@pytest.fixture(scope="module")
-def pool() -> Iterator[ThreadPoolExecutor]:
-    with ThreadPoolExecutor(max_workers=16) as executor:
-        yield executor
 
 
 @pytest.fixture

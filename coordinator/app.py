@@ -231,7 +231,8 @@ class CoordinatorComponent(Component):
         acceptors = sql_acceptors(settings)
         self.acceptors = Acceptors(
             acceptors,
-            ThreadPoolExecutor(max_workers=48, thread_name_prefix="acceptor"),
+            # A call to every acceptor at once from each of the web process's threads.
+            ThreadPoolExecutor(max_workers=32 * len(acceptors), thread_name_prefix="acceptor"),
             settings.acceptor_timeout_s,
             self.faults,
         )

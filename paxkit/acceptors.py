@@ -57,7 +57,8 @@ ABORT = "abort"
 # A takeover outbids refusals this many times, then leaves the instance to a later pass
 # (whose jitter lets duelling proposers drift apart).
 TAKEOVER_ROUNDS = 3
-POOL_SIZE = 6
+# Connections per acceptor database and process (as many again on overflow).
+POOL_SIZE = 8
 # The members and the state of one instance; the row made first if it is new.
 LOCK_ROW = (
     "BEGIN; SELECT set_config('statement_timeout', :timeout, true), "

@@ -15,9 +15,11 @@ from coordinator.branches import Branches
 from coordinator.drivers import DRIVERS, Driver
 from coordinator.log import RETENTION_RULES, TxnLog
 from coordinator.msgflow import MessageFlow, report_handler
+from coordinator.paxoscommit import OutcomeUnknown, PaxosCommit
 from coordinator.ports import Branch, Txn
 from coordinator.recovery import Recovery
-from coordinator.states import STATUSES
+from coordinator.states import FINAL, STATUSES
+from paxkit.acceptors import ACCEPTOR_RETENTION, Acceptors, sql_acceptors
 from paxkit.app import make_faults
 from paxkit.background import Loop
 from paxkit.component import Background, Component, ComponentSpec
@@ -38,7 +40,9 @@ from paxkit.web import create_app as web_app
 MAX_LIST = 500
 MAX_STATUSES = 1000
 
-ALL_DRIVERS: tuple[type[Driver], ...] = (*DRIVERS, MessageFlow)
+# The modes a transaction is begun in through POST /transactions (msg begins from its event).
+SYNC_DRIVERS: tuple[type[Driver], ...] = (*DRIVERS, PaxosCommit)
+ALL_DRIVERS: tuple[type[Driver], ...] = (*SYNC_DRIVERS, MessageFlow)
 
 bp = Blueprint("coordinator", __name__)
 
@@ -49,7 +53,7 @@ def _ext(name: str) -> Any:
 
 def _parse_transaction(body: dict[str, Any], branches: Branches) -> dict[str, Any]:
     gtid = validate_gtid(body.get("gtid"))
-    modes = tuple(d.mode for d in DRIVERS)  # a msg transaction begins from its event
+    modes = tuple(d.mode for d in SYNC_DRIVERS)
     if body.get("mode") not in modes:
         raise InvalidInput(
             "mode", f"mode must be one of {', '.join(modes)}", code="unsupported_mode"
@@ -88,7 +92,10 @@ def run_transaction() -> Any:
         raise ApiError(
             f"transaction {spec['gtid']} already exists", code="duplicate_gtid", status=409
         )
-    return jsonify(driver.run(txn).as_json())
+    outcome = driver.run(txn)
+    if outcome.status not in FINAL:
+        raise OutcomeUnknown(f"transaction {txn.gtid} is not decided yet; recovery finishes it")
+    return jsonify(outcome.as_json())
 
 
 @bp.post("/transactions/<gtid>/resolve")
@@ -98,7 +105,7 @@ def resolve_transaction(gtid: str) -> Any:
     mode = json_body().get("mode", "2pc")
     if mode not in _ext("drivers"):
         raise InvalidInput("mode", "unknown mode")
-    txn = _ext("log").resolve(validate_gtid(gtid), mode)
+    txn = _ext("drivers")[mode].resolve(validate_gtid(gtid))
     if txn is None:
         raise NotFound(f"No transaction {gtid!r} yet.", code="transaction_not_found")
     return jsonify(_txn_json(txn))
@@ -221,6 +228,16 @@ class CoordinatorComponent(Component):
             settings.recovery_interval_s,
         )
         self.drivers: dict[str, Driver] = {d.mode: d(*common) for d in DRIVERS}
+        acceptors = sql_acceptors(settings)
+        self.acceptors = Acceptors(
+            acceptors,
+            # A call to every acceptor at once from each of the web process's threads.
+            ThreadPoolExecutor(max_workers=32 * len(acceptors), thread_name_prefix="acceptor"),
+            settings.acceptor_timeout_s,
+            self.faults,
+        )
+        self.paxos = PaxosCommit(*common, acceptors=self.acceptors)
+        self.drivers[self.paxos.mode] = self.paxos
         self.msg = MessageFlow(*common, resend_s=settings.msg_resend_s)
         self.drivers[self.msg.mode] = self.msg
         self.recovery = Recovery(
@@ -238,6 +255,9 @@ class CoordinatorComponent(Component):
             settings.recovery_horizon_s,
         )
         self.retention = Retention("coordinator", self.db, RETENTION_RULES, settings.retention_s)
+        self.acceptor_retention = [
+            Retention(a.name, a.db, ACCEPTOR_RETENTION, settings.retention_s) for a in acceptors
+        ]
         self.dead_letters = dead_letter_store(settings, self.db)
 
     def register(self, app: Flask) -> None:
@@ -267,6 +287,12 @@ class CoordinatorComponent(Component):
             Loop(
                 "coordinator-retention", self.retention.run_once, self.settings.retention_interval_s
             ),
+            Loop("coordinator-paxos-sweep", self.paxos.sweep, self.settings.recovery_interval_s),
+            Loop(
+                "coordinator-acceptor-retention",
+                lambda: [r.run_once() for r in self.acceptor_retention],
+                self.settings.retention_interval_s,
+            ),
             *messaging_work(
                 "coordinator",
                 self.settings,
@@ -279,6 +305,8 @@ class CoordinatorComponent(Component):
 
     def close(self) -> None:
         self.db.dispose()
+        for retention in self.acceptor_retention:
+            retention.db.dispose()
 
 
 def service_clients(settings: Settings, names: Iterable[str]) -> dict[str, ServiceClient]:

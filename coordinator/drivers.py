@@ -60,6 +60,9 @@ class Driver:
     """The shared skeleton; subclasses say how to go forward and how to complete."""
 
     mode = ""
+    # The participants' endpoints its branch calls use: the mode's own unless it reuses
+    # another mode's (paxos prepares and completes 2PC branches).
+    branch_protocol = ""
     durable_begin = True
 
     def __init__(
@@ -110,6 +113,15 @@ class Driver:
         assert logged is not None, "a synchronous mode's transaction is presumed, never None"
         return txn.at(logged.status, logged.reason)  # the branches this driver called
 
+    def resolve(self, gtid: str) -> Txn | None:
+        """The initiator's check-back: the logged transaction, presumed aborted if unknown."""
+        return self.log.resolve(gtid, self.mode)
+
+    def adopt(self, gtids: Sequence[str]) -> dict[str, str]:
+        """Of gtids the log does not hold, those this mode knows of elsewhere, given back to
+        the log: their status (none here; paxos: its acceptors' instances)."""
+        return {}
+
     def recover(self, txn: Txn, lease_s: float, retry_delay_s: float) -> str:
         """Take over a transaction whose driver died or stalled: a forward phase that never
         decided is aborted (presumed abort); a decided one is carried out."""
@@ -124,7 +136,11 @@ class Driver:
         events: Sequence[Event] = (),
         retry_delay_s: float | None = None,
     ) -> Outcome:
-        """Carry out a decided transaction; postponed to recovery if a branch can't finish."""
+        """Carry out a decided transaction; postponed to recovery if a branch can't finish.
+        One still undecided (mode paxos, too few acceptors answering) stays preparing."""
+        if txn.status == PREPARING:
+            self.log.record(txn.gtid, events)
+            return Outcome(txn.gtid, PREPARING, None)
         decision = decision_of(txn.status)
         results = self.complete(txn, decision)
         events = [*events, *(_event(r) for r in results)]
@@ -144,8 +160,9 @@ class Driver:
         return Outcome(txn.gtid, final, txn.reason if final == ABORTED else None)
 
     def _parallel(self, op: str, txn: Txn, reason: str | None = None) -> list[BranchResult]:
+        protocol = self.branch_protocol or self.mode
         call = in_current_context(
-            lambda b: self.branches.call(self.mode, op, b.name, txn.gtid, b.payload, reason)
+            lambda b: self.branches.call(protocol, op, b.name, txn.gtid, b.payload, reason)
         )
         return list(self.pool.map(call, txn.branches))
 

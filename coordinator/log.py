@@ -184,6 +184,7 @@ class TxnLog:
         reason: str | None = None,
         lease_s: float | None = None,
         events: Sequence[Event] = (),
+        relaxed: bool = False,
     ) -> str | None:
         to_status = next_status(from_status, event)
         row = self._write(
@@ -196,7 +197,7 @@ class TxnLog:
                 "lease": lease_s,
                 "events": _events_json(events),
             },
-            durable=is_durable(to_status),
+            durable=is_durable(to_status) and not relaxed,
         )
         return str(row.status) if row is not None else None
 

@@ -100,10 +100,13 @@ class TransactionLog(Protocol):
         reason: str | None = None,
         lease_s: float | None = None,
         events: Sequence[Event] = (),
+        relaxed: bool = False,
     ) -> str | None:
         """Apply `event` if the transaction is still in `from_status`: the new status, or
         None when it was not (someone else moved it first). `events` are recorded either
-        way; the reason is kept unless one is given; the lease too unless `lease_s`."""
+        way; the reason is kept unless one is given; the lease too unless `lease_s`.
+        `relaxed`: no wait for the fsync even of a commit decision (paxos: the acceptors
+        hold it)."""
 
     def postpone(self, gtid: str, delay_s: float, events: Sequence[Event] = ()) -> None:
         """Not finished: recovery takes the transaction up again after `delay_s`."""

@@ -64,7 +64,8 @@ class Recovery:
         RECOVERED.labels(action).inc()
 
     def resolve_orphans(self) -> int:
-        """2PC branches prepared longer than the horizon follow the log; unknown gtids roll back.
+        """2PC branches prepared longer than the horizon follow the log; unknown gtids roll back
+        (unless a mode adopts them: a paxos transaction is never presumed aborted).
 
         (TCC and saga branches can't be orphaned this way: their begin is logged durably
         before any branch is called, so recovery always knows them.)"""
@@ -79,9 +80,19 @@ class Recovery:
             if not old:
                 continue
             statuses = self.log.statuses([p["gtid"] for p in old])
+            statuses.update(self._adopt([p["gtid"] for p in old if p["gtid"] not in statuses]))
             for item in old:
                 resolved += self._resolve_orphan(name, item["gtid"], statuses.get(item["gtid"]))
         return resolved
+
+    def _adopt(self, unknown: list[str]) -> dict[str, str]:
+        """Gtids the log lost that a mode knows of elsewhere (paxos), before any is presumed
+        aborted."""
+        adopted: dict[str, str] = {}
+        for driver in self.drivers.values():
+            if unknown:
+                adopted.update(driver.adopt(unknown))
+        return adopted
 
     def _resolve_orphan(self, name: str, gtid: str, status: str | None) -> int:
         if status == PREPARING:

@@ -8,6 +8,7 @@ restarts a process that died while it was supposed to run, with exponential back
 
 `kill(name)` simulates a crash and lets the supervisor restart the process;
 `kill(name, restart=False)` keeps it down until `restart(name)` brings it back.
+`add_worker(component)` starts one more worker instance of a component beside its first.
 """
 
 from __future__ import annotations
@@ -322,6 +323,23 @@ class Stack:
             _signal_group(proc.popen.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.popen.wait(timeout=KILL_GRACE_S)
+
+    def add_worker(self, component: str, timeout: float | None = None) -> str:
+        """Start one more worker process of `component` beside its others (another instance
+        of its background work, e.g. a second coordinator taking over what the first began),
+        supervised like them; waits until it runs and returns its name, `<component>-worker-<n>`
+        (kill and restart take it like any other)."""
+        with self._lock:
+            web = self._proc(component)
+            siblings = [
+                p for p in self._procs.values() if p.is_worker and p.component == web.component
+            ]
+            name = f"{component}{WORKER_SUFFIX}-{len(siblings) + 1}"
+            proc = _Proc(name, web.component, None, self._log_dir / f"{name}.log")
+            self._procs[name] = proc
+            self._spawn(proc)
+        self.wait_ready(name, timeout)
+        return name
 
     def restart(self, name: str, timeout: float | None = None) -> None:
         """Stop the component gracefully (if running), start it again and wait until healthy."""

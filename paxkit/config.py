@@ -8,6 +8,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from paxkit.paxos import DEFAULT_ACCEPTORS
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STACK_FILE = REPO_ROOT / "deploy" / "stack.toml"
 
@@ -183,6 +185,17 @@ class Settings:
     # no protocol, nothing undone when another part is rejected, so it is UNSAFE and only a
     # benchmark baseline. Off: the mode is refused and no participant serves /naive/apply.
     naive_mode: bool = False
+    # Mode paxos (coordinator/paxoscommit.py): its Paxos acceptors, each a database of its
+    # own (2F+1 of them tolerate F down), and the bound of every call to one of them.
+    acceptors: tuple[str, ...] = ()
+    acceptor_timeout_s: float = 2.0
+
+
+def acceptor_names(count: int) -> tuple[str, ...]:
+    """The databases of `count` Paxos acceptors: acceptor1, acceptor2, ..."""
+    if count < 1:
+        raise ValueError(f"PAXMART_PAXOS_ACCEPTORS={count}: mode paxos needs at least one")
+    return tuple(f"acceptor{n}" for n in range(1, count + 1))
 
 
 def load_settings() -> Settings:
@@ -192,13 +205,17 @@ def load_settings() -> Settings:
     pg_user = _env("PAXMART_PG_USER", "postgres")
     prefix = _env("PAXMART_DB_PREFIX", "paxmart_")
     stack = stack_config()
+    acceptors = acceptor_names(_env_int("PAXMART_PAXOS_ACCEPTORS", DEFAULT_ACCEPTORS))
     return Settings(
         state_dir=Path(_env("PAXMART_STATE_DIR", str(REPO_ROOT / ".state"))),
         pg_host=pg_host,
         pg_port=pg_port,
         pg_user=pg_user,
         db_prefix=prefix,
-        db_urls={n: database_url(n, pg_host, pg_port, pg_user, prefix) for n in stack.names},
+        db_urls={
+            n: database_url(n, pg_host, pg_port, pg_user, prefix)
+            for n in (*stack.names, *acceptors)
+        },
         urls={name: component_url(name) for name in stack.names},
         components=stack.names,
         participants=stack.participants,
@@ -229,6 +246,8 @@ def load_settings() -> Settings:
         msg_resend_s=_env_float("PAXMART_MSG_RESEND_S", 120.0),
         price_ttl_s=_env_float("PAXMART_PRICE_TTL_S", 300.0),
         naive_mode=_env_bool("PAXMART_NAIVE_MODE", False),
+        acceptors=acceptors,
+        acceptor_timeout_s=_env_float("PAXMART_ACCEPTOR_TIMEOUT_S", 2.0),
         message_consumers=_env_list(
             "PAXMART_MESSAGE_CONSUMERS",
             ",".join(("coordinator", *stack.initiators, *stack.participants)),

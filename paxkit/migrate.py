@@ -14,7 +14,8 @@ import psycopg2
 from psycopg2 import sql
 
 from paxkit.bootstrap import declaration
-from paxkit.config import Settings, load_settings, stack_config
+from paxkit.config import Settings, load_settings
+from paxkit.schema import ACCEPTOR_SQL
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +23,13 @@ log = logging.getLogger(__name__)
 def migration_dirs(database: str) -> list[Path]:
     """The folders whose migrations build one component's database, in order."""
     return list(declaration(database).migrations)
+
+
+def database_migrations(settings: Settings) -> dict[str, list[Path]]:
+    """Every database of the stack and the folders that build it: each component's, and
+    each Paxos acceptor's (mode paxos)."""
+    folders = {name: migration_dirs(name) for name in settings.components}
+    return {**folders, **{name: [ACCEPTOR_SQL] for name in settings.acceptors}}
 
 
 def _split_url(url: str) -> tuple[str, str]:
@@ -113,12 +121,12 @@ def _pending(dirs: list[Path], done: set[str]) -> list[tuple[str, Path]]:
 def migrate_all(settings: Settings, reset: bool = False) -> dict[str, list[str]]:
     """Bring every database to the latest schema (and seed); with reset, start from empty."""
     report: dict[str, list[str]] = {}
-    for database in stack_config().names:
+    for database, folders in database_migrations(settings).items():
         url = settings.db_urls[database]
         if reset:
             drop_database(url)
         ensure_database(url)
-        report[database] = apply_migrations(url, migration_dirs(database))
+        report[database] = apply_migrations(url, folders)
     return report
 
 

@@ -13,3 +13,5 @@ PARTICIPANT_MIGRATIONS = (PROTOCOL_SQL, MESSAGING_SQL)
 # Leases with fencing tokens and the fences of the resources they guard (paxkit/lease.py),
 # for a component that runs a singleton job.
 LEASE_SQL = HERE / "sql_lease"
+# One Paxos acceptor's database (paxkit/acceptors.py): its instances.
+ACCEPTOR_SQL = HERE / "sql_acceptor"

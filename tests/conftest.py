@@ -7,7 +7,8 @@ Postgres cluster (with max_prepared_transactions), freshly migrated and seeded.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import pytest
 import redis
@@ -86,15 +87,27 @@ def fresh_databases(settings: Settings) -> Settings:
     return settings
 
 
+@contextmanager
+def database_handles(settings: Settings, names: Iterable[str]) -> Iterator[dict[str, Database]]:
+    handles = {name: Database(make_engine(settings.db_urls[name], pool_size=4)) for name in names}
+    try:
+        yield handles
+    finally:
+        for handle in handles.values():
+            handle.dispose()
+
+
 @pytest.fixture(scope="session")
 def dbs(fresh_databases: Settings) -> Iterator[dict[str, Database]]:
-    handles = {
-        name: Database(make_engine(fresh_databases.db_urls[name], pool_size=4))
-        for name in fresh_databases.components
-    }
-    yield handles
-    for handle in handles.values():
-        handle.dispose()
+    with database_handles(fresh_databases, fresh_databases.components) as handles:
+        yield handles
+
+
+@pytest.fixture(scope="session")
+def acceptor_dbs(fresh_databases: Settings) -> Iterator[dict[str, Database]]:
+    """Mode paxos's acceptor databases."""
+    with database_handles(fresh_databases, fresh_databases.acceptors) as handles:
+        yield handles
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from paxkit.errors import InvalidInput
 from paxkit.validation import ID_PATTERN, validate_positive_int, validate_sku
 
 # `naive` is the unsafe no-protocol baseline, accepted only where the stack enables it.
-MODES = ("2pc", "tcc", "saga", "msg", "naive")
+MODES = ("2pc", "tcc", "saga", "msg", "naive", "paxos")
 MAX_ITEMS = 50
 MAX_QTY = 1000
 MAX_CENTS = 10**12

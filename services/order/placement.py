@@ -50,7 +50,7 @@ from services.order.repository import OrderRepository, insert_order, order_body
 
 log = logging.getLogger(__name__)
 
-SYNC_MODES = ("2pc", "tcc", "saga")
+SYNC_MODES = ("2pc", "tcc", "saga", "paxos")
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,7 @@ def txn_status(dbs, gtid: str) -> str | None:
 
 def forward_done(dbs, mode: str, gtid: str) -> bool:
     """Every branch has done its forward step (prepared, tried, acted)."""
-    if mode == "2pc":
+    if mode in ("2pc", "paxos"):
         return prepared_for(dbs, gtid) == BRANCHES
     op = "try" if mode == "tcc" else "action"
     done = 0
@@ -96,7 +96,7 @@ def assert_applied_once(api, user: int, before: dict[str, Any]) -> None:
     assert after["coupon"] == "used"
 
 
-@pytest.mark.parametrize("mode", ["2pc", "tcc", "saga"])
+@pytest.mark.parametrize("mode", ["2pc", "tcc", "saga", "paxos"])
 def test_coordinator_killed_after_the_decision_commits_everywhere(
     api, stack, dbs, redis_client, user, mode
 ):
@@ -117,7 +117,7 @@ def test_coordinator_killed_after_the_decision_commits_everywhere(
     assert_applied_once(api, user, before)
 
 
-@pytest.mark.parametrize("mode", ["2pc", "tcc", "saga"])
+@pytest.mark.parametrize("mode", ["2pc", "tcc", "saga", "paxos"])
 def test_coordinator_killed_before_the_decision_undoes_everything(
     api, stack, dbs, redis_client, user, mode
 ):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from tests.unit.fakes import FakeBranches, FakeTxnLog
@@ -15,3 +18,10 @@ def log() -> FakeTxnLog:
 @pytest.fixture
 def branches() -> FakeBranches:
     return FakeBranches()
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[ThreadPoolExecutor]:
+    """The threads a driver calls its branches (and paxos its acceptors) on."""
+    with ThreadPoolExecutor(max_workers=16) as executor:
+        yield executor

@@ -1,17 +1,23 @@
-"""In-memory stand-ins for the coordinator's log and the participants' branches: the same
-interfaces as coordinator/log.py's TxnLog and coordinator/branches.py's Branches
-(coordinator/ports.py), with a clock the test moves and branches scripted per call."""
+"""In-memory stand-ins for the coordinator's log, the participants' branches and the Paxos
+acceptors: the same interfaces as coordinator/log.py's TxnLog, coordinator/branches.py's
+Branches (coordinator/ports.py) and paxkit/acceptors.py's SqlAcceptor, with a clock the
+test moves and branches scripted per call."""
 
 from __future__ import annotations
 
+import threading
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
 from coordinator.ports import Branch, BranchResult, Event, Txn
 from coordinator.states import PREPARING, PRESUMED, UNFINISHED, is_durable, next_status
+from paxkit import paxos
+from paxkit.acceptors import PhaseOne
 from paxkit.messaging import BranchReport
+from paxkit.paxos import Accept, Accepted, AcceptorState, Nack, Prepare, Promise
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,7 @@ class FakeTxnLog:
         reason: str | None = None,
         lease_s: float | None = None,
         events: Sequence[Event] = (),
+        relaxed: bool = False,
     ) -> str | None:
         to_status = next_status(from_status, event)
         self.timeline[gtid].extend(events)
@@ -80,7 +87,7 @@ class FakeTxnLog:
         self.txns[gtid] = txn.at(to_status, reason)
         if lease_s is not None:
             self.leases[gtid] = self.now + lease_s
-        if is_durable(to_status):
+        if is_durable(to_status) and not relaxed:
             self.durable.append((gtid, to_status))
         return to_status
 
@@ -196,3 +203,81 @@ class FakeBranches:
 
     def ops(self, gtid: str | None = None) -> list[tuple[str, str]]:
         return [(op, name) for op, name, g in self.calls if gtid is None or g == gtid]
+
+
+class AcceptorDown(Exception):
+    """The fake acceptor is down: it answers nothing."""
+
+
+class FakeAcceptor:
+    """An acceptor in memory (paxkit/acceptors.py's Acceptor): the same pure transitions,
+    each state kept as its record (a row), a switch to take it down, and the age of each
+    instance on `clock`."""
+
+    def __init__(self, name: str, clock: Callable[[], float] = lambda: 0.0) -> None:
+        self.name = name
+        self.clock = clock
+        self.down = False
+        self.rows: dict[str, dict[str, Any]] = {}
+        self.members: dict[str, tuple[str, ...]] = {}
+        self.created: dict[str, float] = {}
+        self.decided: dict[str, str] = {}
+        self.lock = threading.Lock()
+
+    def register(self, instance: str, members: Sequence[str]) -> None:
+        with self._up():
+            self._row(instance)
+            if not self.members.get(instance):
+                self.members[instance] = tuple(members)
+
+    def prepare(self, instance: str, message: Prepare) -> PhaseOne:
+        with self._up():
+            state = AcceptorState.from_record(self._row(instance))
+            state, (reply,) = paxos.receive_prepare(state, self.name, message)
+            self.rows[instance] = state.to_record()
+            assert isinstance(reply, Promise | Nack)
+            return PhaseOne(reply, self.members.get(instance, ()))
+
+    def accept(self, instance: str, message: Accept[str]) -> Accepted[str] | Nack:
+        with self._up():
+            state = AcceptorState.from_record(self._row(instance))
+            state, (reply,) = paxos.receive_accept(state, self.name, message)
+            self.rows[instance] = state.to_record()
+            assert isinstance(reply, Accepted | Nack)
+            return reply
+
+    def known(self, instances: Sequence[str]) -> set[str]:
+        with self._up():
+            return {i for i in instances if i in self.rows}
+
+    def undecided(self, older_than_s: float, limit: int) -> dict[str, tuple[str, ...]]:
+        with self._up():
+            old = [i for i in self.rows if i not in self.decided]
+            old = [i for i in old if self.created[i] < self.clock() - older_than_s][:limit]
+            return {i: self.members.get(i, ()) for i in old}
+
+    def mark_decided(self, decided: Mapping[str, str]) -> None:
+        with self._up():
+            for instance, value in decided.items():
+                if instance in self.rows:
+                    self.decided.setdefault(instance, value)
+
+    def accepted(self, instance: str) -> tuple[int, str, str] | None:
+        """(round, proposer, value) this acceptor accepted last, if any."""
+        row = self.rows.get(instance)
+        if row is None or row["accepted_round"] is None:
+            return None
+        return (row["accepted_round"], row["accepted_by"], row["accepted_value"])
+
+    def _row(self, instance: str) -> dict[str, Any]:
+        if instance not in self.rows:
+            self.rows[instance] = AcceptorState[str]().to_record()
+            self.created[instance] = self.clock()
+        return self.rows[instance]
+
+    @contextmanager
+    def _up(self) -> Iterator[None]:
+        with self.lock:
+            if self.down:
+                raise AcceptorDown(self.name)
+            yield

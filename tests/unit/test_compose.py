@@ -22,6 +22,7 @@ import yaml
 from infra.launcher import HOST, SERVER_CONFIG, Stack, stack_components, web_command, worker_command
 from paxkit import config
 from paxkit.config import REPO_ROOT, stack_config
+from paxkit.paxos import DEFAULT_ACCEPTORS
 
 pytestmark = pytest.mark.unit
 
@@ -30,7 +31,9 @@ DOCKERFILE = REPO_ROOT / "infra" / "Dockerfile"
 CONFIG_SOURCE = REPO_ROOT / "paxkit" / "config.py"
 SERVER_SOURCE = SERVER_CONFIG
 COMPONENTS = stack_components()
-DATABASES = stack_config().names
+# Mode paxos's acceptors are databases of the coordinator's (it alone calls them).
+ACCEPTORS = config.acceptor_names(DEFAULT_ACCEPTORS)
+DATABASES = (*stack_config().names, *ACCEPTORS)
 
 # Naming convention of this repo's compose file: the Postgres container of database X.
 PG_SERVICE = "pg-{}"
@@ -207,7 +210,15 @@ def test_migrate_is_a_one_shot_of_paxkit_migrate(services):
 def owner_of(container: str) -> str | None:
     """The component whose web or worker process a container runs (None: migrate)."""
     name = container.removesuffix("-worker")
-    return name if name in DATABASES else None
+    return name if name in stack_config().names else None
+
+
+def holds_credentials(owner: str | None, database: str) -> bool:
+    """A component's containers hold its own database's credentials (the coordinator's
+    also the acceptors'); the migrator's (no owner) hold them all."""
+    if owner is None or owner == database:
+        return True
+    return owner == "coordinator" and database in ACCEPTORS
 
 
 def test_python_services_get_every_component_url_and_only_their_own_database(services):
@@ -218,7 +229,7 @@ def test_python_services_get_every_component_url_and_only_their_own_database(ser
         owner = owner_of(name)
         for database in DATABASES:
             key = f"PAXMART_{database.upper()}_DB_URL"
-            if owner is None or owner == database:
+            if holds_credentials(owner, database):
                 assert key in env, (name, database)
             else:
                 assert key not in env, f"{name} must not know the {database} database"

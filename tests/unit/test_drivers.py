@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import inspect
 import itertools
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -21,12 +19,6 @@ from tests.unit.fakes import FakeBranches, FakeTxnLog, no, ok, unavailable
 TIMEOUT_S = 4.0
 NAMES = ("inventory", "coupon", "redpacket")
 _ids = itertools.count(1)
-
-
-@pytest.fixture(scope="module")
-def pool() -> Iterator[ThreadPoolExecutor]:
-    with ThreadPoolExecutor(max_workers=4) as executor:
-        yield executor
 
 
 def driver(kind: type[Driver], log: FakeTxnLog, branches: FakeBranches, pool) -> Driver:

@@ -224,7 +224,7 @@ class ThreePhaseBranch(XaBranch):
         if found is None or found.state == ABORTED:
             return "rolled_back"
         log.error(
-            "3pc branch %s was aborted after it committed on its own: a split",
+            "3pc branch %s got an Abort after it committed (on its own, by its timeout): a split",
             gid,
             extra={"gtid": gtid, "branch": self.name},
         )

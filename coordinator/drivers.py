@@ -100,10 +100,15 @@ class Driver:
         if reason is None and len(results) < len(txn.branches):
             reason = "aborted"
         self.faults.hit("before_decision")
-        decided = self.decide(txn, "commit" if reason is None else "abort", reason, events=events)
+        decided = self.conclude(txn, reason, events)
         if decided.status == COMMITTING:
             self.faults.hit("after_decision")
         return self.finish(decided)
+
+    def conclude(self, txn: Txn, reason: str | None, events: Sequence[Event]) -> Txn:
+        """The decision after the forward phase: commit when every branch said yes (no
+        reason), else abort; `events` are the forward phase's."""
+        return self.decide(txn, "commit" if reason is None else "abort", reason, events=events)
 
     def decide(
         self,
@@ -225,19 +230,12 @@ class ThreePhaseCommit(Driver):
     def forward(self, txn: Txn) -> list[BranchResult]:
         return self._parallel("cancommit", txn)
 
-    def decide(
-        self,
-        txn: Txn,
-        event: str,
-        reason: str | None,
-        lease_s: float | None = None,
-        events: Sequence[Event] = (),
-    ) -> Txn:
-        """A commit after CanCommit goes through PreCommit first; anything else as usual."""
-        if event != "commit" or txn.status != PREPARING:
-            return super().decide(txn, event, reason, lease_s, events)
-        txn = super().decide(txn, "precommit", None, lease_s, events)
-        return self._precommit(txn, lease_s) if txn.status == PRECOMMITTING else txn
+    def conclude(self, txn: Txn, reason: str | None, events: Sequence[Event]) -> Txn:
+        """Every CanCommit yes: PreCommit first, and decide from its acks; else abort."""
+        if reason is not None:
+            return super().conclude(txn, reason, events)
+        txn = self.decide(txn, "precommit", None, events=events)
+        return self._precommit(txn, None) if txn.status == PRECOMMITTING else txn
 
     def _precommit(self, txn: Txn, lease_s: float | None) -> Txn:
         """PreCommit every branch (again, each is idempotent), then decide: commit once all
@@ -247,7 +245,7 @@ class ThreePhaseCommit(Driver):
         reason = overall_reason([r.reason or "aborted" for r in results if not r.ok])
         self.faults.hit("after_precommit")
         event = "commit" if reason is None else "abort"
-        return super().decide(txn, event, reason, lease_s, [_event(r) for r in results])
+        return self.decide(txn, event, reason, lease_s, [_event(r) for r in results])
 
     def recover(self, txn: Txn, lease_s: float, retry_delay_s: float) -> str:
         """`preparing` past its lease is aborted, as in every mode: no branch precommitted,

@@ -121,11 +121,7 @@ class ParticipantComponent(Component):
         )
         self.naive = NaiveBranch(spec.name, self.db, spec.xa_action, settings.lock_timeout_ms)
         self.threepc = ThreePhaseBranch(
-            spec.name,
-            self.db,
-            spec.xa_action,
-            self.faults,
-            settings.lock_timeout_ms,
+            self.xa,
             Timeouts(settings.threepc_uncertain_timeout_s, settings.threepc_precommit_timeout_s),
         )
         self.retention = protocol_retention(spec.name, settings, self.db, spec.retention)

@@ -38,12 +38,11 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
 from paxkit.barrier import Outcome, local_outcome
-from paxkit.db import Database, run
+from paxkit.db import run
 from paxkit.errors import InvalidInput
-from paxkit.faults import Faults
 from paxkit.requests_json import branch_request, json_body
 from paxkit.validation import validate_gtid
-from paxkit.xa import Action, Vote, XaBranch, apply_action, end_prepared
+from paxkit.xa import Vote, XaBranch, apply_action, end_prepared
 
 log = logging.getLogger(__name__)
 
@@ -157,16 +156,9 @@ class ThreePhaseBranch(XaBranch):
     state_sql = "SELECT state FROM threepc_branches WHERE gid = :gid"
     committed_state = COMMITTED
 
-    def __init__(
-        self,
-        name: str,
-        db: Database,
-        action: Action,
-        faults: Faults,
-        lock_timeout_ms: int,
-        timeouts: Timeouts,
-    ) -> None:
-        super().__init__(name, db, action, faults, lock_timeout_ms)
+    def __init__(self, xa: XaBranch, timeouts: Timeouts) -> None:
+        """The 3PC branch of the service, database and action of its XA branch `xa`."""
+        super().__init__(xa.name, xa.db, xa.action, xa.faults, xa.lock_timeout_ms)
         self.timeouts = timeouts
 
     def gid(self, gtid: str) -> str:

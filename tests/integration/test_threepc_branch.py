@@ -22,7 +22,7 @@ from paxkit.config import Settings
 from paxkit.db import Database
 from paxkit.faults import Faults, arm
 from paxkit.threepc import OPS, ThreePhaseBranch, Timeouts
-from paxkit.xa import BranchConflict, Vote
+from paxkit.xa import BranchConflict, Vote, XaBranch
 from services.inventory.app import SPEC
 from services.inventory.app import create_app as inventory_app
 from services.order.app import create_app as order_app
@@ -41,9 +41,8 @@ def db(scratch_db) -> Database:
 
 
 def make_branch(db: Database, timeouts: Timeouts = LONG, faults: Faults | None = None):
-    return ThreePhaseBranch(
-        "inventory", db, SPEC.xa_action, faults or Faults("inventory", None), 500, timeouts
-    )
+    xa = XaBranch("inventory", db, SPEC.xa_action, faults or Faults("inventory", None), 500)
+    return ThreePhaseBranch(xa, timeouts)
 
 
 @pytest.fixture

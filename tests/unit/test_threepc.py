@@ -1,13 +1,13 @@
-"""Mode 3pc's pure parts: what a repeated or late call votes, the refusal where the mode is
-off, its settings (the audit's verdict on a split outcome: test_audit.py)."""
+"""Mode 3pc's pure parts: what a repeated or late call votes, and its settings (the refusal
+where it is off: tests/integration/test_threepc_branch.py; the audit's verdict on a split
+outcome: test_audit.py)."""
 
 from __future__ import annotations
 
 import pytest
 
 from paxkit.config import load_settings
-from paxkit.threepc import Found, repeated_vote, threepc_refused
-from services.order.domain import parse_order_request
+from paxkit.threepc import Found, repeated_vote
 
 pytestmark = pytest.mark.unit
 
@@ -30,18 +30,6 @@ def test_a_repeated_call_answers_as_the_branch_stands(found, cancommit, precommi
     for is_precommit, expected in ((False, cancommit), (True, precommit)):
         vote = repeated_vote(found, precommit=is_precommit)
         assert (vote.yes, vote.reason) == expected
-
-
-def test_3pc_is_a_mode_the_request_may_name():
-    body = {"user_id": 7, "items": [{"sku": "SKU-0001", "qty": 1}], "mode": "3pc"}
-    assert parse_order_request(body).mode == "3pc"
-
-
-def test_the_refusal_is_the_contracts_unsupported_mode():
-    refused = threepc_refused()
-    assert (refused.status, refused.code) == (400, "unsupported_mode")
-    assert refused.body()["error"]["field"] == "mode"
-    assert "PAXMART_3PC_MODE=1" in refused.message
 
 
 def test_the_mode_is_off_unless_enabled_and_its_timeouts_are_settings(monkeypatch):

@@ -62,19 +62,25 @@ def txn_status(dbs, gtid: str) -> str | None:
 
 
 def forward_done(dbs, mode: str, gtid: str) -> bool:
-    """Every branch has done its forward step (prepared, tried, acted)."""
+    """Every branch has done its forward step (prepared, tried, acted, voted yes at
+    CanCommit)."""
     if mode == "2pc":
         return prepared_for(dbs, gtid) == BRANCHES
+    if mode == "3pc":
+        sql = "SELECT count(*) AS n FROM threepc_branches WHERE gtid = :g AND state = 'uncertain'"
+        return across_branches(dbs, sql, g=gtid) == BRANCHES
     op = "try" if mode == "tcc" else "action"
-    done = 0
+    sql = "SELECT count(*) AS n FROM barrier WHERE gtid = :g AND op = :op AND written_by = :op"
+    return across_branches(dbs, sql, g=gtid, op=op) == BRANCHES
+
+
+def across_branches(dbs, count_sql: str, **params: Any) -> int:
+    """A `count(*) AS n` query summed over the participants' databases."""
+    total = 0
     for name in ("inventory", "coupon", "redpacket"):
-        row = dbs[name].fetch_one(
-            "SELECT count(*) AS n FROM barrier WHERE gtid = :g AND op = :op AND written_by = :op",
-            g=gtid,
-            op=op,
-        )
-        done += int(row["n"]) if row else 0
-    return done == BRANCHES
+        row = dbs[name].fetch_one(count_sql, **params)
+        total += int(row["n"]) if row else 0
+    return total
 
 
 def snapshot(api, user: int) -> dict[str, Any]:
@@ -96,7 +102,7 @@ def assert_applied_once(api, user: int, before: dict[str, Any]) -> None:
     assert after["coupon"] == "used"
 
 
-@pytest.mark.parametrize("mode", ["2pc", "tcc", "saga"])
+@pytest.mark.parametrize("mode", ["2pc", "tcc", "saga", "3pc"])
 def test_coordinator_killed_after_the_decision_commits_everywhere(
     api, stack, dbs, redis_client, user, mode
 ):
@@ -117,7 +123,7 @@ def test_coordinator_killed_after_the_decision_commits_everywhere(
     assert_applied_once(api, user, before)
 
 
-@pytest.mark.parametrize("mode", ["2pc", "tcc", "saga"])
+@pytest.mark.parametrize("mode", ["2pc", "tcc", "saga", "3pc"])
 def test_coordinator_killed_before_the_decision_undoes_everything(
     api, stack, dbs, redis_client, user, mode
 ):

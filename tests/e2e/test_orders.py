@@ -11,9 +11,14 @@ import requests
 
 from tests.e2e.conftest import ADMIN, SERVICE
 
-MODES = ("2pc", "tcc", "saga")
+MODES = ("2pc", "tcc", "saga", "3pc")
 # The operations each mode's timeline shows for a committed order.
-COMMIT_OPS = {"2pc": {"prepare", "commit"}, "tcc": {"try", "confirm"}, "saga": {"action"}}
+COMMIT_OPS = {
+    "2pc": {"prepare", "commit"},
+    "tcc": {"try", "confirm"},
+    "saga": {"action"},
+    "3pc": {"cancommit", "precommit", "docommit"},
+}
 
 
 @pytest.fixture(params=MODES)
@@ -177,7 +182,7 @@ def place_concurrently(api, bodies):
         return list(pool.map(api.order, bodies))
 
 
-LAST_UNITS_SKU = {"2pc": "SKU-0090", "tcc": "SKU-0091", "saga": "SKU-0092"}
+LAST_UNITS_SKU = {"2pc": "SKU-0090", "tcc": "SKU-0091", "saga": "SKU-0092", "3pc": "SKU-0093"}
 
 
 def test_concurrent_orders_never_oversell_the_last_units(api, user, mode):

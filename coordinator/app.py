@@ -34,6 +34,8 @@ from paxkit.requests_json import json_body
 from paxkit.retention import UNKNOWN, Retention
 from paxkit.runtime import dead_letter_store, messaging_work
 from paxkit.schema import MESSAGING_SQL
+from paxkit.threepc import MODE as THREEPC
+from paxkit.threepc import threepc_refused
 from paxkit.validation import GTID_PATTERN, validate_gtid, validate_limit
 from paxkit.web import create_app as web_app
 
@@ -80,6 +82,8 @@ def run_transaction() -> Any:
     """Run a global transaction to its outcome (synchronously, within the global timeout)."""
     spec = _parse_transaction(json_body(), _ext("branches"))
     settings: Settings = _ext("settings")
+    if spec["mode"] == THREEPC and not settings.threepc_mode:
+        raise threepc_refused()
     driver = _ext("drivers")[spec["mode"]]
     txn = _ext("log").begin(
         spec["gtid"],

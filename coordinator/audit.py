@@ -4,17 +4,22 @@ No component reads another's database: each service answers for its own data ove
 (paxkit/audit.py) and this audit combines the answers. It pages through the initiators'
 orders, sends each page to every participant with the part that participant should hold,
 and collects what each says about its own invariants and leftovers, so its memory stays
-bounded by one page however many orders there are.
+bounded by one page however many orders there are. It pages the same way through the log's
+3pc transactions, asking every participant how its branch of each ended: one that
+committed while another aborted is a split (`threepc_split`), the inconsistency 3PC allows.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from typing import Any
 
 from coordinator.log import TxnLog
 from paxkit.audit import leftovers
 from paxkit.errors import ApiError
 from paxkit.http import ServiceClient
+from paxkit.threepc import ABORTED, COMMITTED
+from paxkit.threepc import MODE as THREEPC
 
 Violation = dict[str, Any]
 PAGE = 500
@@ -53,6 +58,7 @@ class Auditor:
         )
         checked["prepared_xacts"], checked["unsent_events"] = self._leftovers(violations)
         checked["transactions"] = self._transactions(violations)
+        checked["threepc_transactions"] = self._splits(violations)
         return {"ok": not violations, "violations": violations, "checked": checked}
 
     def _orders(self, initiator: str, client: ServiceClient, violations: list[Violation]) -> int:
@@ -127,6 +133,50 @@ class Auditor:
         for row in self.log.stuck(self.horizon_s):
             violations.append({"check": "transaction_stuck", **row})
         return self.log.count()
+
+    def _splits(self, violations: list[Violation]) -> int:
+        """Page through the log's 3pc transactions; each page goes to every participant."""
+        after, count = "", 0
+        while True:
+            page = self.log.of_mode(THREEPC, after, PAGE)
+            count += len(page)
+            states = self._branch_states([t["gtid"] for t in page]) if page else {}
+            found = (split_of(t["gtid"], t["status"], states[t["gtid"]]) for t in page)
+            violations += [v for v in found if v is not None]
+            if len(page) < PAGE:
+                return count
+            after = page[-1]["gtid"]
+
+    def _branch_states(self, gtids: list[str]) -> dict[str, dict[str, dict[str, Any]]]:
+        """gtid -> participant -> how that participant's 3pc branch of it stands."""
+        states: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+        for name, participant in self.participants.items():
+            reply = participant.post(
+                f"/audit/{THREEPC}",
+                json={"gtids": gtids},
+                timeout_s=AUDIT_CALL_TIMEOUT_S,
+                idempotent=True,
+            )
+            for gtid, state in _ask(name, reply)["branches"].items():
+                states[gtid][name] = state
+        return states
+
+
+def split_of(gtid: str, status: str, branches: dict[str, dict[str, Any]]) -> Violation | None:
+    """A 3pc transaction some of whose branches committed while others aborted (`branches`:
+    each one's state and whether it decided by its own timeout), or None."""
+    committed = sorted(n for n, b in branches.items() if b["state"] == COMMITTED)
+    aborted = sorted(n for n, b in branches.items() if b["state"] == ABORTED)
+    if not committed or not aborted:
+        return None
+    return {
+        "check": "threepc_split",
+        "gtid": gtid,
+        "status": status,
+        "committed": committed,
+        "aborted": aborted,
+        "by_timeout": sorted(n for n, b in branches.items() if b["by_timeout"]),
+    }
 
 
 def _ask(name: str, reply: Any) -> dict[str, Any]:

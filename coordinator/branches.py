@@ -107,7 +107,8 @@ class Branches:
         return items
 
 
-FORWARD = ("prepare", "try", "action")
+# Steps whose missing answer is a no vote; 3PC's PreCommit too (a missing ack aborts).
+FORWARD = ("prepare", "try", "action", "cancommit", "precommit")
 
 
 def _request(

@@ -10,7 +10,12 @@ Every mode shares the same skeleton (and the same log and recovery):
   Cancel without its Try into a no-op and blocks a late Try).
 - saga: run the actions one by one in the declared order, stopping at the first failure;
   on abort, compensate every branch in reverse order (null compensations are no-ops).
+- 3pc:  CanCommit every branch in parallel; all yes: PreCommit every branch (the decision
+  is taken from `precommitting` once every PreCommit is acked or one is not); DoCommit or
+  Abort every branch. Off unless PAXMART_3PC_MODE (paxkit/threepc.py says why).
 
+The events of a phase go into the log with the move that follows it (the decision, its
+completion), so the timeline keeps every call a crashed driver made before its last move.
 Completion that can't finish now is postponed; recovery retries it with backoff. A driver
 talks to the log and the branches through their interfaces (coordinator/ports.py) only.
 """
@@ -29,12 +34,14 @@ from coordinator.states import (
     COMMITTED,
     COMMITTING,
     FINAL,
+    PRECOMMITTING,
     PREPARING,
     decision_of,
     overall_reason,
 )
 from paxkit.faults import Faults
 from paxkit.metrics import BRANCH_CALLS, TRANSACTIONS
+from paxkit.threepc import SPLIT_STATES
 from paxkit.tracing import in_current_context
 
 log = logging.getLogger(__name__)
@@ -96,17 +103,31 @@ class Driver:
         if reason is None and len(results) < len(txn.branches):
             reason = "aborted"
         self.faults.hit("before_decision")
-        decided = self.decide(txn, "commit" if reason is None else "abort", reason)
+        decided = self.conclude(txn, reason, events)
         if decided.status == COMMITTING:
             self.faults.hit("after_decision")
-        return self.finish(decided, events)
+        return self.finish(decided)
 
-    def decide(self, txn: Txn, event: str, reason: str | None, lease_s: float | None = None) -> Txn:
+    def conclude(self, txn: Txn, reason: str | None, events: Sequence[Event]) -> Txn:
+        """The decision after the forward phase: commit when every branch said yes (no
+        reason), else abort; `events` are the forward phase's."""
+        return self.decide(txn, "commit" if reason is None else "abort", reason, events=events)
+
+    def decide(
+        self,
+        txn: Txn,
+        event: str,
+        reason: str | None,
+        lease_s: float | None = None,
+        events: Sequence[Event] = (),
+    ) -> Txn:
         """Take the decision unless someone took one first (recovery, after the lease ran
         out): the transaction as the log now has it. One missing from the log (its relaxed
-        begin was lost in a crash) is presumed aborted."""
+        begin was lost in a crash) is presumed aborted. `events` are logged either way."""
         lease = self.txn_timeout_s if lease_s is None else lease_s
-        status = self.log.move(txn.gtid, txn.status, event, reason=reason, lease_s=lease)
+        status = self.log.move(
+            txn.gtid, txn.status, event, reason=reason, lease_s=lease, events=events
+        )
         if status is not None:
             return txn.at(status, reason)
         logged = self.log.resolve(txn.gtid, txn.mode)
@@ -130,20 +151,14 @@ class Driver:
         self.finish(txn, retry_delay_s=retry_delay_s)
         return decision_of(txn.status)
 
-    def finish(
-        self,
-        txn: Txn,
-        events: Sequence[Event] = (),
-        retry_delay_s: float | None = None,
-    ) -> Outcome:
+    def finish(self, txn: Txn, retry_delay_s: float | None = None) -> Outcome:
         """Carry out a decided transaction; postponed to recovery if a branch can't finish.
         One still undecided (mode paxos, too few acceptors answering) stays preparing."""
         if txn.status == PREPARING:
-            self.log.record(txn.gtid, events)
             return Outcome(txn.gtid, PREPARING, None)
         decision = decision_of(txn.status)
         results = self.complete(txn, decision)
-        events = [*events, *(_event(r) for r in results)]
+        events = [_event(r) for r in results]
         final = COMMITTED if decision == "commit" else ABORTED
         if not all(r.ok for r in results):
             log.warning(
@@ -215,4 +230,62 @@ class Saga(Driver):
         return results
 
 
-DRIVERS: tuple[type[Driver], ...] = (TwoPhaseCommit, Tcc, Saga)
+class ThreePhaseCommit(Driver):
+    """Three-phase commit (Skeen): CanCommit, PreCommit, DoCommit. The begin is durable (the
+    default): its branches decide on their own when the coordinator goes quiet, so the log
+    must know every transaction whose branches it touched.
+
+    Any no or missing vote at CanCommit aborts; all yes moves the log to `precommitting` (a
+    durable write: from here a precommitted branch commits on its own) and PreCommits every
+    branch; every ack commits, any ack missing aborts. That last rule is the textbook's, and
+    what a partition turns into a split: a branch cut off after its PreCommit hears no Abort
+    and commits by its timeout while the others abort (paxkit/threepc.py)."""
+
+    mode = "3pc"
+
+    def forward(self, txn: Txn) -> list[BranchResult]:
+        return self._parallel("cancommit", txn)
+
+    def conclude(self, txn: Txn, reason: str | None, events: Sequence[Event]) -> Txn:
+        """Every CanCommit yes: PreCommit first, and decide from its acks; else abort."""
+        if reason is not None:
+            return super().conclude(txn, reason, events)
+        txn = self.decide(txn, "precommit", None, events=events)
+        return self._precommit(txn, None) if txn.status == PRECOMMITTING else txn
+
+    def _precommit(self, txn: Txn, lease_s: float | None) -> Txn:
+        """PreCommit every branch (again, each is idempotent), then decide: commit once all
+        acked, else abort with the reason of the ones that did not."""
+        self.faults.hit("before_precommit")
+        results = self._parallel("precommit", txn)
+        reason = overall_reason([r.reason or "aborted" for r in results if not r.ok])
+        self.faults.hit("after_precommit")
+        event = "commit" if reason is None else "abort"
+        return self.decide(txn, event, reason, lease_s, [_event(r) for r in results])
+
+    def recover(self, txn: Txn, lease_s: float, retry_delay_s: float) -> str:
+        """`preparing` past its lease is aborted, as in every mode: no branch precommitted,
+        and the uncertain ones abort by their own timeout anyway. `precommitting` past its
+        lease resumes the PreCommit phase and decides as the driver would: commit when every
+        branch acks (they all can still commit, and the precommitted ones would commit on
+        their own anyway), abort when one can't (it aborted by its timeout, or refuses): then
+        the Abort has to reach the precommitted ones before their own timeout commits them,
+        which is why PAXMART_3PC_PRECOMMIT_TIMEOUT_S must exceed the lease."""
+        if txn.status == PRECOMMITTING:
+            txn = self._precommit(txn, lease_s)
+        return super().recover(txn, lease_s, retry_delay_s)
+
+    def complete(self, txn: Txn, decision: str) -> list[BranchResult]:
+        results = self._parallel("docommit" if decision == "commit" else "abort", txn)
+        for split in (r for r in results if r.op == "abort" and r.detail in SPLIT_STATES):
+            log.error(
+                "3pc split: %s of %s %s on its own while the transaction aborted",
+                split.branch,
+                txn.gtid,
+                split.detail,
+                extra={"gtid": txn.gtid, "branch": split.branch},
+            )
+        return results
+
+
+DRIVERS: tuple[type[Driver], ...] = (TwoPhaseCommit, Tcc, Saga, ThreePhaseCommit)

@@ -333,6 +333,16 @@ class TxnLog:
         )
         return [{**r, "updated_at": r["updated_at"].isoformat()} for r in rows]
 
+    def of_mode(self, mode: str, after: str, limit: int) -> list[dict[str, Any]]:
+        """A page of one mode's transactions (gtid, status), by gtid after `after`."""
+        return self.db.fetch_all(
+            "SELECT gtid, status FROM global_txns WHERE mode = :mode AND gtid > :after "
+            "ORDER BY gtid LIMIT :limit",
+            mode=mode,
+            after=after,
+            limit=limit,
+        )
+
     def count(self) -> int:
         row = self.db.fetch_one("SELECT count(*) AS n FROM global_txns")
         return int(row["n"]) if row else 0

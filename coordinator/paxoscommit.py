@@ -78,19 +78,27 @@ class PaxosCommit(TwoPhaseCommit):
         detail = "not sent: no majority of acceptors registered the transaction"
         return [BranchResult(b.name, "prepare", False, "timeout", detail) for b in txn.branches]
 
-    def decide(self, txn: Txn, event: str, reason: str | None, lease_s: float | None = None) -> Txn:
+    def decide(
+        self,
+        txn: Txn,
+        event: str,
+        reason: str | None,
+        lease_s: float | None = None,
+        events: Sequence[Event] = (),
+    ) -> Txn:
         """Ballot 0: the decision once a majority accepted it; else the transaction as the
-        log has it (preparing, unless recovery decided it meanwhile)."""
+        log has it (preparing, unless recovery decided it meanwhile). `events` (the forward
+        phase's) are logged either way."""
         learned = self.acceptors.propose_first(
             txn.gtid, self.proposer(), COMMIT if event == "commit" else ABORT
         )
         if learned.value is None:
             self.faults.hit("paxos_undecided")
-            self.log.record(txn.gtid, timeline(learned.steps))
+            self.log.record(txn.gtid, [*events, *timeline(learned.steps)])
             logged = self.log.get(txn.gtid)
             return txn if logged is None else txn.at(logged.status, logged.reason)
         self.faults.hit("paxos_chosen")
-        return self._log_decision(txn, learned, reason, lease_s)
+        return self._log_decision(txn, learned, reason, lease_s, events)
 
     def recover(self, txn: Txn, lease_s: float, retry_delay_s: float) -> str:
         """Never presumed aborted: a transaction still preparing is decided by a takeover
@@ -156,9 +164,15 @@ class PaxosCommit(TwoPhaseCommit):
         return self._log_decision(txn, learned, "timeout", 0.0)
 
     def _log_decision(
-        self, txn: Txn, learned: Learned, reason: str | None, lease_s: float | None
+        self,
+        txn: Txn,
+        learned: Learned,
+        reason: str | None,
+        lease_s: float | None,
+        events: Sequence[Event] = (),
     ) -> Txn:
-        """Tell the log what Paxos chose (it may know already: someone else learned it)."""
+        """Tell the log what Paxos chose (it may know already: someone else learned it);
+        `events` go with it, before the acceptors' steps."""
         commit = learned.value == COMMIT
         reason = None if commit else reason or "aborted"
         status = self.log.move(
@@ -167,7 +181,7 @@ class PaxosCommit(TwoPhaseCommit):
             "commit" if commit else "abort",
             reason=reason,
             lease_s=self.txn_timeout_s if lease_s is None else lease_s,
-            events=timeline(learned.steps),
+            events=[*events, *timeline(learned.steps)],
             relaxed=True,
         )
         if status is not None:

@@ -6,19 +6,28 @@ of the coordinator is computed from (the log writes each one guarded, `WHERE sta
         |
         +----abort---> aborting ---done--> aborted
 
+    3pc (CanCommit in `preparing`, PreCommit in `precommitting`):
+    preparing --precommit--> precommitting --commit--> committing --done--> committed
+        |                         |
+        +----abort---> aborting <-+-abort
+                          |
+                          +--done--> aborted
+
     msg (begun from the initiator's event, already committed at the initiator):
     submitted --applied--> committed
         |
         +----abort----> aborting --done--> aborted
 
 `preparing` is the forward phase of the synchronous modes: 2PC's prepares, TCC's Tries, a
-saga's actions. `committing`/`aborting` are decided and being carried out (2PC
-commit/rollback, TCC confirm/cancel, saga and msg compensation). A msg transaction is
+saga's actions, 3PC's CanCommits; `precommitting` is 3PC's second phase, every vote yes and
+the PreCommits under way (not decided yet: a missing ack still aborts).
+`committing`/`aborting` are decided and being carried out (2PC commit/rollback, TCC
+confirm/cancel, 3PC DoCommit/Abort, saga and msg compensation). A msg transaction is
 `applied` when every branch reported its action done.
 
-A decision is taken once: whoever moves a transaction out of `preparing` (or `submitted`)
-first (the driver, the reports, or recovery after the lease ran out) decides, and everyone
-else follows the log.
+A decision is taken once: whoever moves a transaction out of `preparing` (or `submitted`,
+or `precommitting`) first (the driver, the reports, or recovery after the lease ran out)
+decides, and everyone else follows the log.
 """
 
 from __future__ import annotations
@@ -29,9 +38,10 @@ COMMITTED = "committed"
 ABORTING = "aborting"
 ABORTED = "aborted"
 SUBMITTED = "submitted"
+PRECOMMITTING = "precommitting"
 
-STATUSES = (PREPARING, SUBMITTED, COMMITTING, COMMITTED, ABORTING, ABORTED)
-UNFINISHED = (PREPARING, SUBMITTED, COMMITTING, ABORTING)
+STATUSES = (PREPARING, PRECOMMITTING, SUBMITTED, COMMITTING, COMMITTED, ABORTING, ABORTED)
+UNFINISHED = (PREPARING, PRECOMMITTING, SUBMITTED, COMMITTING, ABORTING)
 FINAL = (COMMITTED, ABORTED)
 
 _NEXT = {
@@ -41,11 +51,16 @@ _NEXT = {
     (ABORTING, "done"): ABORTED,
     (SUBMITTED, "applied"): COMMITTED,
     (SUBMITTED, "abort"): ABORTING,
+    (PREPARING, "precommit"): PRECOMMITTING,
+    (PRECOMMITTING, "commit"): COMMITTING,
+    (PRECOMMITTING, "abort"): ABORTING,
 }
 
 # Presumed abort: of all moves only a commit decision must reach the disk before anyone
-# acts on it; losing any other write in a crash is safe (it is taken again).
-DURABLE = frozenset({COMMITTING})
+# acts on it; losing any other write in a crash is safe (it is taken again). 3PC's move to
+# `precommitting` too: a precommitted branch commits on its own, so a coordinator that
+# lost that move would abort the others.
+DURABLE = frozenset({COMMITTING, PRECOMMITTING})
 
 # A transaction the log never heard of is recorded as this when someone asks for it.
 PRESUMED = ABORTED

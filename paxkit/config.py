@@ -185,6 +185,16 @@ class Settings:
     # no protocol, nothing undone when another part is rejected, so it is UNSAFE and only a
     # benchmark baseline. Off: the mode is refused and no participant serves /naive/apply.
     naive_mode: bool = False
+    # The `3pc` order mode (paxkit/threepc.py): three-phase commit, whose participants decide
+    # on their own when the coordinator goes quiet, so a partition can commit one branch and
+    # abort another. Off: the mode is refused and no participant serves /3pc/*.
+    threepc_mode: bool = False
+    # 3pc: how long a branch that voted yes waits for its PreCommit before it aborts on its
+    # own, and how long a precommitted branch waits for DoCommit or Abort before it commits
+    # on its own. Both well above the branch timeout; the second above the transaction
+    # lease, so that recovery steps in before a precommitted branch gives up waiting.
+    threepc_uncertain_timeout_s: float = 15.0
+    threepc_precommit_timeout_s: float = 30.0
     # Mode paxos (coordinator/paxoscommit.py): its Paxos acceptors, each a database of its
     # own (2F+1 of them tolerate F down), and the bound of every call to one of them.
     acceptors: tuple[str, ...] = ()
@@ -248,6 +258,9 @@ def load_settings() -> Settings:
         naive_mode=_env_bool("PAXMART_NAIVE_MODE", False),
         acceptors=acceptors,
         acceptor_timeout_s=_env_float("PAXMART_ACCEPTOR_TIMEOUT_S", 2.0),
+        threepc_mode=_env_bool("PAXMART_3PC_MODE", False),
+        threepc_uncertain_timeout_s=_env_float("PAXMART_3PC_UNCERTAIN_TIMEOUT_S", 15.0),
+        threepc_precommit_timeout_s=_env_float("PAXMART_3PC_PRECOMMIT_TIMEOUT_S", 30.0),
         message_consumers=_env_list(
             "PAXMART_MESSAGE_CONSUMERS",
             ",".join(("coordinator", *stack.initiators, *stack.participants)),

@@ -1,6 +1,7 @@
 """Wiring for a service: its database and its own endpoints; a participant adds its XA
 branch, its barrier-guarded TCC/saga endpoints and, when the stack enables the unsafe
-`naive` baseline, its XA action committed on its own (paxkit/naive.py)."""
+`naive` baseline, its XA action committed on its own (paxkit/naive.py); when it enables
+three-phase commit, its 3PC branch, on the same XA action (paxkit/threepc.py)."""
 
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ from paxkit.outbox import enqueue
 from paxkit.retention import Retention, Rule, coordinator_outcomes, participant_rules
 from paxkit.runtime import dead_letter_store, messaging_work
 from paxkit.schema import PARTICIPANT_MIGRATIONS
+from paxkit.threepc import ThreePhaseBranch, Timeouts, threepc_audit_blueprint, threepc_blueprint
 from paxkit.web import create_app
 from paxkit.xa import Action, XaBranch, xa_blueprint
 
@@ -118,6 +120,10 @@ class ParticipantComponent(Component):
             else None
         )
         self.naive = NaiveBranch(spec.name, self.db, spec.xa_action, settings.lock_timeout_ms)
+        self.threepc = ThreePhaseBranch(
+            self.xa,
+            Timeouts(settings.threepc_uncertain_timeout_s, settings.threepc_precommit_timeout_s),
+        )
         self.retention = protocol_retention(spec.name, settings, self.db, spec.retention)
 
     def register(self, app: Flask) -> None:
@@ -132,6 +138,9 @@ class ParticipantComponent(Component):
             app.register_blueprint(barrier_blueprint(self.barrier))
         if self.settings.naive_mode:
             app.register_blueprint(naive_blueprint(self.naive))
+        if self.settings.threepc_mode:
+            app.register_blueprint(threepc_blueprint(self.threepc))
+        app.register_blueprint(threepc_audit_blueprint(self.threepc))
         if self.spec.saga is not None:
             serve_dead_letters(app, self.name, dead_letter_store(self.settings, self.db))
         if self.spec.ledger is not None and self.spec.states is not None:
@@ -140,15 +149,16 @@ class ParticipantComponent(Component):
         app.register_blueprint(self.spec.reads)
 
     def background(self) -> list[Background]:
-        """Retention, and messaging: in msg mode its part of every order event arrives
-        through its queue (saga actions)."""
+        """Retention, 3PC's own timeouts where the mode is on, and messaging: in msg mode
+        its part of every order event arrives through its queue (saga actions)."""
         retention = Loop(
             f"{self.name}-retention", self.retention.run_once, self.settings.retention_interval_s
         )
+        loops = [retention, *self._threepc_timeouts()]
         if self.barrier is None or self.spec.saga is None:
-            return [retention, *messaging_work(self.name, self.settings, self.db, self.faults)]
+            return [*loops, *messaging_work(self.name, self.settings, self.db, self.faults)]
         return [
-            retention,
+            *loops,
             *messaging_work(
                 self.name,
                 self.settings,
@@ -158,6 +168,13 @@ class ParticipantComponent(Component):
                 branch_message_handler(self.barrier),
             ),
         ]
+
+    def _threepc_timeouts(self) -> list[Background]:
+        """A 3PC branch's decisions on its own, checked every recovery interval."""
+        if not self.settings.threepc_mode:
+            return []
+        interval = self.settings.recovery_interval_s
+        return [Loop(f"{self.name}-3pc-timeouts", self.threepc.run_timeouts, interval)]
 
     def close(self) -> None:
         self.db.dispose()

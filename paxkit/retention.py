@@ -1,7 +1,8 @@
 """Retention: protocol bookkeeping is pruned once nothing can need it, in bounded batches.
 
 Every protocol leaves rows behind: sent outbox rows, inbox rows, barrier rows, XA branch
-log rows (commit records and tombstones), timelines, notification attempts. Each table
+log rows (commit records and tombstones), 3PC branch rows, timelines, notification
+attempts. Each table
 declares the rule that tells when a row is done with; rows older than the horizon
 (`PAXMART_RETENTION_S`, a week by default) that the rule releases are deleted, a batch
 of rows per statement and a bounded number of batches per run, so a backlog is worked
@@ -16,7 +17,7 @@ What each kind of row is still needed for, and so when it goes:
   retry tier; the horizon is far longer than both (config.MIN_RETENTION_S). It also
   assumes a relay marks what it published within the horizon (the audit reports a relay
   that doesn't); the handlers behind the inbox are idempotent on their own as well.
-- barrier and XA branch log: a global transaction's rows answer its repeated and late
+- barrier, XA branch log, 3PC branches: a global transaction's rows answer its repeated and late
   protocol calls: a Cancel after its Try's row went would look like a null compensation
   and leave the Try's hold forever; a late Try or prepare after the row that blocks it
   went would take effect for an aborted transaction; the initiator's barrier row answers
@@ -193,6 +194,7 @@ def participant_rules(outcomes: Outcomes) -> tuple[Rule, ...]:
     return (
         TransactionRows("barrier", outcomes),
         TransactionRows("xa_branch_log", outcomes),
+        TransactionRows("threepc_branches", outcomes),
         *MESSAGING_RULES,
     )
 

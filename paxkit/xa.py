@@ -94,7 +94,17 @@ def _is_missing_prepared(err: DBAPIError) -> bool:
 
 
 class XaBranch:
-    """One service's branch of every global 2PC transaction."""
+    """One service's branch of every global 2PC transaction.
+
+    A protocol whose last phases are these (3PC's PreCommit and DoCommit, paxkit/threepc.py)
+    says where it logs the branch (`begin_sql`, `state_sql`, `_bury`), which state of that
+    log means committed, and which step its fault points are named after."""
+
+    prepare_step = "prepare"  # fault points before_prepare, after_prepare
+    commit_step = "commit"  # fault point before_commit
+    begin_sql = BEGIN_AND_LOG
+    state_sql = "SELECT state FROM xa_branch_log WHERE gid = :gid"
+    committed_state = "prepared"
 
     def __init__(
         self,
@@ -120,14 +130,14 @@ class XaBranch:
             try:
                 logged = run(
                     conn,
-                    BEGIN_AND_LOG,
+                    self.begin_sql,
                     {"gid": gid, "gtid": gtid, "lock_timeout": f"{self.lock_timeout_ms}ms"},
                 ).first()
                 if logged is None:
                     conn.exec_driver_sql("ROLLBACK")
-                    return Vote(True)  # a retried prepare: the first one already voted yes
+                    return self._repeated(conn, gid)
                 apply_action(self.action, conn, {**payload, "gtid": gtid})
-                self.faults.hit("before_prepare")
+                self.faults.hit(f"before_{self.prepare_step}")
                 conn.exec_driver_sql(f"PREPARE TRANSACTION {quote_gid(gid)}")
             except Rejected as rejection:
                 conn.exec_driver_sql("ROLLBACK")
@@ -143,28 +153,30 @@ class XaBranch:
             except BaseException:
                 abort(conn)
                 raise
-        self.faults.hit("after_prepare")
+        self.faults.hit(f"after_{self.prepare_step}")
+        return Vote(True)
+
+    def _repeated(self, conn: Connection, gid: str) -> Vote:
+        """The log step found the branch prepared already: a retried prepare, voted yes."""
         return Vote(True)
 
     def _vote_again(self, conn: Connection, gid: str) -> Vote:
         """A second prepare of the same branch: repeat the first vote, or no after a rollback."""
-        state = run(conn, "SELECT state FROM xa_branch_log WHERE gid = :gid", {"gid": gid}).scalar()
-        return Vote(True) if state == "prepared" else Vote(False, "aborted")
+        state = self._state(conn, gid)
+        return Vote(True) if state == self.committed_state else Vote(False, "aborted")
+
+    def _state(self, conn: Connection, gid: str) -> str | None:
+        state: str | None = run(conn, self.state_sql, {"gid": gid}).scalar()
+        return state
 
     def commit(self, gtid: str) -> str:
         gid = self.gid(gtid)
-        self.faults.hit("before_commit")
+        self.faults.hit(f"before_{self.commit_step}")
         with self.db.autocommit() as conn:
-            try:
-                conn.exec_driver_sql(f"COMMIT PREPARED {quote_gid(gid)}")
+            if end_prepared(conn, "COMMIT", gid):
                 return "committed"
-            except DBAPIError as err:
-                if not _is_missing_prepared(err):
-                    raise
-            state = run(
-                conn, "SELECT state FROM xa_branch_log WHERE gid = :gid", {"gid": gid}
-            ).scalar()
-        if state == "prepared":
+            state = self._state(conn, gid)
+        if state == self.committed_state:
             return "already_committed"
         raise BranchConflict(
             f"branch {gid} cannot commit: it is {state or 'unknown'}", gid=gid, state=state
@@ -174,21 +186,14 @@ class XaBranch:
         gid = self.gid(gtid)
         deadline = time.monotonic() + ROLLBACK_DEADLINE_S
         while True:
-            self._rollback_prepared(gid)
+            with self.db.autocommit() as conn:
+                end_prepared(conn, "ROLLBACK", gid)
             try:
                 return self._bury(gid, gtid)
             except DBAPIError as err:
                 # A prepare of this gid is still running; it will be prepared (then rolled
                 # back on the next turn) or fail. Bounded by the deadline.
                 if not is_lock_timeout(err) or time.monotonic() > deadline:
-                    raise
-
-    def _rollback_prepared(self, gid: str) -> None:
-        with self.db.autocommit() as conn:
-            try:
-                conn.exec_driver_sql(f"ROLLBACK PREPARED {quote_gid(gid)}")
-            except DBAPIError as err:
-                if not _is_missing_prepared(err):
                     raise
 
     def _bury(self, gid: str, gtid: str) -> str:
@@ -202,10 +207,8 @@ class XaBranch:
                 {"gid": gid, "gtid": gtid},
             ).scalar()
             if inserted is None:
-                state = run(
-                    conn, "SELECT state FROM xa_branch_log WHERE gid = :gid", {"gid": gid}
-                ).scalar()
-                if state == "prepared":
+                state = self._state(conn, gid)
+                if state == self.committed_state:
                     raise BranchConflict(
                         f"branch {gid} cannot roll back: it committed", gid=gid, state=state
                     )
@@ -225,6 +228,20 @@ class XaBranch:
             {"gid": r["gid"], "gtid": r["gid"][: -len(suffix)], "age_s": float(r["age_s"])}
             for r in rows
         ]
+
+
+def end_prepared(conn: Connection, verb: str, gid: str) -> bool:
+    """`COMMIT PREPARED` or `ROLLBACK PREPARED` (`verb`: COMMIT or ROLLBACK) on an autocommit
+    connection; False if no such transaction is prepared (it ended before)."""
+    if verb not in ("COMMIT", "ROLLBACK"):
+        raise ValueError(f"a prepared transaction ends by COMMIT or ROLLBACK, not {verb!r}")
+    try:
+        conn.exec_driver_sql(f"{verb} PREPARED {quote_gid(gid)}")
+    except DBAPIError as err:
+        if not _is_missing_prepared(err):
+            raise
+        return False
+    return True
 
 
 def xa_blueprint(branch: XaBranch) -> Blueprint:

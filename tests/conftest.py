@@ -35,6 +35,11 @@ TEST_ENV = {
     "PAXMART_RECOVERY_HORIZON_S": "8",
     "PAXMART_NOTIFY_SCHEDULE_S": "0.2,0.4,0.8,1.6",
     "PAXMART_LOCK_TIMEOUT_MS": "1500",
+    # Mode 3pc is on here (unlike naive): the suite runs it through the same order,
+    # contention and fault tests as 2pc; its timeouts sit above the transaction lease.
+    "PAXMART_3PC_MODE": "1",
+    "PAXMART_3PC_UNCERTAIN_TIMEOUT_S": "6",
+    "PAXMART_3PC_PRECOMMIT_TIMEOUT_S": "10",
     "PAXMART_GATEWAY_PORT": str(PORT_BASE),
     "PAXMART_COORDINATOR_PORT": str(PORT_BASE + 10),
     "PAXMART_ORDER_PORT": str(PORT_BASE + 11),

@@ -155,6 +155,7 @@ class OrderComponent(Component):
             self.faults,
             settings.notify_allowed_hosts,
             NaiveParts.of(settings, self.naive_pool) if self.naive_pool is not None else None,
+            threepc=settings.threepc_mode,
         )
         self.reconciler = PendingOrderReconciler(
             self.orders,

@@ -11,8 +11,9 @@ from urllib.parse import urlsplit
 from paxkit.errors import InvalidInput
 from paxkit.validation import ID_PATTERN, validate_positive_int, validate_sku
 
-# `naive` is the unsafe no-protocol baseline, accepted only where the stack enables it.
-MODES = ("2pc", "tcc", "saga", "msg", "naive", "paxos")
+# `naive` is the unsafe no-protocol baseline, and `3pc` unsafe under partition: each is
+# accepted only where the stack enables it.
+MODES = ("2pc", "tcc", "saga", "msg", "naive", "3pc", "paxos")
 MAX_ITEMS = 50
 MAX_QTY = 1000
 MAX_CENTS = 10**12

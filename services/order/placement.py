@@ -36,6 +36,8 @@ from paxkit.naive import MODE as NAIVE
 from paxkit.naive import NaiveParts, first_rejection
 from paxkit.notify import host_allowed
 from paxkit.outbox import enqueue_all
+from paxkit.threepc import MODE as THREEPC
+from paxkit.threepc import threepc_refused
 from services.order.catalog import PriceBook
 from services.order.domain import (
     CouponTerms,
@@ -50,7 +52,7 @@ from services.order.repository import OrderRepository, insert_order, order_body
 
 log = logging.getLogger(__name__)
 
-SYNC_MODES = ("2pc", "tcc", "saga", "paxos")
+SYNC_MODES = ("2pc", "tcc", "saga", "3pc", "paxos")
 
 
 @dataclass(frozen=True)
@@ -84,9 +86,11 @@ class OrderPlacement:
         faults: Faults,
         notify_hosts: tuple[str, ...],
         naive: NaiveParts | None = None,
+        threepc: bool = False,
     ) -> None:
         self.faults = faults
         self.naive = naive  # None: the stack does not enable mode naive
+        self.threepc = threepc  # whether the stack enables mode 3pc
         self.notify_hosts = notify_hosts
         self.orders = orders
         self.coordinator = coordinator
@@ -105,6 +109,8 @@ class OrderPlacement:
             raise InvalidInput("notify_url", "notify_url's host is not on the allowed list")
         if request.mode == NAIVE and self.naive is None:
             raise naive_refused()
+        if request.mode == THREEPC and not self.threepc:
+            raise threepc_refused()
         existing = self.orders.get(order_id) if order_id else None
         if existing is not None:
             return answer_for(existing)

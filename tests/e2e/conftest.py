@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,9 +14,11 @@ import requests
 
 from infra.launcher import Stack
 from paxkit.auth import SERVICE_HEADER
-from paxkit.config import Settings
+from paxkit.config import Settings, load_settings
 from paxkit.db import Database
 from paxkit.faults import disarm_all
+from paxkit.messaging import Topology, delete_topology
+from paxkit.migrate import drop_database, migrate_all
 from tests.conftest import TEST_ENV
 from tests.helpers import wait_until
 
@@ -31,6 +35,38 @@ def stack_ports(offset: int) -> dict[str, str]:
         for name, port in TEST_ENV.items()
         if name.startswith("PAXMART_") and name.endswith("_PORT")
     }
+
+
+def settings_under(env: dict[str, str]) -> Settings:
+    """The settings the stack's components read from `env` (databases, Redis, namespace)."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        return load_settings()
+
+
+def forget(settings: Settings) -> None:
+    """Leave nothing of a module's stack behind: its databases, queues and Redis db."""
+    for url in settings.db_urls.values():
+        drop_database(url)
+    delete_topology(settings.amqp_url, Topology.of(settings))
+    redis.Redis.from_url(settings.redis_url, socket_timeout=2).flushdb()
+
+
+@contextmanager
+def own_stack(env: dict[str, str], log_dir: Path) -> Iterator[tuple[Stack, Settings]]:
+    """A stack of a module's own, on `env` (its own ports, databases, Redis db, broker
+    namespace), for a module that leaves on purpose what the suite's audit must not see:
+    started on fresh databases, and nothing of it left afterwards."""
+    settings = settings_under(env)
+    migrate_all(settings, reset=True)
+    delete_topology(settings.amqp_url, Topology.of(settings))
+    redis.Redis.from_url(settings.redis_url, socket_timeout=2).flushdb()
+    try:
+        with Stack(env, log_dir, workers=1, threads=8) as stack:
+            yield stack, settings
+    finally:
+        forget(settings)
 
 
 class Api:

@@ -62,19 +62,25 @@ def txn_status(dbs, gtid: str) -> str | None:
 
 
 def forward_done(dbs, mode: str, gtid: str) -> bool:
-    """Every branch has done its forward step (prepared, tried, acted)."""
+    """Every branch has done its forward step (prepared, tried, acted, voted yes at
+    CanCommit)."""
     if mode in ("2pc", "paxos"):
         return prepared_for(dbs, gtid) == BRANCHES
+    if mode == "3pc":
+        sql = "SELECT count(*) AS n FROM threepc_branches WHERE gtid = :g AND state = 'uncertain'"
+        return across_branches(dbs, sql, g=gtid) == BRANCHES
     op = "try" if mode == "tcc" else "action"
-    done = 0
+    sql = "SELECT count(*) AS n FROM barrier WHERE gtid = :g AND op = :op AND written_by = :op"
+    return across_branches(dbs, sql, g=gtid, op=op) == BRANCHES
+
+
+def across_branches(dbs, count_sql: str, **params: Any) -> int:
+    """A `count(*) AS n` query summed over the participants' databases."""
+    total = 0
     for name in ("inventory", "coupon", "redpacket"):
-        row = dbs[name].fetch_one(
-            "SELECT count(*) AS n FROM barrier WHERE gtid = :g AND op = :op AND written_by = :op",
-            g=gtid,
-            op=op,
-        )
-        done += int(row["n"]) if row else 0
-    return done == BRANCHES
+        row = dbs[name].fetch_one(count_sql, **params)
+        total += int(row["n"]) if row else 0
+    return total
 
 
 def snapshot(api, user: int) -> dict[str, Any]:
@@ -96,7 +102,7 @@ def assert_applied_once(api, user: int, before: dict[str, Any]) -> None:
     assert after["coupon"] == "used"
 
 
-@pytest.mark.parametrize("mode", ["2pc", "tcc", "saga", "paxos"])
+@pytest.mark.parametrize("mode", ["2pc", "tcc", "saga", "3pc", "paxos"])
 def test_coordinator_killed_after_the_decision_commits_everywhere(
     api, stack, dbs, redis_client, user, mode
 ):
@@ -117,7 +123,7 @@ def test_coordinator_killed_after_the_decision_commits_everywhere(
     assert_applied_once(api, user, before)
 
 
-@pytest.mark.parametrize("mode", ["2pc", "tcc", "saga", "paxos"])
+@pytest.mark.parametrize("mode", ["2pc", "tcc", "saga", "3pc", "paxos"])
 def test_coordinator_killed_before_the_decision_undoes_everything(
     api, stack, dbs, redis_client, user, mode
 ):
@@ -138,22 +144,31 @@ def test_coordinator_killed_before_the_decision_undoes_everything(
     assert snapshot(api, user) == before
 
 
-def test_participant_killed_right_after_preparing_is_resolved(api, dbs, redis_client, user):
+PREPARED_POINTS = [("2pc", "after_prepare"), ("3pc", "after_precommit")]
+
+
+@pytest.mark.parametrize(("mode", "point"), PREPARED_POINTS)
+def test_participant_killed_right_after_preparing_is_resolved(
+    api, dbs, redis_client, user, mode, point
+):
     before = snapshot(api, user)
-    arm(redis_client, "inventory", "after_prepare", "kill")
-    response = api.order(order_body(user, "2pc"))
-    # The worker died after PREPARE; the retried prepare finds the branch prepared and
-    # votes yes again, so the order commits once.
+    arm(redis_client, "inventory", point, "kill")
+    response = api.order(order_body(user, mode))
+    # The worker died after PREPARE; the retried prepare (3pc: PreCommit) finds the branch
+    # prepared and votes yes again, so the order commits once.
     assert response.status_code == 201, response.text
     order = response.json()
     wait_until(lambda: prepared_for(dbs, order["gtid"]) == 0, what="no prepared branch left")
     assert_applied_once(api, user, before)
 
 
-def test_participant_hung_while_prepared_is_rolled_back(api, stack, dbs, redis_client, user):
+@pytest.mark.parametrize(("mode", "point"), PREPARED_POINTS)
+def test_participant_hung_while_prepared_is_rolled_back(
+    api, stack, dbs, redis_client, user, mode, point
+):
     before = snapshot(api, user)
-    arm(redis_client, "inventory", "after_prepare", "stall", seconds=30)
-    response = api.order(order_body(user, "2pc"))
+    arm(redis_client, "inventory", point, "stall", seconds=30)
+    response = api.order(order_body(user, mode))
     assert response.status_code == 409, response.text
     order = response.json()
     assert order["reason"] == "timeout"
@@ -164,7 +179,10 @@ def test_participant_hung_while_prepared_is_rolled_back(api, stack, dbs, redis_c
     assert snapshot(api, user) == before
 
 
-@pytest.mark.parametrize(("mode", "point"), [("2pc", "before_commit"), ("tcc", "before_confirm")])
+@pytest.mark.parametrize(
+    ("mode", "point"),
+    [("2pc", "before_commit"), ("tcc", "before_confirm"), ("3pc", "before_docommit")],
+)
 def test_failed_completions_are_retried_until_done(api, dbs, redis_client, user, mode, point):
     before = snapshot(api, user)
     arm(redis_client, "redpacket", point, "fail", times=2)
@@ -176,7 +194,7 @@ def test_failed_completions_are_retried_until_done(api, dbs, redis_client, user,
     assert_applied_once(api, user, before)
 
 
-@pytest.mark.parametrize("mode", ["2pc", "tcc"])
+@pytest.mark.parametrize("mode", ["2pc", "tcc", "3pc"])
 def test_participant_down_during_completion_finishes_when_back(
     api, stack, dbs, redis_client, user, mode
 ):

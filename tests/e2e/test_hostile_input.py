@@ -17,6 +17,7 @@ import requests
 
 from paxkit.config import stack_config
 from paxkit.db import Database
+from paxkit.threepc import OPS as THREEPC_OPS
 from tests.e2e.conftest import ADMIN, SERVICE
 
 PARTICIPANTS = stack_config().participants
@@ -109,6 +110,7 @@ JSON_ROUTES: list[tuple[str, str, str]] = [
         for op in ("prepare", "commit", "rollback")
     ),
     *((name, "POST", f"/{op}") for name in PARTICIPANTS for op in PROTOCOL_OPS),
+    *((name, "POST", f"/3pc/{op}") for name in PARTICIPANTS for op in THREEPC_OPS),
 ]
 
 NOTIFY_URLS = [

@@ -15,16 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import redis
 import requests
 
-from infra.launcher import Stack
-from paxkit.config import Settings, load_settings
+from paxkit.config import Settings
 from paxkit.db import Database, make_engine
-from paxkit.messaging import Topology, delete_topology
-from paxkit.migrate import drop_database, migrate_all
 from tests.conftest import SLOT, TEST_ENV
-from tests.e2e.conftest import SERVICE, Api, stack_ports
+from tests.e2e.conftest import SERVICE, Api, own_stack, stack_ports
 
 PREFIX = f"paxmart_test{SLOT or ''}_naive_"
 PORT_OFFSET = 70
@@ -47,37 +43,15 @@ def naive_env() -> dict[str, str]:
     }
 
 
-def settings_under(env: dict[str, str]) -> Settings:
-    """The settings the stack's components read from `env` (databases, Redis, namespace)."""
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in env.items():
-            patch.setenv(name, value)
-        return load_settings()
-
-
-def forget(settings: Settings) -> None:
-    """Leave nothing of the module's stack behind: its databases, queues and Redis db."""
-    for url in settings.db_urls.values():
-        drop_database(url)
-    delete_topology(settings.amqp_url, Topology.of(settings))
-    redis.Redis.from_url(settings.redis_url, socket_timeout=2).flushdb()
-
-
 @pytest.fixture(scope="module")
 def naive(fresh_databases: Settings) -> Iterator[NaiveStack]:
-    env = naive_env()
-    settings = settings_under(env)
-    migrate_all(settings, reset=True)
-    delete_topology(settings.amqp_url, Topology.of(settings))
-    redis.Redis.from_url(settings.redis_url, socket_timeout=2).flushdb()
-    coordinator = Database(make_engine(settings.db_urls["coordinator"], pool_size=1))
-    try:
-        log_dir = fresh_databases.state_dir / "test-logs-naive"
-        with Stack(env, log_dir, workers=1, threads=8) as stack:
+    log_dir = fresh_databases.state_dir / "test-logs-naive"
+    with own_stack(naive_env(), log_dir) as (stack, settings):
+        coordinator = Database(make_engine(settings.db_urls["coordinator"], pool_size=1))
+        try:
             yield NaiveStack(Api(stack.url("gateway")), coordinator)
-    finally:
-        coordinator.dispose()
-        forget(settings)
+        finally:
+            coordinator.dispose()
 
 
 def naive_order(user: int, qty: int, coupon: str, red_packet_cents: int) -> dict[str, Any]:

@@ -11,12 +11,13 @@ import requests
 
 from tests.e2e.conftest import ADMIN, SERVICE
 
-MODES = ("2pc", "tcc", "saga", "paxos")
+MODES = ("2pc", "tcc", "saga", "3pc", "paxos")
 # The operations each mode's timeline shows for a committed order.
 COMMIT_OPS = {
     "2pc": {"prepare", "commit"},
     "tcc": {"try", "confirm"},
     "saga": {"action"},
+    "3pc": {"cancommit", "precommit", "docommit"},
     "paxos": {"prepare", "commit"},
 }
 
@@ -182,7 +183,13 @@ def place_concurrently(api, bodies):
         return list(pool.map(api.order, bodies))
 
 
-LAST_UNITS_SKU = {"2pc": "SKU-0090", "tcc": "SKU-0091", "saga": "SKU-0092", "paxos": "SKU-0093"}
+LAST_UNITS_SKU = {
+    "2pc": "SKU-0090",
+    "tcc": "SKU-0091",
+    "saga": "SKU-0092",
+    "3pc": "SKU-0093",
+    "paxos": "SKU-0094",
+}
 
 
 def test_concurrent_orders_never_oversell_the_last_units(api, user, mode):

@@ -113,7 +113,7 @@ def test_invalid_order_is_400_with_field_and_nothing_recorded(api, user):
 
 
 def test_unknown_mode_is_invalid(api, user):
-    response = api.order({"user_id": user, "items": [{"sku": "SKU-0001", "qty": 1}], "mode": "3pc"})
+    response = api.order({"user_id": user, "items": [{"sku": "SKU-0001", "qty": 1}], "mode": "4pc"})
     assert response.status_code == 400
     assert (error_code(response), response.json()["error"]["field"]) == ("invalid_mode", "mode")
 

@@ -40,7 +40,7 @@ from tests.integration.gateway_kit import serving
 HORIZON_S = 3600.0
 AGE = "interval '2 hours'"
 USER = 6
-PROTOCOL_TABLES = ("barrier", "xa_branch_log", "outbox", "inbox")
+PROTOCOL_TABLES = ("barrier", "xa_branch_log", "threepc_branches", "outbox", "inbox")
 _ids = itertools.count(1)
 
 Txn = Callable[..., str]

@@ -1,5 +1,6 @@
-"""The audit's logic without servers: a participant's verdict per order, and the
-coordinator's paging (each page goes to every participant with its id range)."""
+"""The audit's logic without servers: a participant's verdict per order, the coordinator's
+paging (each page goes to every participant with its id range), and its search of split
+3pc outcomes."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from coordinator.audit import Auditor
+from coordinator.audit import Auditor, split_of
 from paxkit.audit import HoldStates, Ledger, LedgerAudit, Page
 
 pytestmark = pytest.mark.unit
@@ -137,6 +138,9 @@ class FakeLog:
     def count(self) -> int:
         return 0
 
+    def of_mode(self, mode: str, after: str, limit: int) -> list[dict[str, Any]]:
+        return []
+
 
 LEFTOVERS = {"prepared": [], "prepared_total": 0, "unsent_events": 0, "unsent_past_horizon": 0}
 
@@ -155,3 +159,82 @@ def test_the_audit_pages_through_orders_and_chains_the_id_ranges(monkeypatch):
     result = auditor.run()
     assert result["ok"] and result["checked"]["orders"] == 5
     assert participant.pages == [("", "o2", 2), ("o2", "o4", 2), ("o4", None, 1)]
+
+
+def branch(state: str, by_timeout: bool = False) -> dict[str, Any]:
+    return {"state": state, "by_timeout": by_timeout}
+
+
+def test_a_branch_committed_while_another_aborted_is_a_split_naming_both():
+    branches = {
+        "inventory": branch("aborted"),
+        "redpacket": branch("committed", by_timeout=True),
+        "coupon": branch("aborted"),
+    }
+    assert split_of("gtx-1", "aborted", branches) == {
+        "check": "threepc_split",
+        "gtid": "gtx-1",
+        "status": "aborted",
+        "committed": ["redpacket"],
+        "aborted": ["coupon", "inventory"],
+        "by_timeout": ["redpacket"],
+    }
+
+
+@pytest.mark.parametrize(
+    "states",
+    [
+        {"inventory": "committed", "coupon": "committed"},
+        {"inventory": "aborted", "coupon": "aborted"},
+        {"inventory": "uncertain", "coupon": "aborted"},  # an abort under way
+        {"inventory": "committed", "coupon": "uncertain"},
+        {},
+    ],
+)
+def test_one_outcome_everywhere_or_one_under_way_is_no_split(states):
+    assert split_of("gtx-1", "aborting", {n: branch(s) for n, s in states.items()}) is None
+
+
+class ThreePcLog(FakeLog):
+    """3pc transactions by gtid, paged as TxnLog.of_mode does."""
+
+    def __init__(self, gtids: list[str]) -> None:
+        self.gtids = gtids
+
+    def of_mode(self, mode: str, after: str, limit: int) -> list[dict[str, Any]]:
+        assert mode == "3pc"
+        return [{"gtid": g, "status": "aborted"} for g in self.gtids if g > after][:limit]
+
+
+class ThreePcParticipant(FakeParticipant):
+    def __init__(self, states: dict[str, str]) -> None:
+        super().__init__()
+        self.states = states
+        self.asked: list[list[str]] = []
+
+    def post(self, path: str, json: dict[str, Any], **kwargs: Any) -> Reply:
+        if path != "/audit/3pc":
+            return super().post(path, json, **kwargs)
+        self.asked.append(json["gtids"])
+        found = {g: branch(self.states[g]) for g in json["gtids"] if g in self.states}
+        return Reply(200, {"branches": found})
+
+
+def test_the_audit_pages_through_3pc_transactions_and_reports_each_split(monkeypatch):
+    monkeypatch.setattr("coordinator.audit.PAGE", 2)
+    monkeypatch.setattr("coordinator.audit.leftovers", lambda db, h: LEFTOVERS)
+    gtids = ["g1", "g2", "g3"]
+    stock = ThreePcParticipant({"g1": "committed", "g2": "committed", "g3": "committed"})
+    wallet = ThreePcParticipant({"g1": "committed", "g2": "aborted"})
+    auditor = Auditor(
+        ThreePcLog(gtids),  # type: ignore[arg-type]
+        {"stock": stock, "wallet": wallet},  # type: ignore[dict-item]
+        {"shop": FakeInitiator([], page=2)},  # type: ignore[dict-item]
+        horizon_s=8,
+    )
+    result = auditor.run()
+    assert not result["ok"]
+    found = [(v["check"], v["gtid"], v["committed"], v["aborted"]) for v in result["violations"]]
+    assert found == [("threepc_split", "g2", ["stock"], ["wallet"])]
+    assert result["checked"]["threepc_transactions"] == 3
+    assert stock.asked == [["g1", "g2"], ["g3"]]

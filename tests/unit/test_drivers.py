@@ -1,5 +1,5 @@
-"""The 2PC, TCC and saga drivers and recovery against in-memory fakes of the log and the
-branches: every decision, every completion, every takeover, no servers."""
+"""The 2PC, TCC, saga and 3PC drivers and recovery against in-memory fakes of the log and
+the branches: every decision, every completion, every takeover, no servers."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import itertools
 import pytest
 
 from coordinator.branches import Branches
-from coordinator.drivers import Driver, Saga, Tcc, TwoPhaseCommit
+from coordinator.drivers import Driver, Saga, Tcc, ThreePhaseCommit, TwoPhaseCommit
 from coordinator.log import TxnLog
-from coordinator.ports import Branch, BranchClient, TransactionLog, Txn
+from coordinator.ports import Branch, BranchClient, BranchResult, TransactionLog, Txn
 from coordinator.recovery import Recovery
 from paxkit.faults import Faults
 from tests.unit.fakes import FakeBranches, FakeTxnLog, no, ok, unavailable
@@ -172,6 +172,127 @@ def test_saga_success_needs_no_completion(log, branches, pool):
     txn = begun(log, "saga")
     assert driver(Saga, log, branches, pool).run(txn).status == "committed"
     assert [op for op, _ in branches.ops(txn.gtid)] == ["action"] * 3
+
+
+def ops_of(branches: FakeBranches, gtid: str, op: str) -> list[str]:
+    return sorted(name for o, name in branches.ops(gtid) if o == op)
+
+
+def test_3pc_all_yes_precommits_then_commits_every_branch(log, branches, pool):
+    txn = begun(log, "3pc")
+    outcome = driver(ThreePhaseCommit, log, branches, pool).run(txn)
+    assert (outcome.status, outcome.reason) == ("committed", None)
+    assert log.status(txn.gtid) == "committed"
+    phases = [op for op, _ in branches.ops(txn.gtid)]
+    assert phases == ["cancommit"] * 3 + ["precommit"] * 3 + ["docommit"] * 3
+    # From `precommitting` on, a precommitted branch commits on its own: durable, as the
+    # commit decision.
+    assert log.durable == [(txn.gtid, "precommitting"), (txn.gtid, "committing")]
+    timeline = [(e.op, e.outcome) for e in log.timeline[txn.gtid]]
+    assert sorted(timeline) == sorted(
+        [(op, "ok") for op in ("cancommit", "precommit", "docommit") for _ in NAMES]
+    )
+
+
+def test_3pc_a_no_at_cancommit_aborts_every_branch_without_a_precommit(log, branches, pool):
+    branches.answer("cancommit", "redpacket", no("insufficient_balance"))
+    txn = begun(log, "3pc")
+    outcome = driver(ThreePhaseCommit, log, branches, pool).run(txn)
+    assert (outcome.status, outcome.reason) == ("aborted", "insufficient_balance")
+    assert ops_of(branches, txn.gtid, "precommit") == []
+    assert ops_of(branches, txn.gtid, "abort") == sorted(NAMES)
+    assert log.durable == []
+
+
+def test_3pc_an_ack_missing_at_precommit_aborts_every_branch(log, branches, pool):
+    """The textbook's rule, and what a partition turns into a split: the branches that did
+    precommit are sent Abort, which must reach them before their own timeout."""
+    branches.answer("precommit", "coupon", no("timeout"))
+    txn = begun(log, "3pc")
+    outcome = driver(ThreePhaseCommit, log, branches, pool).run(txn)
+    assert (outcome.status, outcome.reason) == ("aborted", "timeout")
+    assert log.status(txn.gtid) == "aborted"
+    assert ops_of(branches, txn.gtid, "abort") == sorted(NAMES)
+    assert ops_of(branches, txn.gtid, "docommit") == []
+    assert log.durable == [(txn.gtid, "precommitting")]
+
+
+def test_3pc_an_abort_finding_a_branch_committed_on_its_own_ends_the_transaction(
+    log, branches, pool
+):
+    """Nothing can undo it: the transaction is aborted, and the timeline says what the
+    branch did (the audit reports the split)."""
+    branches.answer("precommit", "inventory", no("timeout"))
+    branches.answer("abort", "inventory", BranchResult("", "", True, None, "committed_by_timeout"))
+    txn = begun(log, "3pc")
+    assert driver(ThreePhaseCommit, log, branches, pool).run(txn).status == "aborted"
+    assert log.status(txn.gtid) == "aborted"
+    assert ("inventory", "abort", "ok", "committed_by_timeout") in {
+        (e.branch, e.op, e.outcome, e.detail) for e in log.timeline[txn.gtid]
+    }
+
+
+def test_3pc_a_driver_that_lost_the_precommit_phase_to_recovery_follows_the_log(
+    log, branches, pool
+):
+    def slow_ack(op: str, name: str, gtid: str) -> BranchResult:
+        log.move(gtid, "precommitting", "abort", reason="timeout")
+        return ok(name, op)
+
+    branches.answer("precommit", "inventory", slow_ack)
+    txn = begun(log, "3pc")
+    outcome = driver(ThreePhaseCommit, log, branches, pool).run(txn)
+    assert (outcome.status, outcome.reason) == ("aborted", "timeout")
+    assert ops_of(branches, txn.gtid, "docommit") == []
+    assert ops_of(branches, txn.gtid, "abort") == sorted(NAMES)
+
+
+def stalled_precommitting(log: FakeTxnLog) -> Txn:
+    """A 3pc transaction whose driver died after every yes vote, its lease run out."""
+    txn = begun(log, "3pc")
+    log.move(txn.gtid, "preparing", "precommit", lease_s=TIMEOUT_S)
+    log.now += TIMEOUT_S + 1
+    return txn
+
+
+def test_3pc_recovery_resumes_precommit_and_commits_when_every_branch_acks(log, branches, pool):
+    three_pc = driver(ThreePhaseCommit, log, branches, pool)
+    txn = stalled_precommitting(log)
+    assert recovery(log, branches, [three_pc]).finish_in_doubt() == 1
+    assert log.status(txn.gtid) == "committed"
+    assert [op for op, _ in branches.ops(txn.gtid)] == ["precommit"] * 3 + ["docommit"] * 3
+
+
+def test_3pc_recovery_aborts_when_a_branch_timed_out_uncertain(log, branches, pool):
+    """That branch aborted on its own: the precommitted ones must be aborted too."""
+    three_pc = driver(ThreePhaseCommit, log, branches, pool)
+    branches.answer("precommit", "redpacket", no("timeout"))
+    txn = stalled_precommitting(log)
+    recovery(log, branches, [three_pc]).finish_in_doubt()
+    assert (log.status(txn.gtid), log.txns[txn.gtid].reason) == ("aborted", "timeout")
+    assert ops_of(branches, txn.gtid, "abort") == sorted(NAMES)
+
+
+def test_3pc_recovery_aborts_a_transaction_stalled_at_cancommit(log, branches, pool):
+    three_pc = driver(ThreePhaseCommit, log, branches, pool)
+    txn = begun(log, "3pc")
+    log.now += TIMEOUT_S + 1
+    recovery(log, branches, [three_pc]).finish_in_doubt()
+    assert (log.status(txn.gtid), log.txns[txn.gtid].reason) == ("aborted", "timeout")
+    assert [op for op, _ in branches.ops(txn.gtid)] == ["abort"] * 3
+
+
+def test_3pc_an_abort_not_reached_is_retried_by_recovery(log, branches, pool):
+    branches.answer("cancommit", "coupon", no("coupon_unavailable"))
+    branches.answer("abort", "redpacket", unavailable())
+    three_pc = driver(ThreePhaseCommit, log, branches, pool)
+    txn = begun(log, "3pc")
+    assert three_pc.run(txn).status == "aborted"
+    assert log.status(txn.gtid) == "aborting"
+    log.now += 1
+    recovery(log, branches, [three_pc]).finish_in_doubt()
+    assert log.status(txn.gtid) == "aborted"
+    assert branches.ops(txn.gtid).count(("abort", "redpacket")) == 2
 
 
 def test_recovery_aborts_an_undecided_transaction_and_leaves_live_ones(log, branches, pool):

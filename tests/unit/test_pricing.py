@@ -103,7 +103,7 @@ def test_red_packet_larger_than_what_is_left_to_pay_is_invalid():
             {"user_id": 7, "items": [{"sku": "SKU-0001", "qty": 1}, {"sku": "SKU-0001", "qty": 1}]},
             "items[1].sku",
         ),
-        ({"user_id": 7, "items": [{"sku": "SKU-0001", "qty": 1}], "mode": "3pc"}, "mode"),
+        ({"user_id": 7, "items": [{"sku": "SKU-0001", "qty": 1}], "mode": "4pc"}, "mode"),
         (
             {"user_id": 7, "items": [{"sku": "SKU-0001", "qty": 1}], "red_packet_cents": -1},
             "red_packet_cents",

@@ -24,8 +24,14 @@ def test_message_path():
     assert next_status("submitted", "abort") == "aborting"
 
 
-def test_only_a_commit_decision_waits_for_the_disk():
-    assert [s for s in STATUSES if is_durable(s)] == ["committing"]
+def test_only_a_commit_decision_and_3pc_precommitting_wait_for_the_disk():
+    assert [s for s in STATUSES if is_durable(s)] == ["precommitting", "committing"]
+
+
+def test_3pc_path():
+    assert next_status("preparing", "precommit") == "precommitting"
+    assert next_status("precommitting", "commit") == "committing"
+    assert next_status("precommitting", "abort") == "aborting"
 
 
 def test_abort_path():
@@ -46,6 +52,11 @@ def test_abort_path():
         ("committing", "applied"),
         ("preparing", "applied"),  # a msg transaction begins submitted
         ("committed", "applied"),
+        ("committing", "precommit"),
+        ("aborting", "precommit"),
+        ("precommitting", "done"),
+        ("precommitting", "precommit"),
+        ("submitted", "precommit"),
     ],
 )
 def test_a_decision_is_never_reversed(status, event):
@@ -58,6 +69,8 @@ def test_phase_two_follows_the_decision():
     assert decision_of("aborting") == decision_of("aborted") == "abort"
     with pytest.raises(IllegalTransition):
         decision_of("preparing")
+    with pytest.raises(IllegalTransition):
+        decision_of("precommitting")  # a missing ack still aborts
 
 
 def test_the_most_specific_reason_wins():

@@ -7,7 +7,9 @@ applied once, in its own transaction, and recorded in `schema_migrations`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg2
@@ -51,6 +53,28 @@ def ensure_database(url: str) -> bool:
             cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
             return True
     finally:
+        conn.close()
+
+
+@contextlib.contextmanager
+def refusing_connections(url: str) -> Iterator[None]:
+    """The database refuses new connections and loses its sessions until the block ends:
+    an outage of one database while its cluster goes on serving the others."""
+    admin_url, name = _split_url(url)
+    conn = psycopg2.connect(admin_url, connect_timeout=5)
+    conn.autocommit = True
+    allow = sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS {}")
+    try:
+        with conn.cursor() as cur:
+            cur.execute(allow.format(sql.Identifier(name), sql.Literal(False)))
+            cur.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (name,),
+            )
+        yield
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(allow.format(sql.Identifier(name), sql.Literal(True)))
         conn.close()
 
 

@@ -29,7 +29,11 @@ def prepared_branches(stage: Stage, gtid: str) -> list[PreparedBranch]:
         "WHERE starts_with(gid, :prefix) ORDER BY prepared",
         prefix=f"{gtid}:",
     )
-    return [PreparedBranch(r["gid"], r["gid"].rsplit(":", 1)[1], float(r["at"])) for r in rows]
+    # A gid is <gtid>:<participant>, with a suffix of the protocol's own in some modes.
+    return [
+        PreparedBranch(r["gid"], r["gid"][len(gtid) + 1 :].split(":")[0], float(r["at"]))
+        for r in rows
+    ]
 
 
 def locks_held(stage: Stage, gid: str) -> int:

@@ -75,15 +75,21 @@ class Recording:
         return message
 
     def coordinator_timeline(
-        self, detail: dict[str, Any], coordinator: str = "coordinator"
+        self,
+        detail: dict[str, Any],
+        coordinator: str = "coordinator",
+        after: float | None = None,
+        later: str | None = None,
     ) -> None:
         """Draw the coordinator's own record of a transaction (GET /admin/transactions/<gtid>):
-        one arrow per branch call, ending when its answer was logged."""
+        one arrow per branch call, ending when its answer was logged; the calls logged after
+        `after` come from the lane `later` (another coordinator instance)."""
         for event in detail.get("timeline", []):
             at = datetime.fromisoformat(event["at"]).timestamp()
             ok = event["outcome"] == "ok"
             label = f"{event['op']} {'ok' if ok else event['outcome']}"
-            self.message(coordinator, event["branch"], label, at - CALL_DRAWN_S, at, ok)
+            source = later if later is not None and after is not None and at > after else None
+            self.message(source or coordinator, event["branch"], label, at - CALL_DRAWN_S, at, ok)
 
     def events(self) -> list[tuple[float, str]]:
         """Every mark and message as one line of text each, in time order."""

@@ -9,13 +9,12 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-import psycopg2
 import pytest
-from psycopg2 import sql
 
 from paxkit.config import Settings
 from paxkit.db import Database
 from paxkit.faults import arm
+from paxkit.migrate import refusing_connections
 from tests.e2e.conftest import ADMIN, prepared_for
 from tests.e2e.test_faults import (
     Background,
@@ -31,30 +30,10 @@ from tests.helpers import wait_until
 @contextlib.contextmanager
 def unavailable(settings: Settings, *acceptors: str) -> Iterator[None]:
     """These acceptors' databases refuse every connection, as if down, until the block ends."""
-    names = [settings.db_urls[a].rsplit("/", 1)[1] for a in acceptors]
-    admin = psycopg2.connect(settings.db_urls["coordinator"].rsplit("/", 1)[0] + "/postgres")
-    admin.autocommit = True
-    try:
-        allow_connections(admin, names, False)
-        with admin.cursor() as cur:
-            cur.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = ANY(%s)",
-                (names,),
-            )
+    with contextlib.ExitStack() as outages:
+        for acceptor in acceptors:
+            outages.enter_context(refusing_connections(settings.db_urls[acceptor]))
         yield
-    finally:
-        allow_connections(admin, names, True)
-        admin.close()
-
-
-def allow_connections(admin: Any, names: list[str], allowed: bool) -> None:
-    with admin.cursor() as cur:
-        for name in names:
-            cur.execute(
-                sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS {}").format(
-                    sql.Identifier(name), sql.Literal(allowed)
-                )
-            )
 
 
 def votes(acceptor_dbs: dict[str, Database], gtid: str) -> dict[str, tuple[int, str]]:

@@ -75,6 +75,8 @@ def test_every_scenario_the_issue_names_is_there_once():
     assert len(names) == len(set(names))
     for name in (
         "2pc-coordinator-crash",
+        "3pc-partition",
+        "paxos-coordinator-crash",
         "lock-pause-no-fencing",
         "lock-pause-fencing",
         "read-your-writes",

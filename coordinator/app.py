@@ -232,11 +232,13 @@ class CoordinatorComponent(Component):
             settings.recovery_interval_s,
         )
         self.drivers: dict[str, Driver] = {d.mode: d(*common) for d in DRIVERS}
-        acceptors = sql_acceptors(settings)
+        self.sql_acceptors = sql_acceptors(settings)
         self.acceptors = Acceptors(
-            acceptors,
+            self.sql_acceptors,
             # A call to every acceptor at once from each of the web process's threads.
-            ThreadPoolExecutor(max_workers=32 * len(acceptors), thread_name_prefix="acceptor"),
+            ThreadPoolExecutor(
+                max_workers=32 * len(self.sql_acceptors), thread_name_prefix="acceptor"
+            ),
             settings.acceptor_timeout_s,
             self.faults,
         )
@@ -260,7 +262,8 @@ class CoordinatorComponent(Component):
         )
         self.retention = Retention("coordinator", self.db, RETENTION_RULES, settings.retention_s)
         self.acceptor_retention = [
-            Retention(a.name, a.db, ACCEPTOR_RETENTION, settings.retention_s) for a in acceptors
+            Retention(a.name, a.db, ACCEPTOR_RETENTION, settings.retention_s)
+            for a in self.sql_acceptors
         ]
         self.dead_letters = dead_letter_store(settings, self.db)
 
@@ -309,8 +312,8 @@ class CoordinatorComponent(Component):
 
     def close(self) -> None:
         self.db.dispose()
-        for retention in self.acceptor_retention:
-            retention.db.dispose()
+        for acceptor in self.sql_acceptors:
+            acceptor.db.dispose()
 
 
 def service_clients(settings: Settings, names: Iterable[str]) -> dict[str, ServiceClient]:

@@ -89,9 +89,10 @@ class Recovery:
         """Gtids the log lost that a mode knows of elsewhere (paxos), before any is presumed
         aborted."""
         adopted: dict[str, str] = {}
+        if not unknown:
+            return adopted
         for driver in self.drivers.values():
-            if unknown:
-                adopted.update(driver.adopt(unknown))
+            adopted.update(driver.adopt(unknown))
         return adopted
 
     def _resolve_orphan(self, name: str, gtid: str, status: str | None) -> int:

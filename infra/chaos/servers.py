@@ -80,8 +80,9 @@ class PgClusters:
     def settings(self, name: str) -> Settings:
         return dataclasses.replace(self.base, pg_port=self.ports[name])
 
-    def url(self, name: str) -> str:
-        s = self.settings(name)
+    def url(self, name: str, cluster: str | None = None) -> str:
+        """DSN of database `name`, in its own cluster or in `cluster`'s."""
+        s = self.settings(cluster or name)
         return f"postgresql://{s.pg_user}@127.0.0.1:{s.pg_port}/{s.db_prefix}{name}"
 
     def start_all(self) -> None:

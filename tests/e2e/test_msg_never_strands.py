@@ -96,7 +96,7 @@ def stack_settings(base: Settings, env: dict[str, str], cluster_port: int) -> Se
     """The settings the stack's components read from `env`, for migrating and asserting."""
     urls = {
         name: f"postgresql://postgres@127.0.0.1:{base.pg_port}/{PREFIX}{name}"
-        for name in base.components
+        for name in (*base.components, *base.acceptors)
     }
     urls[PARTICIPANT] = env[f"PAXMART_{PARTICIPANT.upper()}_DB_URL"]
     return replace(

@@ -31,10 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyError as err:
         print(f"unknown scenario {err}; `make scenario` lists them", file=sys.stderr)
         return 2
-    out = args.out or load_settings().state_dir / "scenarios"
+    work = load_settings().state_dir / "scenarios"
+    out = args.out or work
     verdicts = []
     for scenario in chosen:
-        outcome = perform(scenario, out)
+        outcome = perform(scenario, out, work)
         line = outcome.verdict.line(scenario.name)
         print(f"\n== {scenario.name}: {scenario.title}\n{outcome.timeline}\n{line}")
         print(f"diagram: {outcome.svg}", flush=True)

@@ -64,9 +64,10 @@ class Outcome:
     svg: Path
 
 
-def perform(scenario: Scenario, out_dir: Path) -> Outcome:
-    """Play the scenario; a step that never happened is a failed verdict, not a crash."""
-    run = Run(scenario.name, out_dir / scenario.name)
+def perform(scenario: Scenario, out_dir: Path, work_dir: Path) -> Outcome:
+    """Play the scenario (its stacks' logs under `work_dir`, its timeline and diagram in
+    `out_dir`); a step that never happened is a failed verdict, not a crash."""
+    run = Run(scenario.name, work_dir / scenario.name)
     try:
         verdict = scenario.play(run)
     except ScenarioFailed as err:

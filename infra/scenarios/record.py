@@ -82,13 +82,17 @@ class Recording:
         later: str | None = None,
     ) -> None:
         """Draw the coordinator's own record of a transaction (GET /admin/transactions/<gtid>):
-        one arrow per branch call, ending when its answer was logged; the calls logged after
-        `after` come from the lane `later` (another coordinator instance)."""
+        one arrow per branch call, ending when its answer was logged (a step of the mode
+        itself, such as Paxos learning its value, is a mark); the calls logged after `after`
+        come from the lane `later` (another coordinator instance)."""
         for event in detail.get("timeline", []):
             at = datetime.fromisoformat(event["at"]).timestamp()
             ok = event["outcome"] == "ok"
             label = f"{event['op']} {'ok' if ok else event['outcome']}"
             source = later if later is not None and after is not None and at > after else None
+            if event["branch"] == detail.get("mode"):  # the coordinator's own step
+                self.mark(source or coordinator, label, "commit" if ok else "abort", at)
+                continue
             self.message(source or coordinator, event["branch"], label, at - CALL_DRAWN_S, at, ok)
 
     def events(self) -> list[tuple[float, str]]:

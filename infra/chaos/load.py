@@ -1,6 +1,7 @@
 """Bounded-rate mixed load on the gateway (loopback only), every request in the history.
 
-Orders of all four modes, with coupons and red packets, each under an Idempotency-Key:
+Orders of the four modes and of mode paxos (not 3pc: a partition splits it by design,
+tests/e2e/test_threepc_split.py), with coupons and red packets, each under an Idempotency-Key:
 so the gateway's record tells the checker which order a request placed even when its
 answer was lost. Some keys are sent twice in a row (`duplicate`) or three times at once
 (`concurrent`). A few reads, and the `order_async` switch flipped now and then through
@@ -26,7 +27,7 @@ from infra.util import is_loopback, wait_until
 
 log = logging.getLogger(__name__)
 
-MODES = ("2pc", "tcc", "saga", "msg")
+MODES = ("2pc", "tcc", "saga", "msg", "paxos")
 # (discount, min spend) of a seeded user's coupons C-<user>-1/2/3.
 COUPONS = {1: (500, 1000), 2: (1000, 5000), 3: (3000, 20000)}
 MAX_RED_PACKET = 300

@@ -80,7 +80,7 @@ def stack_env(clusters: PgClusters, redis_url: str, amqp_url: str) -> dict[str, 
     for name in stack_config().names:
         env[f"PAXMART_{name.upper()}_PORT"] = str(PORT_BASE + PORT_OFFSETS[name])
         env[f"PAXMART_{name.upper()}_DB_URL"] = clusters.url(name)
-    # Mode paxos's acceptors (the chaos load runs no paxos order) share the coordinator's.
+    # Mode paxos's acceptors share the coordinator's cluster: its outage is theirs too.
     for name in clusters.base.acceptors:
         env[f"PAXMART_{name.upper()}_DB_URL"] = clusters.url(name, "coordinator")
     return env

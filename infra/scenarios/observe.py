@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from infra.scenarios.stage import Background, Stage, poll
+from infra.util import wait_until
 from paxkit.db import run
 
 PARTICIPANTS = ("inventory", "coupon", "redpacket")
@@ -113,9 +114,4 @@ class StockUpdate:
 
 def held_for(seconds: float, still: Callable[[], bool]) -> bool:
     """Watch that `still()` stays true for `seconds` (the outage a scenario holds open)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if not still():
-            return False
-        time.sleep(0.1)
-    return True
+    return not wait_until(lambda: not still(), seconds)

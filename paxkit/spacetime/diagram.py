@@ -7,7 +7,7 @@ from __future__ import annotations
 import textwrap
 from xml.sax.saxutils import escape
 
-from infra.scenarios.record import Mark, Message, Recording
+from paxkit.spacetime.record import Mark, Message, Recording
 
 WIDTH = 1200
 LEFT = 150

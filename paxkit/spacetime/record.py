@@ -82,12 +82,15 @@ class Recording:
         coordinator: str = "coordinator",
         after: float | None = None,
         later: str | None = None,
+        call_drawn_s: float | None = None,
     ) -> None:
         """Draw the coordinator's own record of a transaction (GET /admin/transactions/<gtid>):
         one arrow per branch call, ending when its answer was logged (a step of the mode
         itself, such as Paxos learning its value, is a mark); the calls logged after `after`
         come from the lane `later` (another coordinator instance). A call made again (a
-        retry, recovery's included) is labelled with its attempt: `commit #2 ok`."""
+        retry, recovery's included) is labelled with its attempt: `commit #2 ok`. An arrow
+        starts `call_drawn_s` (default CALL_DRAWN_S) before the answer was logged."""
+        drawn_s = CALL_DRAWN_S if call_drawn_s is None else call_drawn_s
         attempts: Counter[tuple[str, str]] = Counter()
         for event in detail.get("timeline", []):
             at = datetime.fromisoformat(event["at"]).timestamp()
@@ -99,7 +102,7 @@ class Recording:
             if event["branch"] == detail.get("mode"):  # the coordinator's own step
                 self.mark(source or coordinator, label, "commit" if ok else "abort", at)
                 continue
-            self.message(source or coordinator, event["branch"], label, at - CALL_DRAWN_S, at, ok)
+            self.message(source or coordinator, event["branch"], label, at - drawn_s, at, ok)
 
     def events(self) -> list[tuple[float, str]]:
         """Every mark and message as one line of text each, in time order."""

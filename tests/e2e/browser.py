@@ -1,7 +1,7 @@
 """Headless Debian chromium driven by Playwright, for the dashboard's tests.
 
-Loopback only: every request the page makes to another host is aborted and remembered,
-and a test can assert there was none. Bounded: every Playwright wait has a deadline.
+Loopback only: every request the page makes to another host is aborted, and the test
+that made it fails. Bounded: every Playwright wait has a deadline.
 Every test leaves a screenshot of its page in `test-results/screenshots/<test>.png`.
 """
 
@@ -94,6 +94,7 @@ def page(
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         opened.screenshot(path=str(SCREENSHOTS / f"{request.node.name}.png"), full_page=True)
         context.close()
+    assert outside.urls == [], "the page sent requests beyond loopback"
 
 
 def log_in(page: Page, name: str = "ops") -> None:

@@ -62,11 +62,13 @@ reset: install-run
 	$(PY) -m infra.launcher reset
 
 # The dashboard's browser tests drive Debian's chromium headless (Playwright, no browser
-# download); installed here when root, else they are skipped unless CI is set.
+# download), with a CJK font for the seed's terms in the screenshots; installed here when
+# root, else they are skipped unless CI is set.
+BROWSER_PACKAGES := chromium chromium-driver fonts-wqy-microhei
 browser:
-	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || \
+	@dpkg -s $(BROWSER_PACKAGES) >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-			chromium chromium-driver; } || \
+			$(BROWSER_PACKAGES); } || \
 		echo "chromium not installed: the browser tests will be skipped"
 
 test: install browser

@@ -283,6 +283,7 @@ def test_forged_or_missing_csrf_tokens_and_missing_sessions_are_refused(page: Pa
     page.locator("#level-choice").select_option("severe")
     page.get_by_role("button", name="Set level").click()
     expect(page.locator("section.error h1")).to_have_text("403 · csrf_refused")
+    page.screenshot(path=screenshot_of("csrf_forged"), full_page=True)
     assert api.get("/admin/switches", headers=ADMIN).json()["level"] == "normal"
 
     page.goto("/admin/ui/")

@@ -23,7 +23,7 @@ CHAOS ?= short
 SEED ?=
 MINUTES ?=
 
-.PHONY: help install install-run up reset test lint bench load load-ui chaos scenario scenarios down
+.PHONY: help install install-run browser up reset test lint bench load load-ui chaos scenario scenarios down
 
 help:
 	@echo "make up      start Postgres/Redis/RabbitMQ if needed, migrate, run every component (Ctrl-C stops)"
@@ -61,7 +61,17 @@ up: install-run
 reset: install-run
 	$(PY) -m infra.launcher reset
 
-test: install
+# The dashboard's browser tests drive Debian's chromium headless (Playwright, no browser
+# download), with a CJK font for the seed's terms in the screenshots; installed here when
+# root, else they are skipped unless CI is set.
+BROWSER_PACKAGES := chromium chromium-driver fonts-wqy-microhei
+browser:
+	@dpkg -s $(BROWSER_PACKAGES) >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			$(BROWSER_PACKAGES); } || \
+		echo "chromium not installed: the browser tests will be skipped"
+
+test: install browser
 	$(PY) -m infra.pgcluster start
 	$(PY) -m infra.deps
 	$(PY) -m pytest $(PYTEST_ARGS)

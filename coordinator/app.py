@@ -16,7 +16,7 @@ from coordinator.drivers import DRIVERS, Driver
 from coordinator.log import RETENTION_RULES, TxnLog
 from coordinator.msgflow import MessageFlow, report_handler
 from coordinator.paxoscommit import OutcomeUnknown, PaxosCommit
-from coordinator.ports import Branch, Txn
+from coordinator.ports import Branch, Txn, TxnFilter
 from coordinator.recovery import Recovery
 from coordinator.states import FINAL, STATUSES
 from paxkit.acceptors import ACCEPTOR_RETENTION, Acceptors, sql_acceptors
@@ -41,6 +41,7 @@ from paxkit.web import create_app as web_app
 
 MAX_LIST = 500
 MAX_STATUSES = 1000
+MAX_AGE_S = 10 * 365 * 86400
 
 # The modes a transaction is begun in through POST /transactions (msg begins from its event).
 SYNC_DRIVERS: tuple[type[Driver], ...] = (*DRIVERS, PaxosCommit)
@@ -140,11 +141,33 @@ def get_transaction(gtid: str) -> Any:
 
 @bp.get("/admin/transactions")
 def list_transactions() -> Any:
+    """The newest transactions, optionally of one status and mode, within an age range."""
+    limit = validate_limit(request.args.get("limit"), 50, MAX_LIST)
+    rows = _ext("log").recent(_txn_filter(), limit)
+    return jsonify({"items": [_txn_json(r) for r in rows]})
+
+
+def _txn_filter() -> TxnFilter:
     status = request.args.get("status") or None
     if status is not None and status not in STATUSES:
         raise InvalidInput("status", f"status must be one of {', '.join(STATUSES)}")
-    rows = _ext("log").recent(status, validate_limit(request.args.get("limit"), 50, MAX_LIST))
-    return jsonify({"items": [_txn_json(r) for r in rows]})
+    mode = request.args.get("mode") or None
+    if mode is not None and mode not in _ext("drivers"):
+        raise InvalidInput("mode", f"mode must be one of {', '.join(_ext('drivers'))}")
+    return TxnFilter(status, mode, _age_arg("min_age_s"), _age_arg("max_age_s"))
+
+
+def _age_arg(name: str) -> float | None:
+    raw = request.args.get(name) or None
+    if raw is None:
+        return None
+    try:
+        age = float(raw)
+    except ValueError:
+        age = -1.0
+    if not 0 <= age <= MAX_AGE_S:
+        raise InvalidInput(name, f"{name} must be a number of seconds from 0 to {MAX_AGE_S}")
+    return age
 
 
 @bp.get("/admin/transactions/<gtid>")

@@ -11,8 +11,11 @@ committed while another aborted is a split (`threepc_split`), the inconsistency 
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from typing import Any
+
+from prometheus_client import Gauge
 
 from coordinator.log import TxnLog
 from paxkit.audit import leftovers
@@ -23,6 +26,18 @@ from paxkit.threepc import MODE as THREEPC
 
 Violation = dict[str, Any]
 PAGE = 500
+# The last verdict, whichever coordinator process gave it (the dashboard's overview shows it).
+AUDIT_OK = Gauge(
+    "paxmart_audit_ok", "1 when the last audit found nothing wrong", multiprocess_mode="mostrecent"
+)
+AUDIT_VIOLATIONS = Gauge(
+    "paxmart_audit_violations", "Violations the last audit found", multiprocess_mode="mostrecent"
+)
+AUDIT_FINISHED = Gauge(
+    "paxmart_audit_finished_timestamp_seconds",
+    "When the last audit finished (Unix time)",
+    multiprocess_mode="mostrecent",
+)
 AUDIT_CALL_TIMEOUT_S = 30.0
 
 
@@ -59,6 +74,7 @@ class Auditor:
         checked["prepared_xacts"], checked["unsent_events"] = self._leftovers(violations)
         checked["transactions"] = self._transactions(violations)
         checked["threepc_transactions"] = self._splits(violations)
+        _export(violations)
         return {"ok": not violations, "violations": violations, "checked": checked}
 
     def _orders(self, initiator: str, client: ServiceClient, violations: list[Violation]) -> int:
@@ -186,3 +202,9 @@ def _ask(name: str, reply: Any) -> dict[str, Any]:
         )
     body: dict[str, Any] = reply.body
     return body
+
+
+def _export(violations: list[Violation]) -> None:
+    AUDIT_OK.set(0 if violations else 1)
+    AUDIT_VIOLATIONS.set(len(violations))
+    AUDIT_FINISHED.set(time.time())

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from coordinator.ports import Branch, Event, Txn
+from coordinator.ports import Branch, Event, Txn, TxnFilter
 from coordinator.states import FINAL, PREPARING, PRESUMED, UNFINISHED, is_durable, next_status
 from paxkit.db import Database, run
 from paxkit.messaging import BranchReport
@@ -287,12 +287,21 @@ class TxnLog:
             gtid=gtid,
         )
 
-    def recent(self, status: str | None, limit: int) -> list[Txn]:
+    def recent(self, wanted: TxnFilter, limit: int) -> list[Txn]:
+        """The newest transactions that pass `wanted` (each criterion left None passes all)."""
         rows = self.db.fetch_all(
             f"SELECT {TXN_COLUMNS} FROM global_txns "
             "WHERE (CAST(:status AS text) IS NULL OR status = :status) "
+            "AND (CAST(:mode AS text) IS NULL OR mode = :mode) "
+            "AND (CAST(:min_age AS float8) IS NULL "
+            "OR created_at <= now() - make_interval(secs => :min_age)) "
+            "AND (CAST(:max_age AS float8) IS NULL "
+            "OR created_at >= now() - make_interval(secs => :max_age)) "
             "ORDER BY created_at DESC LIMIT :limit",
-            status=status,
+            status=wanted.status,
+            mode=wanted.mode,
+            min_age=wanted.min_age_s,
+            max_age=wanted.max_age_s,
             limit=limit,
         )
         return [txn_of(r) for r in rows]

@@ -46,6 +46,16 @@ class Txn:
 
 
 @dataclass(frozen=True)
+class TxnFilter:
+    """Which transactions an operator lists: by status, mode and age (seconds since begun)."""
+
+    status: str | None = None
+    mode: str | None = None
+    min_age_s: float | None = None
+    max_age_s: float | None = None
+
+
+@dataclass(frozen=True)
 class Event:
     """One entry of a transaction's timeline: a branch call and its outcome."""
 

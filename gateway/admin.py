@@ -2,37 +2,28 @@
 own control plane) and audit, transactions and dead letters (served by the coordinator).
 
 Changes are attributed to the `X-Actor` header (default `admin`) and the caller's
-address in the change log (GET /admin/changes).
+address in the change log (GET /admin/changes). The actions themselves live in
+operations.py, which the dashboard (gateway/ui) shares.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from gateway.control import Actor, ControlStore
+from gateway import operations
+from gateway.control import Actor
 from gateway.core import current_gateway
-from gateway.ratelimit import SCOPES, Rule
-from gateway.routes import relay, upstream
-from gateway.switches import LEVELS, SWITCHES
-from gateway.upstreams import segment
+from gateway.routes import relay
 from paxkit.auth import require_bearer
-from paxkit.errors import InvalidInput, NotFound
+from paxkit.errors import InvalidInput
 from paxkit.requests_json import json_body, optional_json_body
 from paxkit.validation import validate_limit
 
 admin = Blueprint("admin", __name__, url_prefix="/admin")
 
-RULE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
-ROUTE = re.compile(r"^/[A-Za-z0-9_./<>:-]{0,199}\*?\Z")
-ACTOR = re.compile(r"^[ -~]{1,64}\Z")
-MAX_RATE = 1_000_000
 MAX_CHANGES = 500
-# The coordinator answers these by asking every service in turn.
-COORDINATOR_ADMIN_TIMEOUT_S = 60.0
 
 
 @admin.before_request
@@ -43,107 +34,78 @@ def require_token() -> None:
 
 @admin.get("/audit")
 def audit() -> Response:
-    return relay(upstream("coordinator").get("/admin/audit", timeout_s=COORDINATOR_ADMIN_TIMEOUT_S))
+    return relay(operations.audit())
 
 
 @admin.get("/transactions")
 def transactions() -> Response:
-    return relay(upstream("coordinator").get("/admin/transactions", params=request.args.to_dict()))
+    return relay(operations.transactions(request.args.to_dict()))
 
 
 @admin.get("/transactions/<gtid>")
 def transaction(gtid: str) -> Response:
-    return relay(upstream("coordinator").get(f"/admin/transactions/{segment(gtid)}"))
+    return relay(operations.transaction(gtid))
 
 
 @admin.get("/dead-letters")
 def dead_letters() -> Response:
     """Every consumer's dead letters, gathered by the coordinator."""
-    reply = upstream("coordinator").get(
-        "/admin/dead-letters", params=request.args.to_dict(), timeout_s=COORDINATOR_ADMIN_TIMEOUT_S
-    )
-    return relay(reply)
+    return relay(operations.dead_letters(request.args.to_dict()))
 
 
 @admin.post("/dead-letters/replay")
 def replay_dead_letters() -> Response:
-    reply = upstream("coordinator").post(
-        "/admin/dead-letters/replay",
-        json=optional_json_body(),
-        timeout_s=COORDINATOR_ADMIN_TIMEOUT_S,
-    )
-    return relay(reply)
+    return relay(operations.replay_dead_letters(optional_json_body()))
 
 
 @admin.get("/switches")
 def switches() -> Response:
-    gateway = current_gateway()
-    snapshot = gateway.control.snapshot
-    return jsonify(
-        {
-            "level": snapshot.level,
-            "switches": snapshot.describe(gateway.breaker_open),
-            "breakers": gateway.breakers(),
-            "version": snapshot.version,
-        }
-    )
+    return jsonify(operations.control_state())
 
 
 @admin.put("/switches/<name>")
 def set_switch(name: str) -> Response:
-    known_switch(name)
+    operations.known_switch(name)
     on = json_body().get("on")
     if not isinstance(on, bool):
         raise InvalidInput("on", "on must be true or false")
-    announce(lambda store: store.set_switch(name, on, actor()))
+    operations.set_switch(name, on, actor())
     return switches()
 
 
 @admin.delete("/switches/<name>")
 def clear_switch(name: str) -> Response:
     """Drop the manual setting: the switch follows the level and the breakers again."""
-    known_switch(name)
-    version = control_store().clear_switch(name, actor())
-    if version is not None:
-        current_gateway().control.announce(version)
+    operations.clear_switch(name, actor())
     return switches()
 
 
 @admin.put("/level")
 def set_level() -> Response:
-    level = json_body().get("level")
-    if level not in LEVELS:
-        raise InvalidInput("level", f"level must be one of {', '.join(LEVELS)}")
-    announce(lambda store: store.set_level(level, actor()))
+    operations.set_level(json_body().get("level"), actor())
     return switches()
 
 
 @admin.get("/ratelimits")
 def ratelimits() -> Response:
-    gateway = current_gateway()
-    rules = sorted(gateway.control.snapshot.rules.values(), key=lambda r: r.name)
     return jsonify(
         {
-            "items": [r.as_json() for r in rules],
-            "failure_mode": gateway.limiter.failure_mode,
+            "items": [r.as_json() for r in operations.rules()],
+            "failure_mode": current_gateway().limiter.failure_mode,
         }
     )
 
 
 @admin.put("/ratelimits/<name>")
 def put_ratelimit(name: str) -> Any:
-    rule = parse_rule(name, json_body())
-    version, created = control_store().put_rule(rule, actor())
-    current_gateway().control.announce(version)
+    rule = operations.parse_rule(name, json_body())
+    created = operations.put_rule(rule, actor())
     return jsonify(rule.as_json()), 201 if created else 200
 
 
 @admin.delete("/ratelimits/<name>")
 def delete_ratelimit(name: str) -> Any:
-    version = control_store().delete_rule(name, actor()) if RULE_NAME.match(name) else None
-    if version is None:
-        raise NotFound(f"No rate-limit rule {name!r}.", code="rule_not_found")
-    current_gateway().control.announce(version)
+    operations.delete_rule(name, actor())
     return "", 204
 
 
@@ -151,51 +113,8 @@ def delete_ratelimit(name: str) -> Any:
 def changes() -> Response:
     """The control plane's change log, newest first."""
     limit = validate_limit(request.args.get("limit"), 50, MAX_CHANGES)
-    return jsonify({"items": control_store().changes(limit)})
-
-
-def known_switch(name: str) -> None:
-    if name not in SWITCHES:
-        raise NotFound(
-            f"No switch {name!r}; known: {', '.join(SWITCHES)}.", code="switch_not_found"
-        )
-
-
-def parse_rule(name: str, body: dict[str, Any]) -> Rule:
-    """A rule from a PUT body, or a 400 naming the bad field."""
-    if not RULE_NAME.match(name):
-        raise InvalidInput("rule", "a rule name is 1-64 characters of [A-Za-z0-9_.-]")
-    route = body.get("route")
-    if not isinstance(route, str) or not ROUTE.match(route):
-        raise InvalidInput(
-            "route",
-            "route must be a path such as /api/orders or /api/products/<sku>, "
-            "optionally ending in * to cover every path below it",
-        )
-    rate = body.get("rate_per_s")
-    if not isinstance(rate, int | float) or isinstance(rate, bool) or not 0 < rate <= MAX_RATE:
-        raise InvalidInput("rate_per_s", f"rate_per_s must be a number above 0, up to {MAX_RATE}")
-    burst = body.get("burst")
-    if isinstance(burst, bool) or not isinstance(burst, int) or not 1 <= burst <= MAX_RATE:
-        raise InvalidInput("burst", f"burst must be an integer from 1 to {MAX_RATE}")
-    scope = body.get("scope", "client")
-    if scope not in SCOPES:
-        raise InvalidInput("scope", f"scope must be one of {', '.join(SCOPES)}")
-    return Rule(name, route, float(rate), burst, scope)
+    return jsonify({"items": operations.changes(limit)})
 
 
 def actor() -> Actor:
-    name = request.headers.get("X-Actor", "admin")
-    if not ACTOR.match(name):
-        raise InvalidInput("X-Actor", "X-Actor must be 1-64 printable ASCII characters")
-    return Actor(name, request.remote_addr)
-
-
-def announce(change: Callable[[ControlStore], int]) -> None:
-    """Make a change in the store, then push it to every gateway process."""
-    current_gateway().control.announce(change(control_store()))
-
-
-def control_store() -> ControlStore:
-    """The control plane's database; while it is down, the edge answers 503."""
-    return current_gateway().control.store
+    return operations.actor_named(request.headers.get("X-Actor", "admin"), request.remote_addr)

@@ -1,12 +1,14 @@
 """The gateway: the only public entry point, and where the protections live.
 
 Rate limiting (gateway/ratelimit.py), the product read cache (cache.py), degradation
-switches and levels (switches.py, control.py), circuit breakers (breaker.py) and
-idempotency keys (idempotency.py) are built per process here; nothing runs at import.
+switches and levels (switches.py, control.py), circuit breakers (breaker.py),
+idempotency keys (idempotency.py) and the operator's dashboard (ui/) are built per
+process here; nothing runs at import.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,10 @@ from gateway import guards
 from gateway.admin import admin
 from gateway.core import Gateway, GatewayOptions, ProcessState, WarmUp, current_gateway
 from gateway.routes import api
+from gateway.ui.session import Sessions
+from gateway.ui.telemetry import Telemetry
+from gateway.ui.views import Dashboard, ui
+from gateway.upstreams import UPSTREAMS
 from paxkit.background import Loop
 from paxkit.component import Background, Component, ComponentSpec
 from paxkit.config import Settings, load_settings
@@ -60,14 +66,19 @@ class GatewayComponent(Component):
         self.retention = Retention(
             "gateway", self.gateway.db, RETENTION_RULES, settings.retention_s
         )
+        # The dashboard reads every upstream's /metrics at once, on threads of its own.
+        self.metrics_pool = ThreadPoolExecutor(len(UPSTREAMS), thread_name_prefix="ui-metrics")
+        self.dashboard = Dashboard(Sessions(settings.admin_token), Telemetry(self.metrics_pool))
 
     def register(self, app: Flask) -> None:
         app.extensions["paxmart.gateway"] = self.gateway
         app.extensions["paxmart.gauges"] = [self.retention.probe()]
+        app.extensions["paxmart.dashboard"] = self.dashboard
         app.add_url_rule("/readyz", "readyz", readyz)
         guards.install(app)
         app.register_blueprint(api)
         app.register_blueprint(admin)
+        app.register_blueprint(ui)
 
     def web_process(self) -> list[Background]:
         return [ProcessState(self.gateway)]
@@ -79,6 +90,7 @@ class GatewayComponent(Component):
         return [retention, WarmUp(self.gateway)] if self.gateway.options.warmup else [retention]
 
     def close(self) -> None:
+        self.metrics_pool.shutdown(wait=False)
         self.gateway.stop()
 
 

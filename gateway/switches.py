@@ -44,6 +44,25 @@ PRESETS: dict[str, frozenset[str]] = {
     "severe": frozenset(SWITCHES),
 }
 BREAKER_SWITCHES = {"waiting_room": "order", "recommendations": "inventory"}
+# What a switch does when on, in the seed's terms (缓存, 限流, 异步削峰, 服务降级), for operators.
+EFFECTS = {
+    "recommendations": "GET /api/recommendations serves the static hot list, marked degraded "
+    "(服务降级 of a non-core feature).",
+    "crawler_block": "Bot user agents get an empty 200 on /api/* (限流: crawlers are shed first).",
+    "order_async": "POST /api/orders is accepted at once (202) and settled through the queue "
+    "at the pace the databases sustain (异步削峰).",
+    "waiting_room": "POST /api/orders answers 503 waiting_room with Retry-After: no new orders.",
+    "read_only": "Every POST/PUT/PATCH/DELETE on /api/* answers 503 read_only: writes pause, "
+    "reads go on (from the 缓存 read cache where it can).",
+}
+# What each level means, each adding to the one before.
+LEVEL_MEANINGS = {
+    "normal": "Full service: only the read cache (缓存) and the rate-limit rules (限流) act.",
+    "general": "服务降级 of the non-core: recommendations come from the static list.",
+    "warning": "As general, and crawlers are turned away (限流 of bots).",
+    "error": "As warning, and orders are queued and settled asynchronously (异步削峰).",
+    "severe": "Everything: as error, plus the waiting room for orders and a read-only shop.",
+}
 # Self-declared crawlers and scrapers; curl, wget and HTTP libraries are not blocked.
 BOT_USER_AGENT = re.compile(
     r"bot\b|crawl|spider|slurp|scrapy|headlesschrome|facebookexternalhit|ia_archiver",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json as jsonlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -92,6 +93,16 @@ class ServiceClient:
             "GET", path, params=params, timeout_s=timeout_s, idempotent=True, headers=headers
         )
 
+    def get_text(self, path: str, timeout_s: float | None = None) -> Reply:
+        """One GET whose body is text, not JSON (a component's /metrics)."""
+        timeout = timeout_s if timeout_s is not None else self.timeout_s
+        try:
+            return self._once("GET", self.prefix + path, None, self.headers, timeout, _text)
+        except _Retryable as err:
+            raise UpstreamNotReached(
+                f"{self.name} is unavailable: {err}", upstream=self.name
+            ) from err
+
     def post(
         self,
         path: str,
@@ -137,7 +148,13 @@ class ServiceClient:
         raise AssertionError("unreachable")
 
     def _once(
-        self, method: str, url: str, body: bytes | None, headers: dict[str, str], timeout: float
+        self,
+        method: str,
+        url: str,
+        body: bytes | None,
+        headers: dict[str, str],
+        timeout: float,
+        decode: Callable[[bytes], Any] | None = None,
     ) -> Reply:
         try:
             response = self.pool.urlopen(
@@ -157,7 +174,8 @@ class ServiceClient:
             raise _Retryable(str(err), reached=False) from err
         except (HTTPError, OSError) as err:  # the connection broke: it may have been sent
             raise _Retryable(str(err), reached=True) from err
-        return Reply(response.status, _decode(response.data), dict(response.headers))
+        body_of = decode or _decode
+        return Reply(response.status, body_of(response.data), dict(response.headers))
 
     def close(self) -> None:
         self.pool.close()
@@ -175,3 +193,7 @@ def _decode(data: bytes) -> Any:
         return jsonlib.loads(data)
     except ValueError:
         return {"raw": data[:500].decode(errors="replace")}
+
+
+def _text(data: bytes) -> str:
+    return data.decode(errors="replace")

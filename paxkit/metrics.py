@@ -15,6 +15,7 @@ from typing import Any
 from flask import Flask, Response, g, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
+    REGISTRY,
     CollectorRegistry,
     Counter,
     Histogram,
@@ -63,6 +64,12 @@ def _registry() -> CollectorRegistry | None:
     registry = CollectorRegistry()
     prom_multiprocess.MultiProcessCollector(registry)
     return registry
+
+
+def own_metrics() -> list[Metric]:
+    """This component's metrics as `/metrics` serves them (every worker's, added up)."""
+    registry = _registry()
+    return list((registry or REGISTRY).collect())
 
 
 def install_metrics(app: Flask, component: str) -> None:

@@ -9,9 +9,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra.scenarios.diagram import render_svg, render_text
-from infra.scenarios.record import Recording
 from infra.scenarios.stage import ScenarioFailed, Stage, StageSpec
+from paxkit.spacetime.diagram import render_svg, render_text
+from paxkit.spacetime.record import Recording
 
 log = logging.getLogger(__name__)
 

@@ -21,11 +21,11 @@ from infra.chaos.proxy import Proxy
 from infra.deps import ensure_rabbitmq, ensure_redis
 from infra.launcher import Stack, stack_components
 from infra.pgcluster import ensure_cluster
-from infra.scenarios.record import Recording
 from paxkit.config import Settings, load_settings
 from paxkit.db import Database, make_engine
 from paxkit.faults import arm, disarm_all
 from paxkit.migrate import migrate_all
+from paxkit.spacetime.record import Recording
 
 T = TypeVar("T")
 

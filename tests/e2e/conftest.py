@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pika
 import pytest
 import redis
 import requests
@@ -17,7 +18,7 @@ from paxkit.auth import SERVICE_HEADER
 from paxkit.config import Settings, load_settings
 from paxkit.db import Database
 from paxkit.faults import disarm_all
-from paxkit.messaging import Topology, delete_topology
+from paxkit.messaging import Topology, connect, delete_topology
 from paxkit.migrate import drop_database, migrate_all
 from tests.conftest import TEST_ENV
 from tests.helpers import wait_until
@@ -140,6 +141,23 @@ def user() -> int:
 @pytest.fixture
 def another_user() -> int:
     return next(_users)
+
+
+def publish_raw(settings: Settings, routing_key: str, body: bytes, message_id: str) -> None:
+    """Publish a message by hand, as no component would (a poison message, for one)."""
+    connection = connect(settings.amqp_url)
+    try:
+        channel = connection.channel()
+        channel.confirm_delivery()
+        channel.basic_publish(
+            settings.mq_namespace,
+            routing_key,
+            body,
+            pika.BasicProperties(message_id=message_id, delivery_mode=2),
+            mandatory=True,
+        )
+    finally:
+        connection.close()
 
 
 def prepared_for(dbs: dict[str, Database], gtid: str) -> int:

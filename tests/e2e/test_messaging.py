@@ -13,14 +13,13 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import pika
 import pytest
 from sqlalchemy import text
 from werkzeug.serving import make_server
 
 from paxkit.faults import arm
-from paxkit.messaging import PLACED, branch_key, connect
-from tests.e2e.conftest import ADMIN
+from paxkit.messaging import PLACED, branch_key
+from tests.e2e.conftest import ADMIN, publish_raw
 from tests.helpers import wait_until
 
 SKU = "SKU-0071"
@@ -144,22 +143,6 @@ def dead_letters(api) -> dict[str, Any]:
 
 def replay(api, body: dict[str, Any] | None) -> Any:
     return api.post("/admin/dead-letters/replay", json=body, headers=ADMIN)
-
-
-def publish_raw(settings, routing_key: str, body: bytes, message_id: str) -> None:
-    connection = connect(settings.amqp_url)
-    try:
-        channel = connection.channel()
-        channel.confirm_delivery()
-        channel.basic_publish(
-            settings.mq_namespace,
-            routing_key,
-            body,
-            pika.BasicProperties(message_id=message_id, delivery_mode=2),
-            mandatory=True,
-        )
-    finally:
-        connection.close()
 
 
 def test_poison_message_is_dead_lettered_listed_replayed_and_the_rest_flows(

@@ -163,8 +163,26 @@ def test_the_internal_client_carries_the_credential_to_a_real_branch(quiet, apps
 # ---------------------------------------------------------------- the gateway
 
 
+DASHBOARD = "/admin/ui"
+# The dashboard's own open routes: its stylesheet and scripts, and the login form.
+DASHBOARD_OPEN = frozenset({f"{DASHBOARD}/static/<path:filename>", f"{DASHBOARD}/login"})
+
+
 def admin_routes(app: Flask) -> Iterator[tuple[str, str, str]]:
-    return ((r, m, u) for r, m, u in internal_routes(app) if r.startswith("/admin"))
+    """The JSON admin API's routes (the dashboard's have a session of their own)."""
+    return (
+        (r, m, u)
+        for r, m, u in internal_routes(app)
+        if r.startswith("/admin") and not r.startswith(DASHBOARD)
+    )
+
+
+def dashboard_routes(app: Flask) -> Iterator[tuple[str, str, str]]:
+    return (
+        (r, m, u)
+        for r, m, u in internal_routes(app)
+        if r.startswith(DASHBOARD) and r not in DASHBOARD_OPEN
+    )
 
 
 def test_the_gateway_reaches_the_services_with_the_credential(gw, fake: FakeUpstream):
@@ -194,3 +212,31 @@ def test_a_gateway_started_without_an_admin_token_refuses_admin_calls(gw_setting
             assert body["code"] == "credential_not_configured"
             assert "PAXMART_ADMIN_TOKEN" in body["message"]
         assert gateway.get("/api/products/SKU-0001").status_code == 200
+
+
+def test_every_dashboard_route_needs_a_session_not_the_bearer_token(gw):
+    """A page sends the browser to the login form; anything else is 401 session_required."""
+    routes = list(dashboard_routes(gw.app))
+    assert {f"{DASHBOARD}/", f"{DASHBOARD}/level", f"{DASHBOARD}/api/overview"} <= {
+        r for r, _, _ in routes
+    }
+    for headers in ({}, ADMIN):
+        for rule, method, url in routes:
+            response = call(gw.app, method, url, headers)
+            if method == "GET" and not rule.startswith(f"{DASHBOARD}/api/"):
+                assert response.status_code == 302, (method, rule, response.status_code)
+                assert response.headers["Location"].startswith(f"{DASHBOARD}/login?next=")
+            else:
+                assert response.status_code == 401, (method, rule, response.status_code)
+                assert "session_required" in response.get_data(as_text=True)
+
+
+def test_a_gateway_started_without_an_admin_token_closes_the_dashboard(gw_settings):
+    settings = dataclasses.replace(gw_settings, admin_token=None)
+    with running_gateway(settings, isolated_options()) as gateway:
+        walked = [*dashboard_routes(gateway.app), ("login", "GET", f"{DASHBOARD}/login")]
+        for rule, method, url in walked:
+            response = call(gateway.app, method, url, {})
+            text = response.get_data(as_text=True)
+            assert response.status_code == 503, (method, rule, response.status_code)
+            assert "credential_not_configured" in text and "PAXMART_ADMIN_TOKEN" in text

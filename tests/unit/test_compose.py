@@ -39,6 +39,8 @@ DATABASES = (*stack_config().names, *ACCEPTORS)
 PG_SERVICE = "pg-{}"
 MIGRATE = "migrate"
 PUBLISHED = {"gateway"}
+# The optional observability profile (test_observability_profile.py checks it).
+OBSERVABILITY = {"prometheus", "grafana"}
 CONDITIONS = {"service_healthy", "service_completed_successfully"}
 ENV_NAME = re.compile(r"PAXMART_[A-Z0-9_]+")
 CREDENTIALS = ("PAXMART_ADMIN_TOKEN", "PAXMART_SERVICE_TOKEN")
@@ -299,8 +301,11 @@ def test_db_urls_point_at_the_matching_postgres(services):
 
 
 def test_only_the_gateway_publishes_ports(services):
+    """Besides the gateway, only the observability profile's UIs, on loopback alone."""
     published = {name for name, svc in services.items() if svc.get("ports")}
-    assert published == PUBLISHED
+    assert published - OBSERVABILITY == PUBLISHED
+    for name in published & OBSERVABILITY:
+        assert all(str(port).startswith("127.0.0.1:") for port in services[name]["ports"]), name
     gateway = stack_config().entry("gateway")
     for port in services["gateway"]["ports"]:
         assert str(port).rsplit(":", 1)[-1].split("/")[0] == str(gateway.default_port)

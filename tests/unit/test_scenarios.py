@@ -8,10 +8,10 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from infra.scenarios.catalog import SCENARIOS, by_name
-from infra.scenarios.diagram import render_svg, render_text
 from infra.scenarios.play import Verdict
-from infra.scenarios.record import Recording
 from infra.scenarios.sessions import Read, regressions, stale_reads
+from paxkit.spacetime.diagram import render_svg, render_text
+from paxkit.spacetime.record import Recording
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -89,3 +89,23 @@ def test_every_scenario_the_issue_names_is_there_once():
 def test_a_verdict_line_says_pass_or_fail_and_the_scenario():
     assert Verdict(True, "held").line("x") == "VERDICT PASS x: held"
     assert Verdict(False, "broke").line("y") == "VERDICT FAIL y: broke"
+
+
+def test_a_call_made_again_is_labelled_with_its_attempt():
+    recording = Recording(started_at=100.0)
+    at = "2026-01-01T00:00:0{}+00:00"
+    recording.coordinator_timeline(
+        {
+            "mode": "2pc",
+            "timeline": [
+                {"branch": "coupon", "op": "prepare", "outcome": "ok", "at": at.format(1)},
+                {"branch": "coupon", "op": "commit", "outcome": "timeout", "at": at.format(2)},
+                {"branch": "coupon", "op": "commit", "outcome": "ok", "at": at.format(3)},
+                {"branch": "2pc", "op": "decide", "outcome": "ok", "at": at.format(4)},
+            ],
+        }
+    )
+    assert [m.label for m in recording.messages] == ["prepare ok", "commit timeout", "commit #2 ok"]
+    assert [(m.lane, m.label, m.kind) for m in recording.marks] == [
+        ("coordinator", "decide ok", "commit")
+    ]

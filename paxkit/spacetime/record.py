@@ -1,15 +1,17 @@
-"""What a scenario saw, as it happened: marks on a process's lane and messages between
-lanes, on the wall clock (so the coordinator's own timeline lines up with them)."""
+"""What a scenario (or a transaction's log) saw, as it happened: marks on a process's lane
+and messages between lanes, on the wall clock (so the coordinator's own timeline lines up
+with them)."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-# Kinds of mark, each drawn with its own symbol and colour (infra/scenarios/diagram.py).
+# Kinds of mark, each drawn with its own symbol and colour (paxkit/spacetime/diagram.py).
 MARK_KINDS = ("info", "prepare", "commit", "abort", "crash", "pause", "resume", "blocked", "bad")
 
 
@@ -80,20 +82,27 @@ class Recording:
         coordinator: str = "coordinator",
         after: float | None = None,
         later: str | None = None,
+        call_drawn_s: float | None = None,
     ) -> None:
         """Draw the coordinator's own record of a transaction (GET /admin/transactions/<gtid>):
         one arrow per branch call, ending when its answer was logged (a step of the mode
         itself, such as Paxos learning its value, is a mark); the calls logged after `after`
-        come from the lane `later` (another coordinator instance)."""
+        come from the lane `later` (another coordinator instance). A call made again (a
+        retry, recovery's included) is labelled with its attempt: `commit #2 ok`. An arrow
+        starts `call_drawn_s` (default CALL_DRAWN_S) before the answer was logged."""
+        drawn_s = CALL_DRAWN_S if call_drawn_s is None else call_drawn_s
+        attempts: Counter[tuple[str, str]] = Counter()
         for event in detail.get("timeline", []):
             at = datetime.fromisoformat(event["at"]).timestamp()
             ok = event["outcome"] == "ok"
-            label = f"{event['op']} {'ok' if ok else event['outcome']}"
+            call = (event["branch"], event["op"])
+            attempts[call] += 1
+            label = f"{event['op']}{_attempt(attempts[call])} {'ok' if ok else event['outcome']}"
             source = later if later is not None and after is not None and at > after else None
             if event["branch"] == detail.get("mode"):  # the coordinator's own step
                 self.mark(source or coordinator, label, "commit" if ok else "abort", at)
                 continue
-            self.message(source or coordinator, event["branch"], label, at - CALL_DRAWN_S, at, ok)
+            self.message(source or coordinator, event["branch"], label, at - drawn_s, at, ok)
 
     def events(self) -> list[tuple[float, str]]:
         """Every mark and message as one line of text each, in time order."""
@@ -110,3 +119,7 @@ class Recording:
 
 # How long before its logged answer a branch call's arrow starts (the log keeps one time).
 CALL_DRAWN_S = 0.02
+
+
+def _attempt(number: int) -> str:
+    return f" #{number}" if number > 1 else ""

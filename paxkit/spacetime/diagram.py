@@ -7,7 +7,7 @@ from __future__ import annotations
 import textwrap
 from xml.sax.saxutils import escape
 
-from infra.scenarios.record import Mark, Message, Recording
+from paxkit.spacetime.record import Mark, Message, Recording
 
 WIDTH = 1200
 LEFT = 150
@@ -15,7 +15,8 @@ RIGHT = 40
 TOP = 70
 LANE_GAP = 80
 BOTTOM = 50
-LEAD_S = 0.5  # room before the first event
+LEAD_S = 0.5  # room before the first event, at most
+LEAD_SHARE = 0.05  # of the span: a transaction of milliseconds gets milliseconds
 TAIL_SHARE = 0.08  # and after the last one, for its labels
 VERDICT_WIDTH = 150
 COLOURS = {
@@ -36,7 +37,7 @@ class _Scale:
 
     def __init__(self, recording: Recording) -> None:
         times = event_times(recording) or [recording.started_at]
-        self.start = min(times) - LEAD_S
+        self.start = min(times) - min(LEAD_S, max(0.001, LEAD_SHARE * (max(times) - min(times))))
         self.span = max(0.001, max(times) - self.start) * (1 + TAIL_SHARE)
         self.rows = {name: TOP + i * LANE_GAP for i, name in enumerate(recording.lanes)}
 
@@ -116,7 +117,25 @@ def _time_axis(scale: _Scale, height: float) -> list[str]:
 
 def _tick_step(span: float) -> float:
     """A round step giving at most about a dozen ticks."""
-    for step in (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 30, 60, 120):
+    for step in (
+        0.001,
+        0.002,
+        0.005,
+        0.01,
+        0.02,
+        0.05,
+        0.1,
+        0.2,
+        0.5,
+        1,
+        2,
+        5,
+        10,
+        20,
+        30,
+        60,
+        120,
+    ):
         if span / step <= 12:
             return float(step)
     return span / 10

@@ -30,6 +30,9 @@ RULE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
 ROUTE = re.compile(r"^/[A-Za-z0-9_./<>:-]{0,199}\*?\Z")
 ACTOR = re.compile(r"^[ -~]{1,64}\Z")
 MAX_RATE = 1_000_000
+# One token per 1000 s at the slowest: a full bucket's refill time stays a whole number of
+# milliseconds that Redis takes as a key's expiry (slower rates overflowed PEXPIRE).
+MIN_RATE = 0.001
 MAX_CHANGES = 500
 # The coordinator answers these by asking every service in turn.
 COORDINATOR_ADMIN_TIMEOUT_S = 60.0
@@ -130,19 +133,19 @@ def ratelimits() -> Response:
     )
 
 
-@admin.put("/ratelimits/<name>")
-def put_ratelimit(name: str) -> Any:
-    rule = parse_rule(name, json_body())
-    version, created = control_store().put_rule(rule, actor())
+@admin.put("/ratelimits/<rule>")
+def put_ratelimit(rule: str) -> Any:
+    parsed = parse_rule(rule, json_body())
+    version, created = control_store().put_rule(parsed, actor())
     current_gateway().control.announce(version)
-    return jsonify(rule.as_json()), 201 if created else 200
+    return jsonify(parsed.as_json()), 201 if created else 200
 
 
-@admin.delete("/ratelimits/<name>")
-def delete_ratelimit(name: str) -> Any:
-    version = control_store().delete_rule(name, actor()) if RULE_NAME.match(name) else None
+@admin.delete("/ratelimits/<rule>")
+def delete_ratelimit(rule: str) -> Any:
+    version = control_store().delete_rule(rule, actor()) if RULE_NAME.match(rule) else None
     if version is None:
-        raise NotFound(f"No rate-limit rule {name!r}.", code="rule_not_found")
+        raise NotFound(f"No rate-limit rule {rule!r}.", code="rule_not_found")
     current_gateway().control.announce(version)
     return "", 204
 
@@ -173,8 +176,14 @@ def parse_rule(name: str, body: dict[str, Any]) -> Rule:
             "optionally ending in * to cover every path below it",
         )
     rate = body.get("rate_per_s")
-    if not isinstance(rate, int | float) or isinstance(rate, bool) or not 0 < rate <= MAX_RATE:
-        raise InvalidInput("rate_per_s", f"rate_per_s must be a number above 0, up to {MAX_RATE}")
+    if (
+        not isinstance(rate, int | float)
+        or isinstance(rate, bool)
+        or not MIN_RATE <= rate <= MAX_RATE
+    ):
+        raise InvalidInput(
+            "rate_per_s", f"rate_per_s must be a number from {MIN_RATE} to {MAX_RATE}"
+        )
     burst = body.get("burst")
     if isinstance(burst, bool) or not isinstance(burst, int) or not 1 <= burst <= MAX_RATE:
         raise InvalidInput("burst", f"burst must be an integer from 1 to {MAX_RATE}")

@@ -15,6 +15,7 @@ from flask import Flask, jsonify
 from gateway import guards
 from gateway.admin import admin
 from gateway.core import Gateway, GatewayOptions, ProcessState, WarmUp, current_gateway
+from gateway.reference import ApiReference, reference
 from gateway.routes import api
 from paxkit.background import Loop
 from paxkit.component import Background, Component, ComponentSpec
@@ -60,14 +61,17 @@ class GatewayComponent(Component):
         self.retention = Retention(
             "gateway", self.gateway.db, RETENTION_RULES, settings.retention_s
         )
+        self.reference = ApiReference()
 
     def register(self, app: Flask) -> None:
         app.extensions["paxmart.gateway"] = self.gateway
         app.extensions["paxmart.gauges"] = [self.retention.probe()]
+        app.extensions["paxmart.reference"] = self.reference
         app.add_url_rule("/readyz", "readyz", readyz)
         guards.install(app)
         app.register_blueprint(api)
         app.register_blueprint(admin)
+        app.register_blueprint(reference)
 
     def web_process(self) -> list[Background]:
         return [ProcessState(self.gateway)]

@@ -63,11 +63,16 @@ class Rejected(Exception):
 
 def apply_action(action: Action, conn: Connection, payload: dict[str, Any]) -> None:
     """Run a business action; a payload it cannot read is the caller's error (400), also
-    when only the database finds a value of the wrong type in it."""
+    when only the database finds a value of the wrong type in it. An effect the ledger
+    already holds for the order (its key taken, under another transaction) says no."""
     try:
         action(conn, payload)
     except (KeyError, TypeError, ValueError) as err:
         raise InvalidInput("payload", f"the payload cannot be applied: {err!r}") from err
+    except IntegrityError as err:
+        if not isinstance(err.orig, pg_errors.UniqueViolation):
+            raise
+        raise Rejected("aborted", "this order's part is held here already") from err
     except DBAPIError as err:
         if not is_unfit_value(err):
             raise

@@ -138,15 +138,21 @@ def test_only_health_and_metrics_go_without_the_service_credential():
     assert open_routes == {("GET", "/healthz"), ("GET", "/metrics")}
 
 
-def test_admin_operations_need_the_admin_token():
-    """Every /admin/* operation declares the admin token and its 401, unless it says it is
-    open (`security: []`, e.g. a page with a login form); no other operation needs it."""
-    for (method, path), op in operations(load_spec("public")):
-        needs_token = op.get("security") == [{"adminToken": []}]
+def test_admin_operations_declare_how_they_are_guarded():
+    """Every /admin/* operation says how it is guarded: the admin token (with its 401),
+    another scheme the spec defines (a dashboard's session cookie), or `security: []` for
+    an open page such as a login form. No other operation needs the admin token."""
+    spec = load_spec("public")
+    schemes = set(spec["components"]["securitySchemes"])
+    for (method, path), op in operations(spec):
+        security = op.get("security")
         if not path.startswith("/admin/"):
-            assert not needs_token, (method, path)
-        elif op.get("security") != []:
-            assert needs_token and "401" in op["responses"], (method, path)
+            assert security != [{"adminToken": []}], (method, path)
+            continue
+        assert security is not None, (method, path)
+        assert all(set(requirement) <= schemes for requirement in security), (method, path)
+        if security == [{"adminToken": []}]:
+            assert "401" in op["responses"], (method, path)
 
 
 @pytest.mark.parametrize("name", ["public", "internal"])

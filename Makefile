@@ -79,7 +79,7 @@ test: install browser
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy paxkit gateway coordinator services infra
+	$(VENV)/bin/mypy paxkit gateway coordinator services infra tests
 
 # wrk is the load generator (Debian package); without it the benchmarks fall back to a
 # slower Python generator.

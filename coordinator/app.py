@@ -108,8 +108,8 @@ def resolve_transaction(gtid: str) -> Any:
     """The initiator's check-back: the outcome, or `aborted` for a gtid never begun (404
     for a msg gtid not logged yet: its begin may still be on its way)."""
     mode = json_body().get("mode", "2pc")
-    if mode not in _ext("drivers"):
-        raise InvalidInput("mode", "unknown mode")
+    if not isinstance(mode, str) or mode not in _ext("drivers"):
+        raise InvalidInput("mode", f"mode must be one of {', '.join(_ext('drivers'))}")
     txn = _ext("drivers")[mode].resolve(validate_gtid(gtid))
     if txn is None:
         raise NotFound(f"No transaction {gtid!r} yet.", code="transaction_not_found")

@@ -96,16 +96,16 @@ def ratelimits() -> Response:
     )
 
 
-@admin.put("/ratelimits/<name>")
-def put_ratelimit(name: str) -> Any:
-    rule = operations.parse_rule(name, json_body())
-    created = operations.put_rule(rule, actor())
-    return jsonify(rule.as_json()), 201 if created else 200
+@admin.put("/ratelimits/<rule>")
+def put_ratelimit(rule: str) -> Any:
+    parsed = operations.parse_rule(rule, json_body())
+    created = operations.put_rule(parsed, actor())
+    return jsonify(parsed.as_json()), 201 if created else 200
 
 
-@admin.delete("/ratelimits/<name>")
-def delete_ratelimit(name: str) -> Any:
-    operations.delete_rule(name, actor())
+@admin.delete("/ratelimits/<rule>")
+def delete_ratelimit(rule: str) -> Any:
+    operations.delete_rule(rule, actor())
     return "", 204
 
 

@@ -17,6 +17,7 @@ from flask import Flask, jsonify
 from gateway import guards
 from gateway.admin import admin
 from gateway.core import Gateway, GatewayOptions, ProcessState, WarmUp, current_gateway
+from gateway.reference import ApiReference, reference
 from gateway.routes import api
 from gateway.ui.session import Sessions
 from gateway.ui.telemetry import Telemetry
@@ -69,16 +70,19 @@ class GatewayComponent(Component):
         # The dashboard reads every upstream's /metrics at once, on threads of its own.
         self.metrics_pool = ThreadPoolExecutor(len(UPSTREAMS), thread_name_prefix="ui-metrics")
         self.dashboard = Dashboard(Sessions(settings.admin_token), Telemetry(self.metrics_pool))
+        self.reference = ApiReference()
 
     def register(self, app: Flask) -> None:
         app.extensions["paxmart.gateway"] = self.gateway
         app.extensions["paxmart.gauges"] = [self.retention.probe()]
         app.extensions["paxmart.dashboard"] = self.dashboard
+        app.extensions["paxmart.reference"] = self.reference
         app.add_url_rule("/readyz", "readyz", readyz)
         guards.install(app)
         app.register_blueprint(api)
         app.register_blueprint(admin)
         app.register_blueprint(ui)
+        app.register_blueprint(reference)
 
     def web_process(self) -> list[Background]:
         return [ProcessState(self.gateway)]

@@ -21,6 +21,9 @@ RULE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
 ROUTE = re.compile(r"^/[A-Za-z0-9_./<>:-]{0,199}\*?\Z")
 ACTOR = re.compile(r"^[ -~]{1,64}\Z")
 MAX_RATE = 1_000_000
+# One token per 1000 s at the slowest: a full bucket's refill time stays a whole number of
+# milliseconds that Redis takes as a key's expiry (slower rates overflowed PEXPIRE).
+MIN_RATE = 0.001
 # The coordinator answers these by asking every service in turn.
 COORDINATOR_ADMIN_TIMEOUT_S = 60.0
 
@@ -105,8 +108,14 @@ def parse_rule(name: str, body: dict[str, Any]) -> Rule:
             "optionally ending in * to cover every path below it",
         )
     rate = body.get("rate_per_s")
-    if not isinstance(rate, int | float) or isinstance(rate, bool) or not 0 < rate <= MAX_RATE:
-        raise InvalidInput("rate_per_s", f"rate_per_s must be a number above 0, up to {MAX_RATE}")
+    if (
+        not isinstance(rate, int | float)
+        or isinstance(rate, bool)
+        or not MIN_RATE <= rate <= MAX_RATE
+    ):
+        raise InvalidInput(
+            "rate_per_s", f"rate_per_s must be a number from {MIN_RATE} to {MAX_RATE}"
+        )
     burst = body.get("burst")
     if isinstance(burst, bool) or not isinstance(burst, int) or not 1 <= burst <= MAX_RATE:
         raise InvalidInput("burst", f"burst must be an integer from 1 to {MAX_RATE}")

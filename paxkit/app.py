@@ -22,7 +22,7 @@ class ServiceApp(Flask):
 
 def create_base_app(component: str, settings: Settings) -> Flask:
     """A Flask app with the contract's error shape, body limit, health, metrics, tracing."""
-    app = ServiceApp(component)
+    app = ServiceApp(component, static_folder=None)  # no component serves files
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["paxmart.settings"] = settings

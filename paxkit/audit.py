@@ -113,6 +113,13 @@ class LedgerAudit:
         ]
         return violations
 
+    def _claims(self, part: dict[str, Any]) -> dict[str, int]:
+        """What an order's part says this participant holds; one it cannot read is a 400."""
+        try:
+            return self.ledger.claims(part)
+        except (KeyError, TypeError, ValueError) as err:
+            raise InvalidInput("orders", f"a part this participant cannot read: {err!r}") from err
+
     def _order(self, order: dict[str, Any], effects: list[dict[str, Any]]) -> list[Violation]:
         order_id, status = order["order_id"], order["status"]
         if status == "pending":
@@ -127,7 +134,7 @@ class LedgerAudit:
         if status == "failed":
             return [{"check": "failed_order_with_effects", **found}] if applied else []
         part = order.get("part")
-        expected = self.ledger.claims(part) if isinstance(part, dict) else {}
+        expected = self._claims(part) if isinstance(part, dict) else {}
         if dict(applied) != expected:
             return [{"check": "confirmed_order_incomplete", **found, "applied": dict(applied)}]
         return []

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg2
 from flask import Blueprint, jsonify
 from psycopg2 import errors as pg_errors
 from sqlalchemy import Connection
@@ -61,11 +62,30 @@ class Rejected(Exception):
 
 
 def apply_action(action: Action, conn: Connection, payload: dict[str, Any]) -> None:
-    """Run a business action; a payload it cannot read is the caller's error (400)."""
+    """Run a business action; a payload it cannot read is the caller's error (400), also
+    when only the database finds a value of the wrong type in it. An effect the ledger
+    already holds for the order (its key taken, under another transaction) says no."""
     try:
         action(conn, payload)
     except (KeyError, TypeError, ValueError) as err:
         raise InvalidInput("payload", f"the payload cannot be applied: {err!r}") from err
+    except IntegrityError as err:
+        if not isinstance(err.orig, pg_errors.UniqueViolation):
+            raise
+        raise Rejected("aborted", "this order's part is held here already") from err
+    except DBAPIError as err:
+        if not is_unfit_value(err):
+            raise
+        raise InvalidInput("payload", f"the payload cannot be applied: {err.orig}") from err
+
+
+def is_unfit_value(err: DBAPIError) -> bool:
+    """A value the driver cannot send (no server error code: it never left), or one the
+    server refused as data (SQLSTATE class 22: wrong type, out of range)."""
+    orig = err.orig
+    if isinstance(orig, psycopg2.DataError):
+        return True
+    return isinstance(orig, psycopg2.ProgrammingError) and getattr(orig, "pgcode", None) is None
 
 
 class BranchConflict(ApiError):

@@ -49,7 +49,7 @@ TEST_ENV = {
 }
 
 
-LAYERS = ("unit", "integration", "e2e")
+LAYERS = ("unit", "integration", "e2e", "fuzz")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -58,7 +58,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run unit, then integration, then e2e tests, each layer marked with its name.
+    """Run unit, then integration, then e2e, then fuzz tests, each layer marked with its name.
 
     The e2e stack runs background recovery over the test databases, so the integration
     tests, which stage crashes by hand, must be done before it starts."""

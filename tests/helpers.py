@@ -14,7 +14,7 @@ T = TypeVar("T")
 
 
 def wait_until(
-    probe: Callable[[], T],
+    probe: Callable[[], T | None],
     timeout_s: float = 20.0,
     interval_s: float = 0.1,
     what: str = "condition",

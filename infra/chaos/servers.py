@@ -21,6 +21,7 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 from infra.deps import rabbitmq_ok, redis_ok
 from infra.pgcluster import ClusterError, ensure_cluster, pg_ctl, stop_cluster
@@ -131,7 +132,7 @@ class OwnRedis:
             raise ServerError("the chaos redis-server is not running")
         return self.proc.pid
 
-    def start(self) -> OwnRedis:
+    def start(self) -> Self:
         _require_free("redis-server", self.port)
         self.folder.mkdir(parents=True, exist_ok=True)
         binary = shutil.which("redis-server")

@@ -92,6 +92,8 @@ def audit_orders() -> Any:
     """The initiator's side of the audit: a page of orders (by id), each with the part every
     participant should hold, and whether a pending one is older than the horizon."""
     after = request.args.get("after", "")
+    if after and not ID_PATTERN.match(after):
+        raise InvalidInput("after", "after must be an order id (1-64 characters of [A-Za-z0-9_-])")
     limit = request.args.get("limit", str(MAX_AUDIT_PAGE))
     if not (limit.isascii() and limit.isdigit()) or not 1 <= int(limit) <= MAX_AUDIT_PAGE:
         raise InvalidInput("limit", f"limit must be an integer from 1 to {MAX_AUDIT_PAGE}")

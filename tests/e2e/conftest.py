@@ -20,7 +20,7 @@ from paxkit.db import Database
 from paxkit.faults import disarm_all
 from paxkit.messaging import Topology, connect, delete_topology
 from paxkit.migrate import drop_database, migrate_all
-from tests.conftest import TEST_ENV
+from tests.conftest import TEST_ENV, database_handles
 from tests.helpers import wait_until
 
 ADMIN = {"Authorization": f"Bearer {TEST_ENV['PAXMART_ADMIN_TOKEN']}"}
@@ -68,6 +68,15 @@ def own_stack(env: dict[str, str], log_dir: Path) -> Iterator[tuple[Stack, Setti
             yield stack, settings
     finally:
         forget(settings)
+
+
+@contextmanager
+def own_stack_and_database(
+    env: dict[str, str], log_dir: Path, name: str
+) -> Iterator[tuple[Stack, Database]]:
+    """A stack of a module's own (see `own_stack`) and a handle on one of its databases."""
+    with own_stack(env, log_dir) as (stack, settings), database_handles(settings, [name]) as dbs:
+        yield stack, dbs[name]
 
 
 class Api:

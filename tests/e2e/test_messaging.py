@@ -11,6 +11,7 @@ import json
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import pytest
@@ -178,7 +179,7 @@ def test_poison_message_is_dead_lettered_listed_replayed_and_the_rest_flows(
     every = sorted(i["id"] for i in poisoned())
     assert sorted(replay(api, None).json()["replayed"]) == every
     for name in PARTICIPANTS:  # leave nothing for the quiescence checks
-        wait_until(lambda n=name: dead_in(dbs, n, message_id), what=f"{name}'s copy dead again")
+        wait_until(partial(dead_in, dbs, name, message_id), what=f"{name}'s copy dead again")
         with dbs[name].transaction() as conn:
             conn.execute(text("DELETE FROM dead_letters WHERE message_id = :m"), {"m": message_id})
     assert dead_letters(api)["total"] == 0
@@ -370,7 +371,7 @@ def test_killed_workers_are_restarted_and_lose_no_order(api, stack, user):
         if n < len(workers):
             stack.kill(workers[n])
     for name in workers:
-        wait_until(lambda name=name: stack.is_running(name), 60, what=f"{name} restarted")
+        wait_until(partial(stack.is_running, name), 60, what=f"{name} restarted")
     statuses = {api.settled(order_id, timeout_s=90)["status"] for order_id in accepted}
     assert statuses == {"confirmed"}
     assert api.wallet(user)["balance_cents"] == 100000 - 10 * len(bodies)

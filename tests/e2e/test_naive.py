@@ -18,9 +18,9 @@ import pytest
 import requests
 
 from paxkit.config import Settings
-from paxkit.db import Database, make_engine
+from paxkit.db import Database
 from tests.conftest import SLOT, TEST_ENV
-from tests.e2e.conftest import SERVICE, Api, own_stack, stack_ports
+from tests.e2e.conftest import SERVICE, Api, own_stack_and_database, stack_ports
 
 PREFIX = f"paxmart_test{SLOT or ''}_naive_"
 PORT_OFFSET = 70
@@ -46,12 +46,8 @@ def naive_env() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def naive(fresh_databases: Settings) -> Iterator[NaiveStack]:
     log_dir = fresh_databases.state_dir / "test-logs-naive"
-    with own_stack(naive_env(), log_dir) as (stack, settings):
-        coordinator = Database(make_engine(settings.db_urls["coordinator"], pool_size=1))
-        try:
-            yield NaiveStack(Api(stack.url("gateway")), coordinator)
-        finally:
-            coordinator.dispose()
+    with own_stack_and_database(naive_env(), log_dir, "coordinator") as (stack, coordinator):
+        yield NaiveStack(Api(stack.url("gateway")), coordinator)
 
 
 def naive_order(user: int, qty: int, coupon: str, red_packet_cents: int) -> dict[str, Any]:

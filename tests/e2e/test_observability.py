@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from functools import partial
 
 import pytest
 import requests
@@ -30,7 +31,7 @@ def test_one_trace_id_follows_the_order_through_every_component(api, stack, user
     api.settled(response.json()["order_id"])
     for name in COMPONENTS:
         wait_until(
-            lambda n=name: trace_id in component_logs(stack, n),
+            partial(lambda n: trace_id in component_logs(stack, n), name),
             timeout_s=20,
             what=f"trace {trace_id} in the {name} logs",
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from tests.e2e.conftest import ADMIN
 from tests.helpers import wait_until
 
@@ -33,9 +35,12 @@ def test_nothing_is_left_frozen_or_reserved(dbs):
 def test_every_event_was_relayed(dbs):
     for name in ("coordinator", "order", "inventory", "coupon", "redpacket"):
         wait_until(
-            lambda n=name: (
-                dbs[n].fetch_one("SELECT count(*) AS n FROM outbox WHERE sent_at IS NULL")
-                == {"n": 0}
+            partial(
+                lambda n: (
+                    dbs[n].fetch_one("SELECT count(*) AS n FROM outbox WHERE sent_at IS NULL")
+                    == {"n": 0}
+                ),
+                name,
             ),
             timeout_s=30,
             what=f"the {name} outbox to drain",

@@ -4,6 +4,8 @@ notice does not trust its copies."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 
 from gateway.cache import CachePolicy
@@ -19,7 +21,9 @@ LONG_LIVED = CachePolicy(local_ttl_s=60.0)
 
 def listening(*gateways) -> None:
     for gw in gateways:
-        wait_until(lambda gw=gw: gw.gateway.notices.connected, timeout_s=5, what="the notices")
+        wait_until(
+            partial(lambda g: g.gateway.notices.connected, gw), timeout_s=5, what="the notices"
+        )
 
 
 def copied(gw, path: str = PRODUCT, **kwargs) -> None:

@@ -177,3 +177,19 @@ def test_threads_short_of_tokens_at_once_do_not_all_take_a_lease(gw, redis_clien
     assert allowed == [True] * 1600
     left = float(redis_client.hget(f"{gw.gateway.options.namespace}:rl:herd:key:herd", "tokens"))
     assert left >= 10_000 - 1600 - 500, "at most one lease outstanding besides the requests"
+
+
+@pytest.mark.parametrize("rate", [1e-9, 0.0009, 0, -1])
+def test_a_rate_too_slow_to_expire_in_redis_is_refused(gw, rate):
+    body = {"route": "/api/products/<sku>", "rate_per_s": rate, "burst": 1}
+    response = gw.admin("PUT", "/admin/ratelimits/too-slow", json=body)
+    assert response.status_code == 400
+    assert response.json()["error"]["field"] == "rate_per_s"
+
+
+def test_the_slowest_rate_with_the_largest_burst_still_limits(gw):
+    """A full bucket's refill time must stay a key expiry Redis takes (once a 500)."""
+    put_rule(gw, "slowest", rate_per_s=0.001, burst=1_000_000)
+    response = gw.get(PRODUCT)
+    assert response.status_code == 200, response.text
+    assert int(response.headers["RateLimit-Remaining"]) == 999_999

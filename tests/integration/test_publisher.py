@@ -44,7 +44,7 @@ def drain(amqp_url: str, queue: str) -> list[tuple[pika.BasicProperties, bytes]]
     connection = connect(amqp_url)
     try:
         channel = connection.channel()
-        got = []
+        got: list[tuple[pika.BasicProperties, bytes]] = []
         while True:
             method, props, body = channel.basic_get(queue, auto_ack=True)
             if method is None:

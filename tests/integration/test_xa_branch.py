@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from paxkit.db import Database
+from paxkit.errors import InvalidInput
 from paxkit.faults import Faults
 from paxkit.xa import BranchConflict, XaBranch
 from services.inventory.app import SPEC
@@ -131,3 +132,21 @@ def test_prepared_lists_this_branchs_transactions(branch, dbs):
     finally:
         branch.rollback(gtid)
     assert gtid not in {p["gtid"] for p in branch.prepared()}
+
+
+@pytest.mark.parametrize(
+    "items",
+    [
+        [{"sku": SKU, "qty": {"not": "a number"}}],  # the driver cannot send it
+        [{"sku": SKU, "qty": "two"}],  # the server refuses it: not an integer
+    ],
+    ids=["unsendable", "not-an-integer"],
+)
+def test_a_payload_value_only_the_database_refuses_is_the_callers_error(branch, dbs, items):
+    """Found by the schema fuzzer: such a value reached SQL and answered 500."""
+    gtid, before = new_gtid(), stock(dbs["inventory"])
+    with pytest.raises(InvalidInput) as refused:
+        branch.prepare(gtid, {**payload(gtid), "items": items})
+    assert refused.value.extra == {"field": "payload"}
+    assert branch.gid(gtid) not in prepared_gids(dbs["inventory"])
+    assert stock(dbs["inventory"]) == before

@@ -11,6 +11,7 @@ import pytest
 
 from coordinator.audit import Auditor, split_of
 from paxkit.audit import HoldStates, Ledger, LedgerAudit, Page
+from paxkit.errors import InvalidInput
 
 pytestmark = pytest.mark.unit
 
@@ -238,3 +239,12 @@ def test_the_audit_pages_through_3pc_transactions_and_reports_each_split(monkeyp
     assert found == [("threepc_split", "g2", ["stock"], ["wallet"])]
     assert result["checked"]["threepc_transactions"] == 3
     assert stock.asked == [["g1", "g2"], ["g3"]]
+
+
+@pytest.mark.parametrize("part", [{}, {"items": [{"sku": "SKU-1"}]}, {"items": "x"}])
+def test_a_part_the_participant_cannot_read_is_a_400(part):
+    """Found by the schema fuzzer: a KeyError in the ledger's claims answered 500."""
+    confirmed = {"order_id": "o1", "status": "confirmed", "part": part}
+    with pytest.raises(InvalidInput) as refused:
+        verdict([effect("o1", "sold")], [confirmed])
+    assert refused.value.extra == {"field": "orders"}

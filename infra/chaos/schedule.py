@@ -156,9 +156,33 @@ CATALOGUE: dict[str, Scenario] = {
 }
 
 
+# Scenarios that stop and start the same server: two of them at once would start it
+# twice (the second start finds the first one's server on its port), so no round mixes them.
+SERVER_OF = {
+    "pg-restart": "postgres",
+    "pg-stop": "postgres",
+    "rabbit-stop": "rabbitmq",
+    "rabbit-kill": "rabbitmq",
+    "redis-pause": "redis",
+    "redis-restart": "redis",
+}
+
+
+def _compatible(rng: random.Random, count: int) -> list[str]:
+    """`count` scenarios drawn at random, no two of which stop and start the same server."""
+    names: list[str] = []
+    for name in rng.sample(sorted(CATALOGUE), len(CATALOGUE)):
+        server = SERVER_OF.get(name)
+        if server is None or server not in {SERVER_OF.get(n) for n in names}:
+            names.append(name)
+        if len(names) == count:
+            break
+    return names
+
+
 def _mixed(rng: random.Random) -> Round:
     """One to three scenarios at once, each shifted to a random moment of the round."""
-    names = rng.sample(sorted(CATALOGUE), rng.randint(1, 3))
+    names = _compatible(rng, rng.randint(1, 3))
     parts = [CATALOGUE[name](rng, True) for name in names]
     shifts = [rng.uniform(0, 10) for _ in parts]
     faults = tuple(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from infra.chaos.schedule import CATALOGUE, SETTLE_S, plan
+from infra.chaos.schedule import CATALOGUE, SERVER_OF, SETTLE_S, plan
 
 KINDS = {
     "kill_web",
@@ -57,6 +57,16 @@ def test_faults_end_within_their_round() -> None:
 def test_long_stops_a_database_for_90_seconds() -> None:
     stops = [f for r in plan("long", 3, minutes=60).rounds for f in r.faults if f.kind == "pg_stop"]
     assert stops and all(f.hold_s == 90 for f in stops)
+
+
+def test_no_long_round_mixes_two_scenarios_that_restart_one_server() -> None:
+    """Seed 1696049755 once mixed rabbit-stop with rabbit-kill: the stop's end started
+    RabbitMQ again while the kill's restart already ran it."""
+    for seed in (1696049755, *range(200)):
+        for chaos_round in plan("long", seed, 25).rounds:
+            names = chaos_round.scenario.split("+")
+            servers = [SERVER_OF[n] for n in names if n in SERVER_OF]
+            assert len(servers) == len(set(servers)), (seed, chaos_round.scenario)
 
 
 def test_an_unknown_profile_is_refused() -> None:

@@ -59,9 +59,12 @@ def order_body(user: int, sku: str = "SKU-0061") -> dict[str, Any]:
 def answer_when(send: Callable[[], requests.Response], status: int, what: str) -> requests.Response:
     """Send until the answer has `status` (every gateway process follows a change within a
     second); the answer that had it."""
-    answers: list[requests.Response] = []
-    wait_until(lambda: answers.append(send()) or answers[-1].status_code == status, 5, what=what)
-    return answers[-1]
+
+    def answered() -> tuple[requests.Response] | None:
+        answer = send()  # in a tuple: a Response with an error status is falsy
+        return (answer,) if answer.status_code == status else None
+
+    return wait_until(answered, 5, what=what)[0]
 
 
 def switch_row(page: Page, name: str):
@@ -229,8 +232,13 @@ def test_a_dead_letter_is_listed_with_its_reason_and_replayed(page: Page, api, d
     expect(row.locator("code.body")).to_have_text("{not json <script>")
     row.get_by_role("button", name="Replay").click()
     expect(page.locator("#replay-result")).to_contain_text("Replayed 1 message(s)")
+
     # Still poison: it dies again in the same consumer, a new row under the same message id.
-    again = wait_until(lambda: (ids := dead_ids()) and ids != first and ids, what="dead again")
+    def dead_again() -> set[str] | None:
+        ids = dead_ids()
+        return ids if ids and ids != first else None
+
+    again = wait_until(dead_again, what="dead again")
     page.reload()
     expect(row).to_have_attribute("data-id", next(iter(again)))
     page.get_by_role("button", name="Replay all").click()
@@ -253,7 +261,11 @@ def test_the_audit_runs_from_the_page_and_shows_its_verdict(page: Page, api):
 def test_forged_or_missing_csrf_tokens_and_missing_sessions_are_refused(page: Page, api):
     log_in(page)
     token = csrf_token(page)
-    for form in ({"level": "severe"}, {"level": "severe", "csrf_token": "forged"}):
+    forms: list[dict[str, str | float | bool]] = [
+        {"level": "severe"},
+        {"level": "severe", "csrf_token": "forged"},
+    ]
+    for form in forms:
         answer = page.request.post("/admin/ui/level", form=form)
         assert answer.status == 403 and "csrf_refused" in answer.text(), answer.text()
     with_header = page.request.post(
@@ -264,7 +276,9 @@ def test_forged_or_missing_csrf_tokens_and_missing_sessions_are_refused(page: Pa
     )
     assert with_header.status == 302  # the session's own token passes
 
-    anonymous = page.context.browser.new_context(base_url=page.url.split("/admin")[0])
+    browser = page.context.browser
+    assert browser is not None
+    anonymous = browser.new_context(base_url=page.url.split("/admin")[0])
     try:
         refused = anonymous.request.post(
             "/admin/ui/level", form={"level": "severe", "csrf_token": token}

@@ -94,14 +94,8 @@ class ServiceClient:
         )
 
     def get_text(self, path: str, timeout_s: float | None = None) -> Reply:
-        """One GET whose body is text, not JSON (a component's /metrics)."""
-        timeout = timeout_s if timeout_s is not None else self.timeout_s
-        try:
-            return self._once("GET", self.prefix + path, None, self.headers, timeout, _text)
-        except _Retryable as err:
-            raise UpstreamNotReached(
-                f"{self.name} is unavailable: {err}", upstream=self.name
-            ) from err
+        """One GET, not retried, whose body is text, not JSON (a component's /metrics)."""
+        return self.call("GET", path, timeout_s=timeout_s, decode=_text)
 
     def post(
         self,
@@ -126,6 +120,7 @@ class ServiceClient:
         timeout_s: float | None = None,
         idempotent: bool = False,
         headers: dict[str, str] | None = None,
+        decode: Callable[[bytes], Any] | None = None,
     ) -> Reply:
         timeout = timeout_s if timeout_s is not None else self.timeout_s
         url = self.prefix + path + (f"?{urlencode(params, doseq=True)}" if params else "")
@@ -133,7 +128,7 @@ class ServiceClient:
         sent = {**self.headers, **outgoing_headers(), **(headers or {})}
         try:
             if not idempotent or self.retries <= 1:  # one attempt: no retry machinery
-                return self._once(method, url, body, sent, timeout)
+                return self._once(method, url, body, sent, timeout, decode)
             for attempt in Retrying(
                 stop=stop_after_attempt(self.retries),
                 wait=wait_exponential_jitter(multiplier=0.05, max=0.5, jitter=0.05),
@@ -141,7 +136,7 @@ class ServiceClient:
                 reraise=True,
             ):
                 with attempt:
-                    return self._once(method, url, body, sent, timeout)
+                    return self._once(method, url, body, sent, timeout, decode)
         except _Retryable as err:
             error = UpstreamUnavailable if err.reached else UpstreamNotReached
             raise error(f"{self.name} is unavailable: {err}", upstream=self.name) from err

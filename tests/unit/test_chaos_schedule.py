@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from infra.chaos.schedule import CATALOGUE, SERVER_OF, SETTLE_S, plan
+from infra.chaos.schedule import ARM_AFTER_PAUSE_S, CATALOGUE, SERVER_OF, SETTLE_S, plan
 
 KINDS = {
     "kill_web",
@@ -67,6 +67,20 @@ def test_no_long_round_mixes_two_scenarios_that_restart_one_server() -> None:
             names = chaos_round.scenario.split("+")
             servers = [SERVER_OF[n] for n in names if n in SERVER_OF]
             assert len(servers) == len(set(servers)), (seed, chaos_round.scenario)
+
+
+def test_no_fault_point_is_armed_while_redis_is_paused() -> None:
+    """The points are armed through the chaos Redis: seed 718021772 armed four into a
+    pause, each a timeout and a fault that never happened."""
+    moved = 0
+    for seed in (718021772, *range(200)):
+        for chaos_round in plan("long", seed, 25).rounds:
+            pauses = [f for f in chaos_round.faults if f.kind == "redis_pause"]
+            points = [f for f in chaos_round.faults if f.kind == "point"]
+            for pause, point in ((a, b) for a in pauses for b in points):
+                assert not pause.at_s <= point.at_s <= pause.at_s + pause.hold_s, (seed, point)
+                moved += point.at_s == pause.at_s + pause.hold_s + ARM_AFTER_PAUSE_S
+    assert moved, "no seed mixed a pause with fault points: the test proves nothing"
 
 
 def test_an_unknown_profile_is_refused() -> None:

@@ -385,7 +385,10 @@ def test_worker_probes_run_the_worker_heartbeat_check(overlay):
             continue
         for kind in ("readinessProbe", "livenessProbe"):
             command = c.spec[kind]["exec"]["command"]
-            assert command == [*c.spec["command"], "--probe"], (c.deployment, kind)
+            assert command == ["python", "-m", "paxkit.heartbeat", c.component], (
+                c.deployment,
+                kind,
+            )
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

@@ -39,6 +39,8 @@ from paxkit.web import create_app
 
 pytestmark = pytest.mark.unit
 
+Docs = tuple[dict[str, Any], ...]  # the objects one kustomization renders
+
 KUBECTL = Path("/usr/bin/kubectl")
 KUBERNETES = REPO_ROOT / "deploy" / "kubernetes"
 OVERLAYS = ("dev", "ha")
@@ -129,7 +131,7 @@ def kubectl() -> str:
 
 
 @cache
-def _render(target: str) -> tuple[dict[str, Any], ...]:
+def _render(target: str) -> Docs:
     done = subprocess.run(
         [kubectl(), "kustomize", str(TARGETS[target])],
         capture_output=True,
@@ -141,12 +143,12 @@ def _render(target: str) -> tuple[dict[str, Any], ...]:
     return tuple(doc for doc in yaml.safe_load_all(done.stdout) if doc)
 
 
-def render(target: str) -> tuple[dict[str, Any], ...]:
+def render(target: str) -> Docs:
     kubectl()
     return _render(target)
 
 
-def of_kind(docs: tuple[dict[str, Any], ...], kind: str) -> dict[str, dict[str, Any]]:
+def of_kind(docs: Docs, kind: str) -> dict[str, dict[str, Any]]:
     return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
 
 
@@ -158,11 +160,11 @@ class Container:
     component: str
     process: str  # web | worker
     spec: dict[str, Any]
-    init: tuple[dict[str, Any], ...]
+    init: tuple[dict[str, Any], ...]  # its initContainers
     env: dict[str, dict[str, Any]]  # name -> the env entry ({"value"} or {"valueFrom"})
 
 
-def config_maps(docs: tuple[dict[str, Any], ...]) -> dict[str, dict[str, str]]:
+def config_maps(docs: Docs) -> dict[str, dict[str, str]]:
     return {name: cm.get("data", {}) for name, cm in of_kind(docs, "ConfigMap").items()}
 
 
@@ -178,7 +180,7 @@ def environment(spec: dict[str, Any], maps: dict[str, dict[str, str]]) -> dict[s
     return env
 
 
-def containers(docs: tuple[dict[str, Any], ...]) -> Iterator[Container]:
+def containers(docs: Docs) -> Iterator[Container]:
     maps = config_maps(docs)
     for name, deployment in of_kind(docs, "Deployment").items():
         labels = deployment["spec"]["template"]["metadata"]["labels"]
@@ -203,18 +205,15 @@ def secret_ref(entry: dict[str, Any]) -> tuple[str, str] | None:
     return (ref["name"], ref["key"]) if ref else None
 
 
-def from_secret(entry: dict[str, Any], secret: str, key: str, docs: tuple[dict[str, Any], ...]):
+def from_secret(entry: dict[str, Any], secret: str, key: str, docs: Docs) -> bool:
     """True when the entry takes `key` of the Secret `secret` (generated: with its hash)."""
     ref = secret_ref(entry)
     return ref is not None and ref[1] == key and generated_name(ref[0], docs) == secret
 
 
-def generated_name(name: str, docs: tuple[dict[str, Any], ...]) -> str:
-    """A Secret's name without the hash a secretGenerator adds."""
-    for secret in of_kind(docs, "Secret"):
-        if secret == name:
-            return re.sub(r"-[a-z0-9]{10}$", "", name)
-    return name
+def generated_name(name: str, docs: Docs) -> str:
+    """A Secret's name without the hash a secretGenerator adds (the overlay's own Secrets)."""
+    return re.sub(r"-[a-z0-9]{10}$", "", name) if name in of_kind(docs, "Secret") else name
 
 
 def owned_databases(component: str | None) -> set[str]:
@@ -462,6 +461,10 @@ def test_only_the_gateway_is_reachable_from_outside(overlay):
         if "paxmart.io/public" in d["spec"]["template"]["metadata"]["labels"]
     }
     assert public == {PUBLIC}
+    for doc in docs:  # the policy admits pods by this label: every pod of ours carries it
+        if doc["kind"] in ("Deployment", "StatefulSet", "Job"):
+            labels = doc["spec"]["template"]["metadata"]["labels"]
+            assert labels.get("app.kubernetes.io/part-of") == "paxmart", doc["metadata"]["name"]
     (policy,) = of_kind(docs, "NetworkPolicy").values()
     assert {"key": "paxmart.io/public", "operator": "DoesNotExist"} in policy["spec"][
         "podSelector"

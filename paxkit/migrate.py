@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -142,6 +144,56 @@ def _pending(dirs: list[Path], done: set[str]) -> list[tuple[str, Path]]:
     return pending
 
 
+def pending_migrations(url: str, dirs: list[Path]) -> list[str]:
+    """The versions not applied yet to one database (all of them while it has none)."""
+    conn = psycopg2.connect(url, connect_timeout=5)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
+            row = cur.fetchone()
+            done: set[str] = set()
+            if row and row[0]:
+                cur.execute("SELECT version FROM schema_migrations")
+                done = {r[0] for r in cur.fetchall()}
+    finally:
+        conn.close()
+    return [version for version, _ in _pending(dirs, done)]
+
+
+def _not_migrated(settings: Settings, databases: list[str]) -> dict[str, str]:
+    """Each named database that is not at the latest schema, and why."""
+    folders = database_migrations(settings)
+    waiting: dict[str, str] = {}
+    for database in databases:
+        try:
+            pending = pending_migrations(settings.db_urls[database], folders[database])
+        except psycopg2.Error as exc:  # not up yet, or not created yet
+            waiting[database] = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+            continue
+        if pending:
+            waiting[database] = f"{len(pending)} migrations pending, first {pending[0]}"
+    return waiting
+
+
+def wait_for_migrations(
+    settings: Settings, databases: list[str], timeout_s: float, interval_s: float = 2.0
+) -> dict[str, str]:
+    """Poll until every named database has every migration of this code applied (the
+    migrator runs elsewhere, e.g. a Kubernetes Job); {} then, else what is still missing
+    when `timeout_s` runs out. A process of a newer image thus never runs on an old schema."""
+    unknown = set(databases) - set(database_migrations(settings))
+    if unknown:
+        raise KeyError(f"no database {sorted(unknown)} in the stack")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        waiting = _not_migrated(settings, databases)
+        remaining = deadline - time.monotonic()
+        if not waiting or remaining <= 0:
+            return waiting
+        log.info("waiting for migrations: %s", waiting)
+        time.sleep(min(interval_s, remaining))
+
+
 def migrate_all(settings: Settings, reset: bool = False) -> dict[str, list[str]]:
     """Bring every database to the latest schema (and seed); with reset, start from empty."""
     report: dict[str, list[str]] = {}
@@ -154,15 +206,28 @@ def migrate_all(settings: Settings, reset: bool = False) -> dict[str, list[str]]
     return report
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Migrate (and seed) every paxmart database.")
     parser.add_argument("--reset", action="store_true", help="drop every database first")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--wait",
+        nargs="+",
+        metavar="DATABASE",
+        help="migrate nothing: wait until these databases are migrated (exit 1 on timeout)",
+    )
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds --wait waits")
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.wait:
+        waiting = wait_for_migrations(load_settings(), args.wait, args.timeout)
+        for database, why in waiting.items():
+            log.error("%-12s not migrated after %gs: %s", database, args.timeout, why)
+        return 1 if waiting else 0
     report = migrate_all(load_settings(), reset=args.reset)
     for database, versions in report.items():
         log.info("%-12s %s", database, ", ".join(versions) if versions else "up to date")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

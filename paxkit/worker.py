@@ -4,6 +4,9 @@ work (relays, consumers, recovery, reconcilers, retention) until SIGTERM or SIGI
 On the signal every piece of work is stopped in reverse start order, each within its
 grace (a consumer finishes its in-flight messages and acks them, or leaves them to be
 redelivered); the process exits within `--grace` seconds per piece of work.
+
+Once every piece of work has started, the main loop beats (paxkit/heartbeat.py) until the
+stop: a container's probe, `python -m paxkit.heartbeat <component>`, asks that beat.
 """
 
 from __future__ import annotations
@@ -13,10 +16,12 @@ import logging
 import signal
 import sys
 import threading
+from pathlib import Path
 from types import FrameType
 
 from paxkit.bootstrap import bootstrap
 from paxkit.component import Background, Component
+from paxkit.heartbeat import INTERVAL_S, beat, heartbeat_file
 from paxkit.logs import configure_logging
 from paxkit.multiproc import prepare_multiprocess_dir
 
@@ -25,15 +30,25 @@ log = logging.getLogger(__name__)
 GRACE_S = 10.0
 
 
-def run(component: Component, stop: threading.Event, grace_s: float = GRACE_S) -> None:
-    """Start the component's background work, wait for `stop`, then stop it all."""
+def run(
+    component: Component,
+    stop: threading.Event,
+    grace_s: float = GRACE_S,
+    heartbeat: Path | None = None,
+) -> None:
+    """Start the component's background work, beat until `stop`, then stop it all."""
     running: list[Background] = []
     try:
         for work in component.background():
             running.append(work.start())
         log.info("worker of %s runs %s", component.name, [w.name for w in running])
+        while heartbeat is not None and not stop.is_set():
+            beat(heartbeat)
+            stop.wait(INTERVAL_S)
         stop.wait()
     finally:
+        if heartbeat is not None:
+            heartbeat.unlink(missing_ok=True)
         for work in reversed(running):
             work.stop(grace_s)
         component.close()
@@ -56,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    run(component, stop, args.grace)
+    run(component, stop, args.grace, heartbeat_file(component.settings.state_dir, component.name))
     return 0
 
 

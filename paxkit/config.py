@@ -37,6 +37,8 @@ class StackConfig:
     components: tuple[ComponentEntry, ...]
     participants: tuple[str, ...]
     initiators: tuple[str, ...]
+    # How many instances of each component the launcher runs (docs/scaling.md).
+    scale: int = 1
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -62,7 +64,7 @@ def _read_stack(path: str) -> StackConfig:
     unknown = {*participants, *initiators} - {c.name for c in components}
     if unknown:
         raise ValueError(f"{path}: {sorted(unknown)} are not components")
-    return StackConfig(components, participants, initiators)
+    return StackConfig(components, participants, initiators, int(raw.get("scale", 1)))
 
 
 def stack_config() -> StackConfig:

@@ -87,7 +87,7 @@ def check_command(binary: str, config: Path) -> list[str]:
 _GLOBAL = """\
 global
     maxconn 4096
-    log stdout format raw local0 notice
+    log stdout format raw local0 info
 
 defaults
     mode http

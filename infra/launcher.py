@@ -425,9 +425,13 @@ class Stack:
             proc.restart_at = None
             if proc.popen is None:
                 return
-            _signal_group(proc.popen.pid, signal.SIGKILL)
+            pgid = proc.popen.pid
+            _signal_group(pgid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.popen.wait(timeout=KILL_GRACE_S)
+        # Dead once the whole group is: a gunicorn worker outliving its master for a moment
+        # would still take connections on its listening socket, and drop them.
+        wait_until(lambda: not group_members(pgid), KILL_GRACE_S, 0.01)
 
     def add_worker(self, component: str, timeout: float | None = None) -> str:
         """Start one more worker process of `component` beside its others (another instance

@@ -44,7 +44,9 @@ KILLED_IN_TURN = ("gateway", "order", "coordinator", "inventory", "coupon", "red
 LOAD_THREADS = 2
 BEFORE_KILL_S = 1.5
 AFTER_KILL_S = 5.0
-SKU = "SKU-0010"  # 1000 cents: two of them reach coupon C-<user>-1's minimum spend
+# SKU-0020..0039 (2000..3900 cents, 1000 in stock each), one per order in turn: above
+# coupon C-<user>-1's minimum spend, and stock for every order the module places.
+SKUS = tuple(f"SKU-{n:04d}" for n in range(20, 40))
 RESULTS = REPO_ROOT / "test-results" / "scale-kill-one-instance.md"
 
 
@@ -89,7 +91,7 @@ def scaled(fresh_databases: Settings) -> Iterator[Scaled]:
 def order_body(user: int, mode: str) -> dict[str, Any]:
     return {
         "user_id": user,
-        "items": [{"sku": SKU, "qty": 2}],
+        "items": [{"sku": SKUS[user % len(SKUS)], "qty": 1}],
         "coupon_id": f"C-{user}-1",
         "red_packet_cents": 100,
         "mode": mode,

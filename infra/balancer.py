@@ -21,6 +21,7 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 HAPROXY = "haproxy"
 BALANCER = "haproxy"  # the balancer's process name in the launcher
@@ -35,13 +36,8 @@ CHECK_RISE = 1
 SERVER_TIMEOUT_S = 120
 
 
-class BalancerError(RuntimeError):
-    """HAProxy is missing or refused its configuration."""
-
-
-@dataclass(frozen=True)
-class Instance:
-    """One web process behind the balancer."""
+class Instance(NamedTuple):
+    """One web process behind the balancer: its name and its own port."""
 
     name: str
     port: int
@@ -55,6 +51,10 @@ class Backend:
     port: int
     instances: tuple[Instance, ...]
     health_path: str
+
+
+class BalancerError(RuntimeError):
+    """HAProxy is missing or refused its configuration."""
 
 
 def instance_port(public_port: int, index: int, step: int = DEFAULT_PORT_STEP) -> int:

@@ -15,7 +15,6 @@ from contextlib import contextmanager
 
 import pytest
 import redis
-from sqlalchemy import text
 
 from paxkit.config import Settings
 from paxkit.consumer import Consumer
@@ -32,7 +31,7 @@ from paxkit.messaging import (
     delete_topology,
 )
 from tests.helpers import wait_until
-from tests.integration.test_consumer import SPEC, Probe, Rig, consumers, handler
+from tests.integration.test_consumer import SPEC, Probe, Rig, consumers, handler, probe_db
 
 DELIVERY_LIMIT = 2
 MAX_ATTEMPTS = 2
@@ -49,11 +48,7 @@ def quorum_topology(settings: Settings) -> Topology:
 
 @pytest.fixture(scope="module")
 def rig(fresh_databases, scratch_db) -> Iterator[Rig]:
-    db = scratch_db("coupon")  # any database with the messaging tables
-    with db.transaction() as conn:
-        conn.execute(text("CREATE TABLE probe_effects (n integer NOT NULL)"))
-        conn.execute(text("CREATE TABLE probe_gate (opened integer NOT NULL)"))
-        conn.execute(text("INSERT INTO probe_gate VALUES (0)"))
+    db = probe_db(scratch_db)
     settings = fresh_databases
     topology = quorum_topology(settings)
     delete_topology(settings.amqp_url, topology, exchange=True)

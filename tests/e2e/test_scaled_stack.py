@@ -29,6 +29,7 @@ from infra.launcher import WORKER_SUFFIX, Stack
 from paxkit.config import REPO_ROOT, Settings
 from paxkit.db import Database
 from paxkit.faults import arm, disarm_all
+from paxkit.messaging import Topology, delete_topology
 from tests.conftest import SLOT, TEST_ENV, database_handles
 from tests.e2e.conftest import ADMIN, Api, own_stack, stack_ports
 from tests.helpers import wait_until
@@ -86,6 +87,8 @@ def scaled(fresh_databases: Settings) -> Iterator[Scaled]:
             yield Scaled(stack, Api(stack.url("gateway")), settings, dbs, faults)
         finally:
             disarm_all(faults)
+    # own_stack dropped the queues; the namespace's exchange goes too (it names the type).
+    delete_topology(settings.amqp_url, Topology.of(settings), exchange=True)
 
 
 def order_body(user: int, mode: str) -> dict[str, Any]:

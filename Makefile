@@ -19,14 +19,18 @@ BENCHMARKS ?= infra.bench.gateway infra.bench.raw infra.bench.statements infra.b
 # Options of infra.bench.orders, e.g. ORDERS_ARGS=--no-profile (no CPU split by layer).
 ORDERS_ARGS ?=
 # `make chaos`: CHAOS=short (CI) or long; SEED=N replays a schedule, MINUTES=M sizes long.
+# `make up SCALE=N`: N instances of every component's web and worker processes behind a
+# local HAProxy (docs/scaling.md); unset: the stack.toml key `scale` (1: no balancer).
+SCALE ?=
 CHAOS ?= short
 SEED ?=
 MINUTES ?=
 
-.PHONY: help install install-run browser up reset test lint bench load load-ui chaos scenario scenarios down
+.PHONY: help install install-run browser haproxy up reset test lint bench load load-ui chaos scenario scenarios down
 
 help:
 	@echo "make up      start Postgres/Redis/RabbitMQ if needed, migrate, run every component (Ctrl-C stops)"
+	@echo "             (SCALE=N: N instances of each behind a local HAProxy)"
 	@echo "make reset   drop, migrate and seed every database"
 	@echo "make test    run the test suite (PYTEST_ARGS=... passes options to pytest)"
 	@echo "make lint    ruff check, ruff format --check, mypy"
@@ -55,8 +59,8 @@ install: $(STAMP)
 
 install-run: $(RUN_STAMP)
 
-up: install-run
-	$(PY) -m infra.launcher up
+up: install-run $(if $(filter-out 1,$(SCALE)),haproxy)
+	$(PY) -m infra.launcher up $(if $(SCALE),--scale $(SCALE))
 
 reset: install-run
 	$(PY) -m infra.launcher reset
@@ -71,7 +75,14 @@ browser:
 			$(BROWSER_PACKAGES); } || \
 		echo "chromium not installed: the browser tests will be skipped"
 
-test: install browser
+# HAProxy (Debian package) balances a component's instances when the stack runs scaled
+# (SCALE=N, and the tests' scaled stack); installed here when missing and root.
+haproxy:
+	@command -v haproxy >/dev/null || [ "$$(id -u)" != 0 ] || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy; } || \
+		echo "haproxy not installed: a scaled stack (SCALE>1) cannot start"
+
+test: install browser haproxy
 	$(PY) -m infra.pgcluster start
 	$(PY) -m infra.deps
 	$(PY) -m pytest $(PYTEST_ARGS)

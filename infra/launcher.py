@@ -9,6 +9,12 @@ restarts a process that died while it was supposed to run, with exponential back
 `kill(name)` simulates a crash and lets the supervisor restart the process;
 `kill(name, restart=False)` keeps it down until `restart(name)` brings it back.
 `add_worker(component)` starts one more worker instance of a component beside its first.
+
+With `scale` N > 1 (`make up SCALE=N`, or `scale` in deploy/stack.toml) every component runs
+N web processes `<name>-1..N`, each on a port of its own, and N workers `<name>-worker-1..N`;
+one supervised HAProxy process (`haproxy`, infra/balancer.py) listens on the components'
+public ports in front of the instances. Scale 1 is one web and one worker per component on
+the public port itself, with no balancer.
 """
 
 from __future__ import annotations
@@ -35,6 +41,18 @@ from types import FrameType, TracebackType
 import psycopg2
 import requests
 
+from infra.balancer import (
+    BALANCER,
+    DEFAULT_PORT_STEP,
+    Backend,
+    BalancerError,
+    Instance,
+    check_command,
+    find_haproxy,
+    haproxy_command,
+    haproxy_config,
+    instance_port,
+)
 from infra.deps import ensure_rabbitmq, ensure_redis
 from infra.pgcluster import ClusterError, check_server, ensure_cluster
 from infra.util import is_loopback, port_open, setup_logging, tail, wait_until
@@ -102,12 +120,14 @@ def worker_command(python: str, name: str) -> list[str]:
 
 @dataclass
 class _Proc:
-    """One process of a component (its web or its worker) and its supervision state."""
+    """One process of a component (its web or its worker), or the balancer, and its
+    supervision state."""
 
     name: str
     component: Component
     port: int | None
     log_file: Path
+    kind: str = "web"  # web, worker or balancer
     popen: subprocess.Popen[bytes] | None = None
     wanted: bool = False
     crashes: int = 0
@@ -116,7 +136,11 @@ class _Proc:
 
     @property
     def is_worker(self) -> bool:
-        return self.port is None
+        return self.kind == "worker"
+
+    @property
+    def is_balancer(self) -> bool:
+        return self.kind == "balancer"
 
     @property
     def alive(self) -> bool:
@@ -159,7 +183,9 @@ def _since_start(log_file: Path) -> str:
 
 
 def _readiness(proc: _Proc) -> str:
-    return "running its work" if proc.port is None else f"answering {HEALTH_PATH}"
+    if proc.is_balancer:
+        return "listening on every public port"
+    return "running its work" if proc.is_worker else f"answering {HEALTH_PATH}"
 
 
 def _worker_running(proc: _Proc) -> bool:
@@ -179,6 +205,19 @@ def _component_port(component: Component, env: Mapping[str, str]) -> int:
     return int(env.get(key) or os.environ.get(key) or component.default_port)
 
 
+def stack_scale(env: Mapping[str, str] = os.environ) -> int:
+    """Instances per component: PAXMART_SCALE, else `scale` in deploy/stack.toml (1)."""
+    scale = int(env.get("PAXMART_SCALE") or stack_config().scale)
+    if scale < 1:
+        raise StackError(f"scale must be at least 1, not {scale}")
+    return scale
+
+
+def _port_step(env: Mapping[str, str]) -> int:
+    """PAXMART_SCALE_PORT_STEP: instance i of a component on port P listens on P + step * i."""
+    return int(env.get("PAXMART_SCALE_PORT_STEP") or DEFAULT_PORT_STEP)
+
+
 class Stack:
     """A set of supervised gunicorn processes, one per component."""
 
@@ -194,8 +233,16 @@ class Stack:
         python: str = sys.executable,
         ready_timeout: float = READY_TIMEOUT_S,
         component_env: Mapping[str, Mapping[str, str]] | None = None,
+        scale: int = 1,
+        config_dir: Path | None = None,
     ) -> None:
+        if scale < 1:
+            raise StackError(f"scale must be at least 1, not {scale}")
         self._env = dict(settings_env)
+        self._scale = scale
+        # Where a scaled stack writes its haproxy.cfg (the state dir; by default the log
+        # dir's parent).
+        self._config_dir = Path(config_dir) if config_dir else Path(log_dir).parent
         # Per component, what its processes (web and worker) get on top of settings_env.
         self._component_env = {name: dict(env) for name, env in (component_env or {}).items()}
         self._log_dir = Path(log_dir)
@@ -205,18 +252,43 @@ class Stack:
         self._python = python
         self._ready_timeout = ready_timeout
         self._procs: dict[str, _Proc] = {}
+        # Each component's public port: its web process's at scale 1, else the balancer's.
+        self._public: dict[str, int] = {}
         for c in stack_components() if components is None else components:
-            self._procs[c.name] = _Proc(
-                c.name, c, _component_port(c, self._env), self._log_dir / f"{c.name}.log"
+            self._public[c.name] = _component_port(c, self._env)
+            self._add_component(c)
+        if scale > 1:
+            self._procs[BALANCER] = _Proc(
+                BALANCER,
+                Component(BALANCER, "", 0),
+                None,
+                self._log_dir / f"{BALANCER}.log",
+                kind="balancer",
             )
-            if c.worker:
-                worker = c.name + WORKER_SUFFIX
-                self._procs[worker] = _Proc(worker, c, None, self._log_dir / f"{worker}.log")
         self._lock = threading.RLock()
         self._halt = threading.Event()
         self._thread: threading.Thread | None = None
         self._ticks = 0
         self._started = False
+
+    def _add_component(self, c: Component) -> None:
+        """The component's processes: at scale 1 `<name>` and `<name>-worker`, else
+        `<name>-1..N` on their own ports and `<name>-worker-1..N`."""
+        public = self._public[c.name]
+        if self._scale == 1:
+            webs = [(c.name, public)]
+            workers = [c.name + WORKER_SUFFIX]
+        else:
+            step = _port_step(self._env)
+            numbers = range(1, self._scale + 1)
+            webs = [(f"{c.name}-{i}", instance_port(public, i, step)) for i in numbers]
+            workers = [f"{c.name}{WORKER_SUFFIX}-{i}" for i in numbers]
+        for name, port in webs:
+            self._procs[name] = _Proc(name, c, port, self._log_dir / f"{name}.log")
+        if c.worker:
+            for name in workers:
+                log_file = self._log_dir / f"{name}.log"
+                self._procs[name] = _Proc(name, c, None, log_file, kind="worker")
 
     def __enter__(self) -> Stack:
         self.start()
@@ -237,7 +309,31 @@ class Stack:
 
     @property
     def components(self) -> list[str]:
-        return [name for name, proc in self._procs.items() if not proc.is_worker]
+        """The components, each reached at `url(name)` (its public port)."""
+        return list(self._public)
+
+    @property
+    def scale(self) -> int:
+        return self._scale
+
+    def instances(self, component: str) -> list[str]:
+        """The component's web processes (one at scale 1: the component's own name)."""
+        return [
+            p.name
+            for p in self._procs.values()
+            if p.kind == "web" and p.component.name == component
+        ]
+
+    def workers_of(self, component: str) -> list[str]:
+        """The component's worker processes."""
+        return [
+            p.name for p in self._procs.values() if p.is_worker and p.component.name == component
+        ]
+
+    @property
+    def balancer_config(self) -> Path:
+        """The haproxy.cfg a scaled stack runs its balancer on."""
+        return self._config_dir / "haproxy.cfg"
 
     @property
     def supervisor_ticks(self) -> int:
@@ -245,6 +341,9 @@ class Stack:
         return self._ticks
 
     def port(self, name: str) -> int:
+        """A component's public port, or one web instance's own."""
+        if name in self._public:
+            return self._public[name]
         port = self._proc(name).port
         if port is None:
             raise StackError(f"{name} serves no HTTP")
@@ -277,16 +376,22 @@ class Stack:
             raise StackError("stack already started")
         self._log_dir.mkdir(parents=True, exist_ok=True)
         self._require_free_ports()
+        if self._scale > 1:
+            self._write_balancer_config()
         self._started = True
         atexit.register(self.stop)
         self._fresh_metrics_dirs()
         try:
-            with self._lock:
-                for proc in self._procs.values():
-                    self._spawn(proc)
             deadline = time.monotonic() + self._ready_timeout
-            for name in self._procs:
-                self.wait_ready(name, max(0.0, deadline - time.monotonic()))
+            # The balancer last, once every instance answers: HAProxy counts a server as up
+            # until its first check fails, so it never sees one that is still starting.
+            for balancers in (False, True):
+                procs = [p for p in self._procs.values() if p.is_balancer == balancers]
+                with self._lock:
+                    for proc in procs:
+                        self._spawn(proc)
+                for proc in procs:
+                    self.wait_ready(proc.name, max(0.0, deadline - time.monotonic()))
         except BaseException:
             self.stop()
             raise
@@ -320,9 +425,13 @@ class Stack:
             proc.restart_at = None
             if proc.popen is None:
                 return
-            _signal_group(proc.popen.pid, signal.SIGKILL)
+            pgid = proc.popen.pid
+            _signal_group(pgid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.popen.wait(timeout=KILL_GRACE_S)
+        # Dead once the whole group is: a gunicorn worker outliving its master for a moment
+        # would still take connections on its listening socket, and drop them.
+        wait_until(lambda: not group_members(pgid), KILL_GRACE_S, 0.01)
 
     def add_worker(self, component: str, timeout: float | None = None) -> str:
         """Start one more worker process of `component` beside its others (another instance
@@ -330,12 +439,13 @@ class Stack:
         supervised like them; waits until it runs and returns its name, `<component>-worker-<n>`
         (kill and restart take it like any other)."""
         with self._lock:
-            web = self._proc(component)
+            web = self._proc(self.instances(component)[0])
             siblings = [
                 p for p in self._procs.values() if p.is_worker and p.component == web.component
             ]
             name = f"{component}{WORKER_SUFFIX}-{len(siblings) + 1}"
-            proc = _Proc(name, web.component, None, self._log_dir / f"{name}.log")
+            log_file = self._log_dir / f"{name}.log"
+            proc = _Proc(name, web.component, None, log_file, kind="worker")
             self._procs[name] = proc
             self._spawn(proc)
         self.wait_ready(name, timeout)
@@ -370,20 +480,54 @@ class Stack:
         except KeyError:
             raise StackError(f"unknown component {name!r}; known: {self.names}") from None
 
+    def _ports(self) -> dict[str, int]:
+        """Every port the stack listens on, by who listens."""
+        ports = {p.name: p.port for p in self._procs.values() if p.port is not None}
+        if self._scale > 1:
+            ports.update({f"{BALANCER} for {name}": port for name, port in self._public.items()})
+        return ports
+
     def _require_free_ports(self) -> None:
-        busy = [
-            f"{p.name} ({p.port})"
-            for p in self._procs.values()
-            if p.port is not None and port_open(HOST, p.port)
-        ]
+        busy = [f"{name} ({port})" for name, port in self._ports().items() if port_open(HOST, port)]
         if busy:
             raise StackError(
                 f"ports already in use for: {', '.join(busy)}; is another paxmart running? "
                 "Stop it or set PAXMART_<NAME>_PORT"
             )
 
+    def _backends(self) -> list[Backend]:
+        return [
+            Backend(
+                name,
+                self._public[name],
+                tuple(Instance(i, self.port(i)) for i in self.instances(name)),
+                HEALTH_PATH,
+            )
+            for name in self._public
+        ]
+
+    def _write_balancer_config(self) -> None:
+        """haproxy.cfg for the stack's instances, checked by haproxy before it is used."""
+        try:
+            binary = find_haproxy()
+        except BalancerError as exc:
+            raise StackError(str(exc)) from None
+        self._config_dir.mkdir(parents=True, exist_ok=True)
+        self.balancer_config.write_text(haproxy_config(self._backends(), HOST))
+        checked = subprocess.run(
+            check_command(binary, self.balancer_config),
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
+        )
+        if checked.returncode != 0:
+            raise StackError(f"haproxy refused {self.balancer_config}: {checked.stderr.strip()}")
+
     def _command(self, proc: _Proc) -> list[str]:
-        if proc.port is None:
+        if proc.is_balancer:
+            return haproxy_command(find_haproxy(), self.balancer_config)
+        if proc.is_worker:
             return worker_command(self._python, proc.component.name)
         return web_command(self._python, f"{HOST}:{proc.port}", proc.component.wsgi)
 
@@ -403,7 +547,7 @@ class Stack:
         env = {**os.environ, **self._env, **own, "PYTHONUNBUFFERED": "1", **self._process_env(proc)}
         stamp = datetime.now().isoformat(timespec="seconds")
         with proc.log_file.open("ab") as out:
-            where = "as a worker" if proc.port is None else f"on port {proc.port}"
+            where = f"on port {proc.port}" if proc.port is not None else f"as a {proc.kind}"
             out.write(f"\n{START_MARK}{stamp} starting paxmart-{proc.name} {where}\n".encode())
             out.flush()
             proc.popen = subprocess.Popen(
@@ -424,7 +568,9 @@ class Stack:
 
     def _fresh_metrics_dirs(self) -> None:
         """Emptied when the stack starts, so it doesn't count an earlier run's samples; a
-        process restarted later keeps the samples of the one it replaces (counters)."""
+        process restarted later keeps the samples of the one it replaces (counters). Every
+        instance of a component writes into the component's one folder, so any of them
+        answers /metrics with the sum."""
         for name in self.components:
             folder = self._metrics_dir(name)
             shutil.rmtree(folder, ignore_errors=True)
@@ -444,7 +590,9 @@ class Stack:
                 )
         if dead:
             return False
-        if proc.port is None:
+        if proc.is_balancer:
+            return all(port_open(HOST, port) for port in self._public.values())
+        if proc.is_worker:
             return _worker_running(proc)
         try:
             response = requests.get(f"http://{HOST}:{proc.port}{HEALTH_PATH}", timeout=1)
@@ -565,6 +713,11 @@ def stack_credentials(state_dir: Path, environ: Mapping[str, str] = os.environ) 
 def _banner(stack: Stack, admin_token: str, state_dir: Path) -> str:
     lines = ["", "paxmart is up", f"  gateway (public entry)  {stack.url('gateway')}"]
     lines += [f"  {name:<22}  {stack.url(name)}" for name in stack.components if name != "gateway"]
+    if stack.scale > 1:
+        lines += [
+            f"  instances               {stack.scale} of each (web and worker), "
+            f"behind haproxy ({stack.balancer_config})"
+        ]
     lines += [
         f"  logs                    {state_dir / 'logs'}",
         f"  admin token             {admin_token}",
@@ -574,14 +727,19 @@ def _banner(stack: Stack, admin_token: str, state_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def up() -> int:
+def up(scale: int | None = None) -> int:
     """Start servers, migrate, run the stack in the foreground until SIGINT/SIGTERM."""
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
     settings = load_settings()
     log_dir = settings.state_dir / "logs"
     credentials = stack_credentials(settings.state_dir)
-    stack = Stack(credentials, log_dir)
+    stack = Stack(
+        credentials,
+        log_dir,
+        scale=scale or stack_scale(),
+        config_dir=settings.state_dir,
+    )
     try:
         _ensure_postgres(settings)
         ensure_redis(settings)
@@ -612,10 +770,16 @@ def reset() -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the paxmart stack locally.")
     parser.add_argument("command", choices=("up", "reset"))
+    parser.add_argument(
+        "--scale",
+        type=int,
+        default=None,
+        help="instances of every component (default: PAXMART_SCALE, else stack.toml's scale)",
+    )
     args = parser.parse_args(argv)
     setup_logging()
     try:
-        return up() if args.command == "up" else reset()
+        return up(args.scale) if args.command == "up" else reset()
     except (ClusterError, StackError, psycopg2.Error) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -37,6 +37,8 @@ class StackConfig:
     components: tuple[ComponentEntry, ...]
     participants: tuple[str, ...]
     initiators: tuple[str, ...]
+    # How many instances of each component the launcher runs (docs/scaling.md).
+    scale: int = 1
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -62,7 +64,7 @@ def _read_stack(path: str) -> StackConfig:
     unknown = {*participants, *initiators} - {c.name for c in components}
     if unknown:
         raise ValueError(f"{path}: {sorted(unknown)} are not components")
-    return StackConfig(components, participants, initiators)
+    return StackConfig(components, participants, initiators, int(raw.get("scale", 1)))
 
 
 def stack_config() -> StackConfig:
@@ -166,6 +168,11 @@ class Settings:
     notify_allowed_hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "::1")
     # RabbitMQ exchange and queue prefix: one per deployment sharing a broker.
     mq_namespace: str = "paxmart"
+    # RabbitMQ queue type, classic or quorum (replicated on a cluster), and a quorum
+    # queue's delivery limit: a message delivered that often without an ack is
+    # dead-lettered (paxkit/messaging.py, docs/scaling.md).
+    amqp_queue_type: str = "classic"
+    amqp_delivery_limit: int = 20
     # The credential every internal call carries (paxkit/auth.py); None: internal routes
     # refuse every call and the client sends none.
     service_token: str | None = None
@@ -249,6 +256,8 @@ def load_settings() -> Settings:
         gateway_redis_timeout_s=_env_float("PAXMART_GATEWAY_REDIS_TIMEOUT_S", 0.5),
         cache_own_reads_s=_env_float("PAXMART_CACHE_OWN_READS_S", 5.0),
         mq_namespace=_env("PAXMART_MQ_NAMESPACE", prefix.rstrip("_") or "paxmart"),
+        amqp_queue_type=_env("PAXMART_AMQP_QUEUE_TYPE", "classic").strip().lower(),
+        amqp_delivery_limit=_env_int("PAXMART_AMQP_DELIVERY_LIMIT", 20),
         notify_schedule_s=tuple(
             float(s) for s in _env("PAXMART_NOTIFY_SCHEDULE_S", "1,5,30,120,600").split(",")
         ),

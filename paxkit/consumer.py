@@ -12,6 +12,11 @@ up to the last tier; a message that can never be handled (`PoisonMessage`: undec
 invalid) is recorded in the component's own dead letters (paxkit/deadletters.py) and
 acked; any other error is retried until it has failed `max_attempts` times (transient
 failures do not count) before it is dead-lettered too.
+
+On quorum queues (paxkit/messaging.py) the broker has a last word: a message delivered
+past the queue's delivery limit without an ack (one that kills its consumer every time)
+is dead-lettered by the broker into the queue's dead queue; the consumer drains that one
+into the same dead letters, so every dead message is listed and replayed in one place.
 """
 
 from __future__ import annotations
@@ -56,6 +61,9 @@ Handler = Callable[[Connection, dict[str, Any], str], None]  # (conn, payload, r
 ATTEMPTS = "x-attempts"
 UNEXPECTED = "x-unexpected-failures"
 COUNTS = (ATTEMPTS, UNEXPECTED)
+# What the broker adds to a message it dead-letters: not kept with the dead letter (the
+# reason says it), and not JSON (timestamps).
+BROKER_HEADERS = ("x-death", "x-first-death-", "x-last-death-", "x-delivery-count")
 
 
 class Failure(enum.Enum):
@@ -173,7 +181,7 @@ class Consumer:
         self._connection = connection
         channel = connection.channel()
         self.topology.declare(channel)
-        declare_queue(channel, self.spec, self.topology.exchange)
+        declare_queue(channel, self.spec, self.topology.exchange, self.topology.kind)
         publisher = connection.channel()
         publisher.confirm_delivery()
         channel.basic_qos(prefetch_count=self.prefetch)
@@ -187,6 +195,12 @@ class Consumer:
             )
 
         channel.basic_consume(self.spec.name, on_message)
+        if self.topology.kind.quorum:
+
+            def on_dead(ch: BlockingChannel, method: Any, props: Any, body: bytes) -> None:
+                self.pool.submit(self._bury, connection, ch, method.delivery_tag, props, body)
+
+            channel.basic_consume(self.spec.dead_queue, on_dead)
         on_connected()
         try:
             channel.start_consuming()
@@ -281,6 +295,31 @@ class Consumer:
         queue = self.spec.retry_delay_queue(counts[ATTEMPTS])
         publisher.basic_publish("", queue, body, properties(props.message_id, headers))
         channel.basic_ack(tag)
+
+    def _bury(
+        self,
+        connection: pika.BlockingConnection,
+        channel: BlockingChannel,
+        tag: int,
+        props: Any,
+        body: bytes,
+    ) -> None:
+        """A message the broker dead-lettered past the delivery limit: into the dead letters
+        (acked once recorded; left in the dead queue while the database refuses it)."""
+        headers = dict(props.headers or {})
+        deaths = headers.get("x-death") or [{}]
+        keys = deaths[0].get("routing-keys") or [""]
+        routing_key = str(headers.get("x-routing-key") or keys[0])
+        delivered = int(deaths[0].get("count", 0)) or self.topology.kind.delivery_limit
+        reason = (
+            f"delivery limit {self.topology.kind.delivery_limit} exceeded: delivered "
+            "without an ack that often (its consumer died or requeued it each time)"
+        )
+        props.headers = {k: v for k, v in headers.items() if not k.startswith(BROKER_HEADERS)}
+        if self._dead(props, body, routing_key, reason, delivered):
+            self._later(connection, lambda: channel.basic_ack(tag))
+        else:
+            self._later(connection, lambda: channel.basic_nack(tag, requeue=True))
 
     def _dead(self, props: Any, body: bytes, routing_key: str, reason: str, attempts: int) -> bool:
         """Record the message in the dead letters; False if that failed (it is retried)."""

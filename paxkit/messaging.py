@@ -4,6 +4,14 @@ publisher with confirms, and the protocol's message shapes.
 Every consumer queue `Q` comes with retry tiers `Q.retry.<ms>`: TTL queues whose expired
 messages dead-letter back into `Q`. A message that can never be handled is recorded in
 its consumer's own database instead (paxkit/deadletters.py), where it can be replayed.
+
+The queues are classic by default; `PAXMART_AMQP_QUEUE_TYPE=quorum` makes every one a
+quorum queue (replicated on a cluster, `QueueKind`). A quorum queue `Q` has a delivery
+limit (`PAXMART_AMQP_DELIVERY_LIMIT`): a message delivered that many times without an ack
+(its consumer crashed with it, or requeued it) is dead-lettered by the broker, at least
+once, into `Q.dead`, which the consumer drains into its dead letters like any other. A
+queue's type and arguments can't change once declared: declaring it with others fails
+with `QueueMismatch`, which names the way out.
 """
 
 from __future__ import annotations
@@ -21,6 +29,11 @@ from paxkit.config import Settings
 
 RETRY_TIERS_MS = (1000, 5000, 30000)
 HEARTBEAT_S = 30
+CLASSIC = "classic"
+QUORUM = "quorum"
+QUEUE_TYPES = (CLASSIC, QUORUM)
+DEFAULT_DELIVERY_LIMIT = 20
+PRECONDITION_FAILED = 406
 
 
 # The msg mode's events (routing keys) and the queues that receive them. A branch's part
@@ -45,6 +58,49 @@ class PublishFailed(Exception):
 
 class PoisonMessage(Exception):
     """A message that can never be handled (undecodable, invalid): it is dead-lettered."""
+
+
+class QueueMismatch(Exception):
+    """A queue exists on the broker with other arguments (another type) than configured."""
+
+
+@dataclass(frozen=True)
+class QueueKind:
+    """The type of every queue of a deployment, and a quorum queue's delivery limit."""
+
+    type: str = CLASSIC
+    delivery_limit: int = DEFAULT_DELIVERY_LIMIT
+
+    def __post_init__(self) -> None:
+        if self.type not in QUEUE_TYPES:
+            raise ValueError(f"queue type {self.type!r} is not one of {QUEUE_TYPES}")
+        if self.delivery_limit < 1:
+            raise ValueError(f"a delivery limit must be at least 1, not {self.delivery_limit}")
+
+    @property
+    def quorum(self) -> bool:
+        return self.type == QUORUM
+
+    def arguments(self, dead_letter_queue: str | None = None) -> dict[str, Any]:
+        """A queue's arguments; `dead_letter_queue` is where the broker moves what its
+        expiry (a retry tier) or its delivery limit (a consumer queue) dead-letters."""
+        args: dict[str, Any] = {}
+        if self.quorum:
+            args["x-queue-type"] = QUORUM
+        if dead_letter_queue is not None:
+            args["x-dead-letter-exchange"] = ""
+            args["x-dead-letter-routing-key"] = dead_letter_queue
+            if self.quorum:
+                # Kept by the source queue until the target confirms it: nothing is lost
+                # between the two, and a full target refuses publishes instead of dropping.
+                args["x-dead-letter-strategy"] = "at-least-once"
+                args["x-overflow"] = "reject-publish"
+        return args
+
+    def consumer_arguments(self, dead_queue: str) -> dict[str, Any]:
+        if not self.quorum:
+            return {}
+        return {**self.arguments(dead_queue), "x-delivery-limit": self.delivery_limit}
 
 
 @dataclass(frozen=True)
@@ -94,6 +150,11 @@ class QueueSpec:
     def retry_queues(self) -> list[str]:
         return [self.retry_queue(tier) for tier in range(len(self.retry_tiers_ms))]
 
+    @property
+    def dead_queue(self) -> str:
+        """Where a quorum queue's broker dead-letters a message past its delivery limit."""
+        return f"{self.name}.dead"
+
 
 def connect(amqp_url: str) -> pika.BlockingConnection:
     """A connection with heartbeats and bounded connect/socket timeouts."""
@@ -106,22 +167,38 @@ def connect(amqp_url: str) -> pika.BlockingConnection:
     return pika.BlockingConnection(params)
 
 
-def declare_queue(channel: BlockingChannel, spec: QueueSpec, exchange: str) -> None:
-    """The queue, its bindings and its retry tiers (idempotent)."""
+def _declare(
+    channel: BlockingChannel, name: str, arguments: dict[str, Any], kind: QueueKind
+) -> None:
+    """One durable queue; QueueMismatch when it exists with other arguments."""
+    try:
+        channel.queue_declare(name, durable=True, arguments=arguments or None)
+    except pika.exceptions.ChannelClosedByBroker as err:
+        if err.reply_code != PRECONDITION_FAILED:
+            raise
+        raise QueueMismatch(
+            f"queue {name} already exists with other arguments than {arguments} "
+            f"(PAXMART_AMQP_QUEUE_TYPE={kind.type}, PAXMART_AMQP_DELIVERY_LIMIT="
+            f"{kind.delivery_limit}); a queue's type and arguments can't change once "
+            "declared: drain and delete the deployment's queues, or give it another "
+            f"PAXMART_MQ_NAMESPACE. The broker said: {err.reply_text}"
+        ) from err
+
+
+def declare_queue(
+    channel: BlockingChannel, spec: QueueSpec, exchange: str, kind: QueueKind | None = None
+) -> None:
+    """The queue, its bindings, its retry tiers and (quorum) its dead queue (idempotent)."""
+    kind = kind or QueueKind()
     channel.exchange_declare(exchange, exchange_type="topic", durable=True)
-    channel.queue_declare(spec.name, durable=True)
+    if kind.quorum:
+        _declare(channel, spec.dead_queue, kind.arguments(), kind)
+    _declare(channel, spec.name, kind.consumer_arguments(spec.dead_queue), kind)
     for key in spec.routing_keys:
         channel.queue_bind(spec.name, exchange, routing_key=key)
     for tier, ttl_ms in enumerate(spec.retry_tiers_ms):
-        channel.queue_declare(
-            spec.retry_queue(tier),
-            durable=True,
-            arguments={
-                "x-message-ttl": ttl_ms,
-                "x-dead-letter-exchange": "",
-                "x-dead-letter-routing-key": spec.name,
-            },
-        )
+        arguments = {"x-message-ttl": ttl_ms, **kind.arguments(spec.name)}
+        _declare(channel, spec.retry_queue(tier), arguments, kind)
 
 
 @dataclass(frozen=True)
@@ -132,11 +209,13 @@ class Topology:
     namespace: str
     queues: tuple[QueueSpec, ...] = ()
     retry_tiers_ms: tuple[int, ...] = RETRY_TIERS_MS
+    kind: QueueKind = QueueKind()
 
     @classmethod
     def of(cls, settings: Settings) -> Topology:
         """Every queue of the configured stack, under its namespace."""
-        return cls(settings.mq_namespace, stack_queues(settings.participants))
+        kind = QueueKind(settings.amqp_queue_type, settings.amqp_delivery_limit)
+        return cls(settings.mq_namespace, stack_queues(settings.participants), kind=kind)
 
     @property
     def exchange(self) -> str:
@@ -152,7 +231,12 @@ class Topology:
     def declare(self, channel: BlockingChannel) -> None:
         """Every queue of the system, so a publish is never unroutable for want of one."""
         for spec in self.all_queues:
-            declare_queue(channel, spec, self.exchange)
+            declare_queue(channel, spec, self.exchange, self.kind)
+
+    def queue_names(self, spec: QueueSpec) -> list[str]:
+        """A (namespaced) queue's own name, its retry tiers' and (quorum) its dead queue's."""
+        dead = [spec.dead_queue] if self.kind.quorum else []
+        return [spec.name, *spec.retry_queues, *dead]
 
 
 def properties(message_id: str, headers: dict[str, Any] | None = None) -> pika.BasicProperties:
@@ -323,11 +407,16 @@ def queue_depths(amqp_url: str, topology: Topology) -> dict[str, int]:
         channel = connection.channel()
         depths = {}
         for queue in topology.all_queues:
-            for name in (queue.name, *queue.retry_queues):
+            for name in topology.queue_names(queue):
                 depths[name] = channel.queue_declare(name, passive=True).method.message_count
         return depths
     finally:
         connection.close()
+
+
+def queue_names_any_kind(spec: QueueSpec) -> list[str]:
+    """Every queue name a spec may have on the broker, whichever type it was declared as."""
+    return [spec.name, *spec.retry_queues, spec.dead_queue]
 
 
 def delete_topology(amqp_url: str, topology: Topology, exchange: bool = False) -> None:
@@ -337,7 +426,7 @@ def delete_topology(amqp_url: str, topology: Topology, exchange: bool = False) -
     try:
         channel = connection.channel()
         for queue in topology.all_queues:
-            for name in (queue.name, *queue.retry_queues):
+            for name in queue_names_any_kind(queue):
                 channel.queue_delete(name)
         if exchange:
             channel.exchange_delete(topology.exchange)

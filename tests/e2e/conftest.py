@@ -55,16 +55,19 @@ def forget(settings: Settings) -> None:
 
 
 @contextmanager
-def own_stack(env: dict[str, str], log_dir: Path) -> Iterator[tuple[Stack, Settings]]:
+def own_stack(
+    env: dict[str, str], log_dir: Path, scale: int = 1
+) -> Iterator[tuple[Stack, Settings]]:
     """A stack of a module's own, on `env` (its own ports, databases, Redis db, broker
-    namespace), for a module that leaves on purpose what the suite's audit must not see:
-    started on fresh databases, and nothing of it left afterwards."""
+    namespace), for a module that leaves on purpose what the suite's audit must not see
+    (or runs `scale` instances of everything): started on fresh databases, and nothing of
+    it left afterwards."""
     settings = settings_under(env)
     migrate_all(settings, reset=True)
     delete_topology(settings.amqp_url, Topology.of(settings))
     redis.Redis.from_url(settings.redis_url, socket_timeout=2).flushdb()
     try:
-        with Stack(env, log_dir, workers=1, threads=8) as stack:
+        with Stack(env, log_dir, workers=1, threads=8, scale=scale) as stack:
             yield stack, settings
     finally:
         forget(settings)

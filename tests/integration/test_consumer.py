@@ -100,13 +100,19 @@ class Rig:
         ]
 
 
-@pytest.fixture(scope="module")
-def rig(fresh_databases, scratch_db) -> Iterator[Rig]:
+def probe_db(scratch_db: Callable[[str], Database]) -> Database:
+    """A scratch database with the messaging tables and the probe's own."""
     db = scratch_db("coupon")  # any database with the messaging tables
     with db.transaction() as conn:
         conn.execute(text("CREATE TABLE probe_effects (n integer NOT NULL)"))
         conn.execute(text("CREATE TABLE probe_gate (opened integer NOT NULL)"))
         conn.execute(text("INSERT INTO probe_gate VALUES (0)"))
+    return db
+
+
+@pytest.fixture(scope="module")
+def rig(fresh_databases, scratch_db) -> Iterator[Rig]:
+    db = probe_db(scratch_db)
     settings = fresh_databases
     topology = Topology(
         f"{settings.mq_namespace}_consumer_it", (SPEC,), retry_tiers_ms=(50, 100, 200)

@@ -101,3 +101,34 @@ def test_start_reports_an_app_that_does_not_import(tmp_path: Path) -> None:
         stack.start()
 
     assert not stack.is_running("broken")
+
+
+def test_a_scaled_component_is_served_by_each_instance_behind_haproxy(tmp_path: Path) -> None:
+    public = _free_port()
+    component = Component("fixture", "fixture_app:create_app()", public)
+    env = {**FIXTURE_ENV, "PAXMART_SCALE_PORT_STEP": "1"}
+    for offset in (1, 2):  # the instances' ports, public + step * i
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", public + offset)) == 0:
+                pytest.skip(f"port {public + offset} is taken")
+    with Stack(env, tmp_path / "logs", [component], workers=1, threads=2, scale=2) as s:
+        assert s.instances("fixture") == ["fixture-1", "fixture-2"]
+        assert [s.port(n) for n in ("fixture", "fixture-1", "fixture-2")] == [
+            public,
+            public + 1,
+            public + 2,
+        ]
+        assert s.balancer_config.read_text().count("check") >= 2
+        served = {_health(s, "fixture")["ppid"] for _ in range(8)}
+        assert served == {s.pid("fixture-1"), s.pid("fixture-2")}
+
+        s.kill("fixture-1", restart=False)
+
+        # The balancer's health check takes the dead instance out; the public port serves on.
+        assert all(_health(s, "fixture")["ppid"] == s.pid("fixture-2") for _ in range(8))
+
+
+def test_scale_one_runs_no_balancer(stack: Stack) -> None:
+    assert stack.names == ["fixture"]
+    assert stack.instances("fixture") == ["fixture"]
+    assert stack.port("fixture") == stack.port(stack.instances("fixture")[0])

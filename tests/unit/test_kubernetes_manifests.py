@@ -107,8 +107,6 @@ OPTIONAL_FAMILIES = {"_PORT": "the bind address is in the command; the URLs are 
 # parallel: queue type and delivery limit, the end-user JWTs' key and lifetime). Once the
 # code reads them, the checks above apply to them too and a name here is redundant.
 PENDING = {
-    "PAXMART_AMQP_QUEUE_TYPE",
-    "PAXMART_AMQP_DELIVERY_LIMIT",
     "PAXMART_AUTH_SIGNING_KEY",
     "PAXMART_AUTH_TOKEN_TTL_S",
 }

@@ -61,6 +61,11 @@ class Rejected(Exception):
         self.reason = reason
 
 
+# A column's own rule broken by a payload's value (a zero amount, a null): the caller's
+# error, as a value of the wrong type is.
+VALUE_RULES = (pg_errors.CheckViolation, pg_errors.NotNullViolation)
+
+
 def apply_action(action: Action, conn: Connection, payload: dict[str, Any]) -> None:
     """Run a business action; a payload it cannot read is the caller's error (400), also
     when only the database finds a value of the wrong type in it. An effect the ledger
@@ -70,6 +75,8 @@ def apply_action(action: Action, conn: Connection, payload: dict[str, Any]) -> N
     except (KeyError, TypeError, ValueError) as err:
         raise InvalidInput("payload", f"the payload cannot be applied: {err!r}") from err
     except IntegrityError as err:
+        if isinstance(err.orig, VALUE_RULES):
+            raise InvalidInput("payload", f"the payload breaks a rule: {err.orig}") from err
         if not isinstance(err.orig, pg_errors.UniqueViolation):
             raise
         raise Rejected("aborted", "this order's part is held here already") from err

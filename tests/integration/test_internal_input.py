@@ -8,6 +8,7 @@ import pytest
 from coordinator.app import create_app as coordinator_app
 from paxkit.auth import SERVICE_HEADER
 from services.order.app import create_app as order_app
+from services.redpacket.app import create_app as redpacket_app
 from tests.conftest import TEST_ENV
 
 pytestmark = pytest.mark.integration
@@ -23,6 +24,31 @@ def coordinator(fresh_databases):
 @pytest.fixture(scope="module")
 def order(fresh_databases):
     return order_app(fresh_databases).test_client()
+
+
+@pytest.fixture(scope="module")
+def redpacket(fresh_databases):
+    return redpacket_app(fresh_databases).test_client()
+
+
+@pytest.mark.parametrize("amount", [0, -5])
+def test_a_saga_action_whose_amount_breaks_the_ledgers_rule_is_a_400(redpacket, dbs, amount):
+    """The fuzzer's case: a zero red packet reached the table's CHECK and was a 500."""
+    gtid = f"gtx-rule-{amount}"
+    payload = {"order_id": "ord-rule-1", "user_id": 1, "amount_cents": amount}
+    before = dbs["redpacket"].fetch_one("SELECT * FROM wallets WHERE user_id = 1")
+    response = redpacket.post(
+        "/saga/action", json={"gtid": gtid, "payload": payload}, headers=CREDENTIAL
+    )
+    assert response.status_code == 400, response.get_json()
+    assert response.get_json()["error"]["field"] == "payload"
+    left = dbs["redpacket"].fetch_one(
+        "SELECT (SELECT count(*) FROM wallet_holds WHERE gtid = :gtid) AS holds, "
+        "(SELECT count(*) FROM barrier WHERE gtid = :gtid) AS barriers",
+        gtid=gtid,
+    )
+    assert left == {"holds": 0, "barriers": 0}
+    assert dbs["redpacket"].fetch_one("SELECT * FROM wallets WHERE user_id = 1") == before
 
 
 @pytest.mark.parametrize("mode", [["2pc"], {"m": 1}, 7, "4pc"])

@@ -1,0 +1,97 @@
+"""Acting as the seeded users: their development passwords, and a book of their tokens.
+
+Every seeded user N logs in with the password `paxmart-N` (docs/api.md). The load
+generators, benchmarks, chaos and scenarios log their users in through the gateway
+(`POST /api/auth/token`) and keep each token until shortly before it expires; a login
+answered 429 (the login's brute-force limit) waits its `Retry-After`, within a deadline.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import requests
+
+LOGIN_PATH = "/api/auth/token"
+# A token is renewed this long before it expires, so no request carries an expired one.
+RENEW_MARGIN_S = 30.0
+MAX_RETRY_AFTER_S = 5.0
+
+
+def dev_password(user_id: int) -> str:
+    """The seeded development password of user `user_id`."""
+    return f"paxmart-{user_id}"
+
+
+class LoginFailed(RuntimeError):
+    """The gateway would not issue a token (its status and body are in the message)."""
+
+
+@dataclass(frozen=True)
+class Token:
+    value: str
+    expires_at: float  # on this process's monotonic clock
+
+    def fresh(self, now: float) -> bool:
+        return now < self.expires_at - RENEW_MARGIN_S
+
+
+def login(
+    http: requests.Session,
+    base_url: str,
+    user_id: int,
+    password: str | None = None,
+    deadline_s: float = 60.0,
+    timeout_s: float = 10.0,
+) -> Token:
+    """Log `user_id` in; waits out a 429 until `deadline_s`; LoginFailed otherwise."""
+    body = {"user_id": user_id, "password": password or dev_password(user_id)}
+    give_up = time.monotonic() + deadline_s
+    while True:
+        started = time.monotonic()
+        response = http.post(base_url + LOGIN_PATH, json=body, timeout=timeout_s)
+        if response.status_code == 200:
+            answer = response.json()
+            return Token(answer["access_token"], started + float(answer["expires_in"]))
+        retry_s = _retry_after(response)
+        if retry_s is None or time.monotonic() + retry_s > give_up:
+            raise LoginFailed(f"login of user {user_id}: {response.status_code} {response.text}")
+        time.sleep(retry_s)  # the server said when a token is available again
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    if response.status_code not in (429, 503):
+        return None
+    try:
+        return min(MAX_RETRY_AFTER_S, max(0.05, float(response.headers.get("Retry-After", "1"))))
+    except ValueError:
+        return 1.0
+
+
+class TokenBook:
+    """Each user's current token, logged in on first use and again before it expires."""
+
+    def __init__(self, base_url: str, http: requests.Session | None = None) -> None:
+        self.base_url = base_url
+        self.http = http or requests.Session()
+        self._tokens: dict[int, Token] = {}
+        self._lock = threading.Lock()
+
+    def token(self, user_id: int) -> str:
+        with self._lock:
+            known = self._tokens.get(user_id)
+        if known is not None and known.fresh(time.monotonic()):
+            return known.value
+        fresh = login(self.http, self.base_url, user_id)
+        with self._lock:
+            self._tokens[user_id] = fresh
+        return fresh.value
+
+    def headers(self, user_id: int) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(user_id)}"}
+
+    def forget(self, user_id: int) -> None:
+        with self._lock:
+            self._tokens.pop(user_id, None)

@@ -8,9 +8,11 @@ answered 429 (the login's brute-force limit) waits its `Retry-After`, within a d
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import requests
 
@@ -95,3 +97,61 @@ class TokenBook:
     def forget(self, user_id: int) -> None:
         with self._lock:
             self._tokens.pop(user_id, None)
+
+
+USER_PATH = re.compile(r"^/api/users/([0-9]{1,10})/")
+ORDER_PATH = re.compile(r"^/api/orders/([A-Za-z0-9_-]{1,64})")
+USER_SCOPED = ("/api/users/", "/api/orders", "/api/auth/refresh")
+
+
+class SignedIn:
+    """A client's automatic sign-in: a user-scoped request carries the token of the user
+    it names (its path's, its order body's, or the owner of the order it reads, noted
+    when the order was placed); a request that brings its own Authorization is left as is."""
+
+    def __init__(self, book: TokenBook) -> None:
+        self.book = book
+        self._owners: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def user_of(self, path: str, body: object) -> int | None:
+        in_path = USER_PATH.match(path)
+        if in_path:
+            return int(in_path.group(1))
+        user = body.get("user_id") if isinstance(body, dict) else None
+        if isinstance(user, int) and not isinstance(user, bool):
+            return user
+        order = ORDER_PATH.match(path)
+        if order:
+            with self._lock:
+                return self._owners.get(order.group(1))
+        return None
+
+    def sign(self, path: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+        headers = dict(kwargs.get("headers") or {})
+        if not path.startswith(USER_SCOPED) or "Authorization" in headers:
+            return kwargs
+        user = self.user_of(path, kwargs.get("json"))
+        if user is None:
+            return kwargs
+        return {**kwargs, "headers": {**headers, **self.book.headers(user)}}
+
+    def note(self, response: requests.Response, body: object) -> None:
+        """Remember whose order an answer to a placement names."""
+        user = body.get("user_id") if isinstance(body, dict) else None
+        try:
+            answer = response.json()
+        except ValueError:
+            return
+        order_id = answer.get("order_id") if isinstance(answer, dict) else None
+        if isinstance(user, int) and isinstance(order_id, str):
+            with self._lock:
+                self._owners[order_id] = user
+        error = answer.get("error") if isinstance(answer, dict) else None
+        if isinstance(user, int) and isinstance(error, dict) and "order_id" in error:
+            with self._lock:
+                self._owners[str(error["order_id"])] = user
+
+    def own(self, order_id: str, user_id: int) -> None:
+        with self._lock:
+            self._owners[order_id] = user_id

@@ -76,6 +76,7 @@ def stack_env(clusters: PgClusters, redis_url: str, amqp_url: str) -> dict[str, 
         "PAXMART_AMQP_URL": amqp_url,
         "PAXMART_ADMIN_TOKEN": secrets.token_urlsafe(24),
         "PAXMART_SERVICE_TOKEN": secrets.token_urlsafe(24),
+        "PAXMART_AUTH_SIGNING_KEY": secrets.token_urlsafe(32),
     }
     for name in stack_config().names:
         env[f"PAXMART_{name.upper()}_PORT"] = str(PORT_BASE + PORT_OFFSETS[name])

@@ -65,10 +65,10 @@ def authenticate(signer: TokenSigner | None) -> Caller:
         raise AuthRequired(
             "This route needs 'Authorization: Bearer <token>' (from POST /api/auth/token)."
         )
-    claims = verifier.verify(token)
-    if not ASCII_DIGITS.match(claims.subject):
+    subject, expires_at = verifier.verify(token)
+    if not ASCII_DIGITS.match(subject):
         raise TokenInvalid("The bearer token is not a user's token.")
-    caller = Caller(int(claims.subject), claims.expires_at)
+    caller = Caller(int(subject), expires_at)
     g.caller = caller
     return caller
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 
 import jwt
 
@@ -24,50 +24,47 @@ DEFAULT_TTL_S = 900.0
 REQUIRED_CLAIMS = ("sub", "exp", "iat", "iss", "aud")
 
 
+Claims = tuple[str, float]  # what a token says: its subject, and when it expires
+
+
 @dataclass(frozen=True)
 class Issued:
-    """A freshly signed token and when it stops being accepted."""
+    """A freshly signed token: its subject, when it expires and how long it lived."""
 
     token: str
-    subject: str
-    expires_at: float
+    claims: Claims
     ttl_s: float
+
+    @property
+    def subject(self) -> str:
+        return self.claims[0]
+
+    @property
+    def expires_at(self) -> float:
+        return self.claims[1]
 
 
 @dataclass(frozen=True)
-class Claims:
-    """What a verified token says."""
-
-    subject: str
-    expires_at: float
-
-
 class TokenSigner:
-    """Issues and verifies the tokens of one issuer and audience under one HMAC key."""
+    """Issues and verifies the tokens of one issuer and audience under one HMAC key (which
+    no repr shows)."""
 
-    def __init__(
-        self,
-        key: str,
-        ttl_s: float = DEFAULT_TTL_S,
-        *,
-        issuer: str,
-        audience: str,
-        leeway_s: float = 0.0,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        if not key:
+    key: str = field(repr=False)
+    ttl_s: float = DEFAULT_TTL_S
+    _: KW_ONLY
+    issuer: str
+    audience: str
+    leeway_s: float = 0.0
+    clock: Callable[[], float] = time.time
+
+    def __post_init__(self) -> None:
+        if not self.key:
             raise ValueError("a token signer needs a non-empty key")
-        if ttl_s <= 0:
-            raise ValueError(f"token lifetime must be positive, not {ttl_s}")
-        self._key = key
-        self.ttl_s = ttl_s
-        self.issuer = issuer
-        self.audience = audience
-        self.leeway_s = leeway_s
-        self._clock = clock
+        if self.ttl_s <= 0:
+            raise ValueError(f"token lifetime must be positive, not {self.ttl_s}")
 
     def issue(self, subject: str) -> Issued:
-        now = int(self._clock())
+        now = int(self.clock())
         expires_at = now + self.ttl_s
         claims = {
             "sub": subject,
@@ -77,15 +74,16 @@ class TokenSigner:
             "aud": self.audience,
             "jti": secrets.token_hex(8),
         }
-        token = jwt.encode(claims, self._key, algorithm=ALGORITHM)
-        return Issued(token, subject, float(int(expires_at)), self.ttl_s)
+        token = jwt.encode(claims, self.key, algorithm=ALGORITHM)
+        return Issued(token, (subject, float(int(expires_at))), self.ttl_s)
 
     def verify(self, token: str) -> Claims:
-        """The token's claims; TokenExpired or TokenInvalid (never the token in a message)."""
+        """The token's subject and expiry; TokenExpired or TokenInvalid (never the token in
+        a message)."""
         try:
             claims = jwt.decode(
                 token,
-                self._key,
+                self.key,
                 algorithms=[ALGORITHM],
                 audience=self.audience,
                 issuer=self.issuer,
@@ -99,9 +97,9 @@ class TokenSigner:
         subject = claims["sub"]
         if not isinstance(subject, str) or not subject:
             raise TokenInvalid("The bearer token names no subject.")
-        if claims["exp"] <= self._clock() - self.leeway_s:  # PyJWT reads its own clock
+        if claims["exp"] <= self.clock() - self.leeway_s:  # PyJWT reads its own clock
             raise TokenExpired("The token has expired; log in again.")
-        return Claims(subject, float(claims["exp"]))
+        return subject, float(claims["exp"])
 
 
 def bearer_token(header: str | None) -> str | None:

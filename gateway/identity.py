@@ -19,7 +19,7 @@ from flask import g, request
 from paxkit.auth import CredentialNotConfigured
 from paxkit.errors import ApiError, AuthRequired, Forbidden, TokenInvalid
 from paxkit.tokens import Issued, TokenSigner, bearer_token
-from paxkit.validation import ASCII_DIGITS, parse_int_arg
+from paxkit.validation import ASCII_DIGITS, MAX_INT, parse_int_arg
 
 ISSUER = "paxmart-gateway"
 AUDIENCE = "paxmart-api"
@@ -93,7 +93,7 @@ def check_path_owner(caller: Caller, view_args: dict[str, Any] | None) -> None:
     raw = (view_args or {}).get("user_id")
     if raw is None:
         return
-    if parse_int_arg(raw, "user_id", 2**31 - 1) != caller.user_id:
+    if parse_int_arg(raw, "user_id", MAX_INT) != caller.user_id:
         raise forbidden()
 
 

@@ -20,7 +20,7 @@ from gateway.identity import AUDIENCE, ISSUER
 from infra.users import dev_password
 from paxkit.tokens import TokenSigner
 from tests.conftest import TEST_ENV
-from tests.e2e.conftest import ADMIN, Api
+from tests.e2e.conftest import ADMIN, SERVICE, Api
 
 KEY = TEST_ENV["PAXMART_AUTH_SIGNING_KEY"]
 
@@ -273,3 +273,24 @@ def test_tokens_passwords_and_the_admin_token_stay_out_of_logs_and_metrics(api, 
     for where, text in texts.items():
         for what, value in secrets.items():
             assert value not in text, f"the {what} is in {where}"
+
+
+def test_the_order_service_places_only_for_the_user_the_gateway_forwards(stack, api, user):
+    """Behind the gateway too: with the service credential, a body for another user than
+    X-Authenticated-User is refused, and nothing is placed."""
+    footprint = Footprint(api, user)
+    before = footprint.now()
+    headers = {**SERVICE, "X-Order-Id": f"ord-forwarded-{user}", "X-Authenticated-User": "1"}
+    response = requests.post(
+        stack.url("order") + "/orders", json=order_body(user), headers=headers, timeout=30
+    )
+    assert (response.status_code, error_of(response)) == (403, "forbidden"), response.text
+    assert footprint.now() == before
+
+
+def test_the_credential_check_needs_the_service_credential(stack, user):
+    body = {"user_id": user, "password": dev_password(user)}
+    url = stack.url("order") + "/credentials/check"
+    assert requests.post(url, json=body, timeout=10).status_code == 401
+    checked = requests.post(url, json=body, headers=SERVICE, timeout=10)
+    assert (checked.status_code, checked.json()) == (200, {"user_id": user})

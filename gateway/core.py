@@ -17,6 +17,7 @@ from gateway.breaker import BreakerPolicy, CircuitBreaker
 from gateway.cache import CachePolicy, Entry, ReadCache
 from gateway.control import ControlPlane, ControlStore
 from gateway.idempotency import Idempotency
+from gateway.identity import make_signer
 from gateway.notices import Notices
 from gateway.ratelimit import RateLimiter
 from gateway.redisguard import RedisGuard, RedisUnavailable, fast_client
@@ -26,6 +27,7 @@ from paxkit.config import Settings
 from paxkit.db import Database, make_engine
 from paxkit.errors import ApiError
 from paxkit.http import ServiceClient
+from paxkit.tokens import TokenSigner
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +92,9 @@ class Gateway:
             wait_s=options.idempotency_wait_s,
         )
         self.control = ControlPlane(ControlStore(self.db), self.notices, f"{ns}:control", _export)
+        self.signer: TokenSigner | None = make_signer(
+            settings.auth_signing_key, settings.auth_token_ttl_s
+        )
         self.stopping = threading.Event()
 
     @property

@@ -1,4 +1,5 @@
-"""Checks every request passes before its route runs: crawler block, rate limit, read-only."""
+"""Checks every request passes before its route runs: crawler block, the caller's token on
+user-scoped routes, rate limit (keyed by that caller), read-only."""
 
 from __future__ import annotations
 
@@ -6,11 +7,13 @@ from flask import Flask, Response, g, request
 
 from gateway.clients import client_id
 from gateway.core import Gateway, current_gateway
+from gateway.identity import authenticate, check_path_owner, optional_caller, user_scoped
 from gateway.ratelimit import RateLimited, Rule
 from gateway.routes import cache_name
 from gateway.switches import BOT_USER_AGENT
 from paxkit.errors import ApiError
 
+AUTH_PREFIX = "/api/auth/"
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Routes whose empty answer is an empty list rather than an empty object.
 LIST_ROUTES = frozenset(
@@ -34,10 +37,15 @@ def protect() -> Response | None:
     if on_api and gateway.switch("crawler_block").on and is_bot():
         return empty_answer()
     template = request.url_rule.rule if request.url_rule is not None else None
+    if user_scoped(template):
+        check_path_owner(authenticate(gateway.signer), request.view_args)
+    elif on_api:
+        optional_caller(gateway.signer)
     rules = gateway.control.snapshot.rules_for(template, request.path)
     if rules:
         limit(gateway, rules, template)
     writes = on_api and template is not None and request.method in WRITE_METHODS
+    writes = writes and not (template or "").startswith(AUTH_PREFIX)  # reads need a login
     if writes and gateway.switch("read_only").on:
         raise ApiError(
             "The shop is read-only for now; writes are paused.",

@@ -1,7 +1,8 @@
 """Public API routes: each one forwards to the service that owns the data.
 
 Product reads go through the read cache; order placement through the degradation
-switches, idempotency keys and the order service's breaker.
+switches, idempotency keys and the order service's breaker. User-scoped routes run with
+the caller the guards authenticated (gateway/identity.py); the login issues the tokens.
 """
 
 from __future__ import annotations
@@ -18,10 +19,20 @@ from gateway.cache import Entry, Served
 from gateway.clients import client_id
 from gateway.core import PRODUCTS, Gateway, current_gateway, product_name
 from gateway.idempotency import HEADER, Stored, validate_key
+from gateway.identity import (
+    USER_HEADER,
+    Caller,
+    check_owner,
+    forbidden,
+    require_signer,
+    token_body,
+)
+from gateway.ratelimit import RateLimited, Rule
 from gateway.switches import SwitchState
 from gateway.upstreams import Upstream, segment
 from paxkit.errors import (
     ApiError,
+    InvalidCredentials,
     OutcomeUnknown,
     UpstreamNotReached,
     UpstreamTimeout,
@@ -40,6 +51,9 @@ ORDER_ID_HEADER = "X-Order-Id"
 FALLBACK_RECOMMENDATIONS = [f"SKU-{n:04d}" for n in range(1, 11)]
 MAX_ORDER_SKUS = 100
 STALE_WARNING = '110 - "Response is Stale"'
+# Brute force on the login: every user's password may be tried 10 times at once, then once
+# a second, from anywhere (the per-address limit is the `login` rule of the control plane).
+LOGIN_PER_USER = Rule("login_per_user", "/api/auth/token", 1.0, 10, "client")
 
 
 def upstream(name: str) -> Upstream:
@@ -120,7 +134,49 @@ def list_orders(user_id: str) -> Response:
 
 @api.get("/orders/<order_id>")
 def get_order(order_id: str) -> Response:
-    return relay(upstream("order").get(f"/orders/{segment(order_id)}"))
+    reply = upstream("order").get(f"/orders/{segment(order_id)}")
+    if reply.ok and reply.body.get("user_id") != caller().user_id:
+        raise forbidden()  # nothing of another user's order is revealed
+    return relay(reply)
+
+
+def caller() -> Caller:
+    """The caller the guards authenticated (every route calling this is user-scoped)."""
+    found: Caller | None = g.get("caller")
+    assert found is not None, "a user-scoped route runs only after authentication"
+    return found
+
+
+@api.post("/auth/token")
+def issue_token() -> Any:
+    """A user's credentials for a short-lived signed token (the order service checks them)."""
+    gateway = current_gateway()
+    signer = require_signer(gateway.signer)
+    body = json_body()
+    user_id, password = body.get("user_id"), body.get("password")
+    limit_login(gateway, user_id)
+    reply = gateway.upstreams["order"].post(
+        "/credentials/check", json={"user_id": user_id, "password": password}
+    )
+    if reply.status == 401:
+        raise InvalidCredentials("Unknown user or wrong password.")
+    if not reply.ok:
+        return relay(reply)
+    return token_body(signer.issue(str(reply.body["user_id"])))
+
+
+@api.post("/auth/refresh")
+def refresh_token() -> Any:
+    """A fresh token for the caller of a token that is still valid (an expired one: log in)."""
+    return token_body(require_signer(current_gateway().signer).issue(str(caller().user_id)))
+
+
+def limit_login(gateway: Gateway, user_id: Any) -> None:
+    """The per-user bucket of the login, so many addresses cannot try one user's password."""
+    if isinstance(user_id, int) and not isinstance(user_id, bool):
+        decision, _ = gateway.limiter.check((LOGIN_PER_USER,), f"login-user:{user_id}")
+        if not decision.allowed:
+            raise RateLimited(decision)
 
 
 @api.post("/orders")
@@ -133,6 +189,7 @@ def place_order() -> Response:
     if waiting.on:
         raise waiting_room(gateway, waiting)
     body = json_body()
+    check_owner(caller(), body.get("user_id"))
     key = validate_key(request.headers.get(HEADER))
     order_id = new_order_id()
     claim = gateway.idempotency.begin(key, body, order_id) if key else None
@@ -162,7 +219,7 @@ def new_order_id() -> str:
 
 
 def forward_order(gateway: Gateway, body: dict[str, Any], order_id: str, force: bool) -> Reply:
-    headers = {ORDER_ID_HEADER: order_id}
+    headers = {ORDER_ID_HEADER: order_id, USER_HEADER: str(caller().user_id)}
     if gateway.switch("order_async").on:
         headers["Prefer"] = "respond-async"
     return gateway.upstreams["order"].post(

@@ -77,7 +77,7 @@ WEB_WORKERS = 1
 WEB_THREADS = 32
 START_MARK = "=== "
 # One admin token and one service credential for the whole stack, handed to every process.
-CREDENTIALS = ("PAXMART_ADMIN_TOKEN", "PAXMART_SERVICE_TOKEN")
+CREDENTIALS = ("PAXMART_ADMIN_TOKEN", "PAXMART_SERVICE_TOKEN", "PAXMART_AUTH_SIGNING_KEY")
 CREDENTIALS_FILE = "credentials.env"
 ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit)\b.*$", re.MULTILINE)
 

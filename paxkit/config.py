@@ -176,6 +176,10 @@ class Settings:
     # The credential every internal call carries (paxkit/auth.py); None: internal routes
     # refuse every call and the client sends none.
     service_token: str | None = None
+    # The HMAC key the gateway signs end users' bearer tokens with (gateway/identity.py), and
+    # how long a token lives; None: user-scoped routes answer 503 credential_not_configured.
+    auth_signing_key: str | None = None
+    auth_token_ttl_s: float = 900.0
     # How old protocol bookkeeping gets before it is pruned, and how often that runs.
     retention_s: float = DEFAULT_RETENTION_S
     retention_interval_s: float = 60.0
@@ -241,6 +245,8 @@ def load_settings() -> Settings:
         amqp_url=_env("PAXMART_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F"),
         admin_token=_env_secret("PAXMART_ADMIN_TOKEN"),
         service_token=_env_secret("PAXMART_SERVICE_TOKEN"),
+        auth_signing_key=_env_secret("PAXMART_AUTH_SIGNING_KEY"),
+        auth_token_ttl_s=_env_float("PAXMART_AUTH_TOKEN_TTL_S", 900.0),
         retention_s=_retention_s(),
         retention_interval_s=_env_float("PAXMART_RETENTION_INTERVAL_S", 60.0),
         faults_enabled=_env_bool("PAXMART_FAULTS", False),

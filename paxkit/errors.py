@@ -75,6 +75,37 @@ class Unauthorized(ApiError):
     code = "unauthorized"
 
 
+class AuthRequired(Unauthorized):
+    """A user-scoped route called without `Authorization: Bearer <token>`."""
+
+    code = "auth_required"
+
+
+class TokenInvalid(Unauthorized):
+    """A bearer token that is malformed, signed with another key, or not a user's token."""
+
+    code = "token_invalid"
+
+
+class TokenExpired(Unauthorized):
+    """A well-signed token past its expiry: log in again (or refresh before it expires)."""
+
+    code = "token_expired"
+
+
+class InvalidCredentials(Unauthorized):
+    """A login whose user and password do not match (never telling which one was wrong)."""
+
+    code = "invalid_credentials"
+
+
+class Forbidden(ApiError):
+    """Authenticated, but acting on another user's resource."""
+
+    status = 403
+    code = "forbidden"
+
+
 class UpstreamUnavailable(ApiError):
     status = 503
     code = "upstream_unavailable"

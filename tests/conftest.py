@@ -27,6 +27,7 @@ TEST_ENV = {
     "PAXMART_REDIS_URL": f"redis://127.0.0.1:6379/{15 - SLOT}",
     "PAXMART_ADMIN_TOKEN": "test-admin-token",
     "PAXMART_SERVICE_TOKEN": "test-service-token",
+    "PAXMART_AUTH_SIGNING_KEY": "test-auth-signing-key-for-the-suite-only-0123456789",
     "PAXMART_FAULTS": "1",
     "PAXMART_TXN_TIMEOUT_S": "4",
     "PAXMART_BRANCH_TIMEOUT_S": "2",

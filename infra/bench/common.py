@@ -30,6 +30,7 @@ BENCH_ENV = {
     "PAXMART_REDIS_URL": "redis://127.0.0.1:6379/13",
     "PAXMART_ADMIN_TOKEN": TOKEN,
     "PAXMART_SERVICE_TOKEN": "bench-orders-service-token",
+    "PAXMART_AUTH_SIGNING_KEY": "bench-orders-auth-signing-key-0123456789abcdef",
     "PAXMART_FAULTS": "0",
     # The unsafe no-protocol baseline every mode is compared with (paxkit/naive.py).
     "PAXMART_NAIVE_MODE": "1",

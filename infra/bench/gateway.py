@@ -8,9 +8,16 @@ trivial app under the same gunicorn settings, then measures requests/s on loopba
 (a, b, c, b) back to back: each round's b is the mean of the runs before and after c, so
 drift in the machine's speed during a round cancels out. Targets, on the median of the
 per-round ratios: b/a >= 0.7 and 1 - c/b < 0.10.
+
+The cost of end users' tokens, twice: (d) the cached read of (b) sent with a user's bearer
+token (the gateway verifies it and keys the client by the user) against (b) again, an A/B
+pair per round in alternating order; and, with no stack, the time of one token verify
+(`jwt.decode` with every check the gateway makes) against the header parse alone, in
+interleaved rounds, with the spread over the rounds.
 Prints a table, writes bench-results/gateway.json, exits 1 when a target is missed.
 
     python -m infra.bench.gateway [--rounds 5] [--seconds 8]
+    python -m infra.bench.gateway --token-only      # the verify micro-benchmark alone
 """
 
 from __future__ import annotations
@@ -35,12 +42,15 @@ from urllib.parse import urlsplit
 import redis
 import requests
 
+from gateway.identity import make_signer
 from infra.deps import ensure_all
 from infra.launcher import Component, Stack, stack_components
 from infra.pgcluster import ensure_cluster
+from infra.users import TokenBook, widen_login_limit
 from infra.util import setup_logging
 from paxkit.config import REPO_ROOT, load_settings
 from paxkit.migrate import migrate_all
+from paxkit.tokens import bearer_token
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +60,7 @@ BENCH_ENV = {
     "PAXMART_REDIS_URL": "redis://127.0.0.1:6379/14",
     "PAXMART_ADMIN_TOKEN": TOKEN,
     "PAXMART_SERVICE_TOKEN": "bench-service-token",
+    "PAXMART_AUTH_SIGNING_KEY": "bench-auth-signing-key-0123456789abcdef0123",
     "PAXMART_GATEWAY_PORT": "28000",
     "PAXMART_COORDINATOR_PORT": "28010",
     "PAXMART_ORDER_PORT": "28011",
@@ -108,11 +119,12 @@ def redis_cpu_s(client: redis.Redis) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
-def wrk(url: str, seconds: int) -> Run:
+def wrk(url: str, seconds: int, headers: dict[str, str] | None = None) -> Run:
     """Requests/s by wrk; other than 2xx/3xx answers and broken connections are errors
     (a slow answer, past wrk's timeout, is only slow: a loaded machine is not a bug)."""
+    extra = [arg for name, value in (headers or {}).items() for arg in ("-H", f"{name}: {value}")]
     out = subprocess.run(
-        ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{seconds}s", "--timeout", "10s", url],
+        ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{seconds}s", "--timeout", "10s", *extra, url],
         capture_output=True,
         text=True,
         check=True,
@@ -129,7 +141,7 @@ def wrk(url: str, seconds: int) -> Run:
     return Run(float(rate.group(1)), errors, int(total.group(1)) if total else 0)
 
 
-def python_load(url: str, seconds: int) -> Run:
+def python_load(url: str, seconds: int, headers: dict[str, str] | None = None) -> Run:
     """A threaded keep-alive load generator, for machines without wrk."""
     parts = urlsplit(url)
     stop_at = time.monotonic() + seconds
@@ -140,7 +152,7 @@ def python_load(url: str, seconds: int) -> Run:
         conn = http.client.HTTPConnection(parts.netloc, timeout=10)
         ok = bad = 0
         while time.monotonic() < stop_at:
-            conn.request("GET", parts.path)
+            conn.request("GET", parts.path, headers=headers or {})
             response = conn.getresponse()
             response.read()
             ok, bad = (ok + 1, bad) if response.status < 400 else (ok, bad + 1)
@@ -157,11 +169,17 @@ def python_load(url: str, seconds: int) -> Run:
     return Run((counts[0] + counts[1]) / seconds, counts[1], counts[0] + counts[1])
 
 
-def measure(url: str, seconds: int, pids: list[int], store: redis.Redis) -> Sample:
+def measure(
+    url: str,
+    seconds: int,
+    pids: list[int],
+    store: redis.Redis,
+    headers: dict[str, str] | None = None,
+) -> Sample:
     load = wrk if shutil.which("wrk") else python_load
-    load(url, 2)  # warm the connections and the workers
+    load(url, 2, headers)  # warm the connections and the workers
     server, cache = group_cpu_s(pids), redis_cpu_s(store)
-    run = load(url, seconds)
+    run = load(url, seconds, headers)
     server, cache = group_cpu_s(pids) - server, redis_cpu_s(store) - cache
     if run.errors:
         raise SystemExit(f"{run.errors} failed requests against {url}")
@@ -205,10 +223,19 @@ def run_rounds(stack: Stack, rounds: int, seconds: int) -> dict[str, list[Sample
     gateway, trivial = stack.url("gateway"), stack.url("trivial")
     store = redis.Redis.from_url(os.environ["PAXMART_REDIS_URL"], socket_timeout=5)
     wait_cached(gateway)
-    samples: dict[str, list[Sample]] = {"trivial": [], "cached": [], "limited": []}
+    samples: dict[str, list[Sample]] = {
+        "trivial": [],
+        "cached": [],
+        "limited": [],
+        "anonymous": [],
+        "authenticated": [],
+    }
+    widen_login_limit(gateway, TOKEN)
+    user = {"Authorization": f"Bearer {TokenBook(gateway).token(7)}"}
 
-    def run(name: str, url: str, component: str) -> None:
-        samples[name].append(measure(url, seconds, stack.process_group(component), store))
+    def run(name: str, url: str, component: str, headers: dict[str, str] | None = None) -> None:
+        pids = stack.process_group(component)
+        samples[name].append(measure(url, seconds, pids, store, headers))
 
     for number in range(1, rounds + 1):
         run("trivial", trivial + "/product", "trivial")
@@ -218,6 +245,9 @@ def run_rounds(stack: Stack, rounds: int, seconds: int) -> dict[str, list[Sample
         set_rule(gateway, on=False)
         run("cached", gateway + PRODUCT_PATH, "gateway")
         samples["cached"][-2:] = [_mean_sample(samples["cached"][-2:])]
+        pair = [("anonymous", None), ("authenticated", user)]
+        for name, headers in pair if number % 2 else reversed(pair):  # A/B, then B/A
+            run(name, gateway + PRODUCT_PATH, "gateway", headers)
         log.info("round %d: %s", number, {k: round(v[-1].rps) for k, v in samples.items()})
     return samples
 
@@ -235,6 +265,14 @@ def report(samples: dict[str, list[Sample]], seconds: int) -> dict[str, Any]:
     rounds = list(zip(rps["trivial"], rps["cached"], rps["limited"], strict=True))
     ratio = statistics.median(cached / trivial for trivial, cached, _ in rounds)
     cost = statistics.median(1 - limited / cached for _, cached, limited in rounds)
+    token_costs = [
+        1 - authed / anonymous
+        for anonymous, authed in zip(rps["anonymous"], rps["authenticated"], strict=True)
+    ]
+    token_cpu_us = [
+        authed.server_cpu_us - anonymous.server_cpu_us
+        for anonymous, authed in zip(samples["anonymous"], samples["authenticated"], strict=True)
+    ]
     return {
         "generator": "wrk" if shutil.which("wrk") else "python",
         "connections": CONNECTIONS,
@@ -248,8 +286,56 @@ def report(samples: dict[str, list[Sample]], seconds: int) -> dict[str, Any]:
         "redis_cpu_us_per_request": _median_of(samples, "redis_cpu_us"),
         "cached_vs_trivial": round(ratio, 3),
         "limiter_cost": round(cost, 3),
+        "token_check": {
+            "throughput_cost_median": round(statistics.median(token_costs), 3),
+            "throughput_cost_spread": [round(min(token_costs), 3), round(max(token_costs), 3)],
+            "server_cpu_us_per_request_median": round(statistics.median(token_cpu_us), 1),
+            "server_cpu_us_per_request_spread": [
+                round(min(token_cpu_us), 1),
+                round(max(token_cpu_us), 1),
+            ],
+            "verify": token_verify_cost(),
+        },
         "targets": {"cached_vs_trivial_min": MIN_RATIO, "limiter_cost_max": MAX_LIMITER_COST},
         "pass": ratio >= MIN_RATIO and cost < MAX_LIMITER_COST,
+    }
+
+
+VERIFY_ROUNDS, VERIFY_CALLS = 9, 20_000
+
+
+def token_verify_cost(rounds: int = VERIFY_ROUNDS, calls: int = VERIFY_CALLS) -> dict[str, Any]:
+    """CPU microseconds of one token verify (signature, algorithm, issuer, audience, expiry)
+    and of the header parse alone (what an anonymous request pays), in interleaved rounds
+    whose order alternates; the median and the spread over the rounds."""
+    signer = make_signer(BENCH_ENV["PAXMART_AUTH_SIGNING_KEY"], 900)
+    assert signer is not None
+    header = f"Bearer {signer.issue('7').token}"
+
+    def verify() -> None:
+        token = bearer_token(header)
+        assert token is not None
+        signer.verify(token)
+
+    def parse() -> None:
+        bearer_token(header)
+
+    timings: dict[str, list[float]] = {"verify": [], "parse": []}
+    for number in range(rounds):
+        pair = [("verify", verify), ("parse", parse)]
+        for name, call in pair if number % 2 == 0 else reversed(pair):
+            started = time.thread_time()  # CPU time: other load on the machine adds none
+            for _ in range(calls):
+                call()
+            timings[name].append((time.thread_time() - started) / calls * 1e6)
+    extra = [v - p for v, p in zip(timings["verify"], timings["parse"], strict=True)]
+    return {
+        "rounds": rounds,
+        "calls_per_round": calls,
+        "us_per_call_median": {k: round(statistics.median(v), 2) for k, v in timings.items()},
+        "us_per_call_spread": {k: [round(min(v), 2), round(max(v), 2)] for k, v in timings.items()},
+        "verify_minus_parse_us_median": round(statistics.median(extra), 2),
+        "verify_minus_parse_us_spread": [round(min(extra), 2), round(max(extra), 2)],
     }
 
 
@@ -264,8 +350,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument(
+        "--token-only", action="store_true", help="only time token verifies (no stack)"
+    )
     args = parser.parse_args(argv)
     setup_logging()
+    if args.token_only:
+        print(verify_summary(token_verify_cost()))
+        return 0
     os.environ.update(BENCH_ENV)
     settings = load_settings()
     ensure_cluster(settings)
@@ -291,12 +383,28 @@ def summary(result: dict[str, Any]) -> str:
         f"  {name:<8} {rps:>9.1f} req/s  {cpu[name]:>7.1f} us server CPU/request"
         for name, rps in median.items()
     ]
+    token = result["token_check"]
     lines += [
         f"  cached / trivial  {ratio:.3f}  (target >= {MIN_RATIO})",
         f"  limiter cost      {cost:.1%}  (target < {MAX_LIMITER_COST:.0%})",
+        f"  token check cost  {token['throughput_cost_median']:.1%} of throughput "
+        f"(rounds {token['throughput_cost_spread']}), "
+        f"{token['server_cpu_us_per_request_median']:.1f} us server CPU/request",
+        verify_summary(token["verify"]),
         f"  written to {RESULTS}",
     ]
     return "\n".join(lines)
+
+
+def verify_summary(verify: dict[str, Any]) -> str:
+    median, spread = verify["us_per_call_median"], verify["us_per_call_spread"]
+    return (
+        f"  token verify      {median['verify']:.2f} us (rounds {spread['verify']}), header "
+        f"parse alone {median['parse']:.2f} us; verify costs "
+        f"{verify['verify_minus_parse_us_median']:.2f} us more "
+        f"(spread {verify['verify_minus_parse_us_spread']}, {verify['rounds']} rounds "
+        f"of {verify['calls_per_round']})"
+    )
 
 
 if __name__ == "__main__":

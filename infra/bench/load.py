@@ -7,6 +7,10 @@
   each request's *scheduled* send time, so a slow answer that delays the next sends is
   counted against the system (no coordinated omission). Used at half the saturation
   rate, where a few dozen threads are cheap.
+
+Orders are placed by authenticated users: `sign_in` logs the seeded users of a gateway in
+once (through `POST /api/auth/token`) and every later order load against that gateway
+sends each order with its user's token (wrk reads them from a file).
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from infra.users import TokenBook, log_in_all, widen_login_limit
 
 LUA_SCRIPT = Path(__file__).with_name("orders.lua")
 ORDERS_PATH = "/api/orders"
@@ -105,6 +111,41 @@ def _children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+@dataclass(frozen=True)
+class Users:
+    """Logged-in users of one gateway: their tokens, and the file wrk reads them from."""
+
+    tokens: dict[int, str]
+    path: Path
+
+    def pick(self, rng: random.Random) -> tuple[int, dict[str, str]]:
+        user = rng.choice(list(self.tokens))
+        return user, {**JSON_HEADERS, "Authorization": f"Bearer {self.tokens[user]}"}
+
+
+_SIGNED_IN: dict[str, Users] = {}
+
+
+def sign_in(base_url: str, admin_token: str, out_dir: Path, count: int = 1000) -> Users:
+    """Log users 1..count of the gateway at `base_url` in (its login limit widened for it,
+    since they all log in from one address); later loads there send their tokens."""
+    widen_login_limit(base_url, admin_token)
+    book = TokenBook(base_url)
+    log_in_all(book, range(1, count + 1))
+    tokens = {user: book.token(user) for user in range(1, count + 1)}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "users.tokens"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.writelines(f"{user} {token}\n" for user, token in tokens.items())
+    users = _SIGNED_IN[base_url] = Users(tokens, path)
+    return users
+
+
+def signed_in(base_url: str) -> Users | None:
+    return _SIGNED_IN.get(base_url)
+
+
 def burst(
     base_url: str,
     seconds: float,
@@ -124,6 +165,7 @@ def burst(
         *("--timeout", f"{REQUEST_TIMEOUT_S:g}s", "-s", str(LUA_SCRIPT)),
         base_url,
         *("--", path, mode),
+        *([str(users.path)] if (users := signed_in(base_url)) else []),
     ]
     cpu_before = _children_cpu_s()
     out = subprocess.run(
@@ -144,10 +186,16 @@ def burst(
     )
 
 
-def order_body(rng: random.Random, mode: str) -> dict[str, Any]:
+def order_request(rng: random.Random, mode: str, users: Users | None) -> tuple[str, dict[str, str]]:
+    """An order's body and headers: a signed-in user's with its token, else anyone's."""
+    user, headers = users.pick(rng) if users else (rng.randint(1, 1000), JSON_HEADERS)
+    return json.dumps(order_body(rng, mode, user)), headers
+
+
+def order_body(rng: random.Random, mode: str, user: int | None = None) -> dict[str, Any]:
     """The same small order as orders.lua: qty 1, a 1..100 cent red packet, no coupon."""
     return {
-        "user_id": rng.randint(1, 1000),
+        "user_id": user if user is not None else rng.randint(1, 1000),
         "items": [{"sku": f"SKU-{rng.randint(1, 100):04d}", "qty": 1}],
         "red_packet_cents": rng.randint(1, 100),
         "mode": mode,
@@ -192,11 +240,11 @@ class _Connection:
     def _new(self) -> http.client.HTTPConnection:
         return http.client.HTTPConnection(self.host, self.port, timeout=REQUEST_TIMEOUT_S)
 
-    def post(self, path: str, body: str) -> int:
+    def post(self, path: str, body: str, headers: dict[str, str] = JSON_HEADERS) -> int:
         if time.monotonic() - self.last_used > IDLE_RECONNECT_S:
             self.reset()
         try:
-            self.conn.request("POST", path, body=body, headers=JSON_HEADERS)
+            self.conn.request("POST", path, body=body, headers=headers)
             response = self.conn.getresponse()
             response.read()
             return response.status
@@ -216,9 +264,10 @@ def _paced_worker(
 ) -> None:
     rng = random.Random()
     conn = _Connection(base_url)
+    users = signed_in(base_url)
     while (scheduled := jobs.get()) is not None:
         try:
-            status = str(conn.post(path, json.dumps(order_body(rng, mode))))
+            status = str(conn.post(path, *order_request(rng, mode, users)))
             tally.statuses[status] = tally.statuses.get(status, 0) + 1
         except (OSError, http.client.HTTPException):
             tally.transport_errors += 1
@@ -239,9 +288,10 @@ def _merge(tallies: list[_Tally]) -> tuple[dict[str, int], int, list[float]]:
 def _closed_worker(base_url: str, path: str, mode: str, stop_at: float, tally: _Tally) -> None:
     rng = random.Random()
     conn = _Connection(base_url)
+    users = signed_in(base_url)
     while (started := time.monotonic()) < stop_at:
         try:
-            status = str(conn.post(path, json.dumps(order_body(rng, mode))))
+            status = str(conn.post(path, *order_request(rng, mode, users)))
             tally.statuses[status] = tally.statuses.get(status, 0) + 1
         except (OSError, http.client.HTTPException):
             tally.transport_errors += 1

@@ -1,7 +1,9 @@
 -- wrk script: POST a small JSON order per request and count the answers by status.
--- Arguments after `--`: the path (default /api/orders) and the mode (default 2pc).
--- Each order is qty 1 of a random SKU for a random user with a 1..100 cent red packet
--- and no coupon, so tens of thousands of them fit in the seeded stock and wallets.
+-- Arguments after `--`: the path (default /api/orders), the mode (default 2pc) and a file
+-- of logged-in users, one "<user_id> <token>" a line (infra/bench/load.py writes it).
+-- Each order is qty 1 of a random SKU for a random one of those users (1..1000 without
+-- the file) with a 1..100 cent red packet and no coupon, carrying that user's token, so
+-- tens of thousands of them fit in the seeded stock and wallets.
 -- `done` prints one line "BENCH {json}" that infra/bench/load.py parses.
 
 local threads = {}
@@ -18,13 +20,27 @@ function init(args)
   mode = args[2] or "2pc"
   statuses = {}
   math.randomseed(os.time() * 1000 + id)
-  headers = {["Content-Type"] = "application/json"}
+  users = {}
+  if args[3] then
+    for line in io.lines(args[3]) do
+      local user, token = line:match("^(%d+) (%S+)$")
+      if user then
+        table.insert(users, {tonumber(user), "Bearer " .. token})
+      end
+    end
+  end
 end
 
 function request()
+  local headers = {["Content-Type"] = "application/json"}
+  local user = math.random(1, 1000)
+  if #users > 0 then
+    local pick = users[math.random(1, #users)]
+    user, headers["Authorization"] = pick[1], pick[2]
+  end
   local body = string.format(
     '{"user_id": %d, "items": [{"sku": "SKU-%04d", "qty": 1}], "red_packet_cents": %d, "mode": "%s"}',
-    math.random(1, 1000), math.random(1, 100), math.random(1, 100), mode)
+    user, math.random(1, 100), math.random(1, 100), mode)
   return wrk.format("POST", path, headers, body)
 end
 

@@ -83,10 +83,11 @@ NOT_PROFILED = "not profiled (--no-profile)"
 MIN_SAMPLES = 20
 
 
-def available(gateway: str, mode: str) -> tuple[bool, str]:
+def available(gateway: str, mode: str, users: load.Users) -> tuple[bool, str]:
     """Place one order in `mode`; (False, why) when the API does not accept the mode."""
     body = {"user_id": 1, "items": [{"sku": "SKU-0001", "qty": 1}], "mode": mode}
-    reply = requests.post(f"{gateway}/api/orders", json=body, timeout=30)
+    token = {"Authorization": f"Bearer {users.tokens[1]}"}
+    reply = requests.post(f"{gateway}/api/orders", json=body, headers=token, timeout=30)
     if reply.status_code == 400:
         error = reply.json().get("error", {})
         return False, f"{error.get('code')}: {error.get('message')}"
@@ -434,7 +435,8 @@ def run_mode(
     for old in logs.glob("*.log"):
         old.unlink()
     with Stack(BENCH_ENV, logs, workers=shape.workers, threads=shape.threads) as stack:
-        ok, why = available(stack.url("gateway"), mode)
+        users = load.sign_in(stack.url("gateway"), TOKEN, logs)  # every order authenticated
+        ok, why = available(stack.url("gateway"), mode, users)
         if not ok:
             log.warning("mode %s not available: %s", mode, why)
             return {"available": False, "why": why}

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import requests
 
 from infra.chaos.history import History, Op
+from infra.users import TokenBook, log_in_all, widen_login_limit
 from infra.util import is_loopback, wait_until
 
 log = logging.getLogger(__name__)
@@ -111,12 +112,16 @@ class Load:
         self._lock = threading.Lock()
         self._local = threading.local()
         self._pool = ThreadPoolExecutor(config.max_in_flight, thread_name_prefix="chaos-load")
+        self._tokens = TokenBook(config.base_url)  # every user's, logged in by start()
         self._threads = [
             threading.Thread(target=self._pace, name="chaos-pacer", daemon=True),
             threading.Thread(target=self._flip_async, name="chaos-async", daemon=True),
         ]
 
     def start(self) -> None:
+        """Log every user of the load in (before any fault), then start sending."""
+        widen_login_limit(self.config.base_url, self.config.admin_token)
+        log_in_all(self._tokens, range(self.config.first_user, self.config.last_user + 1))
         for thread in self._threads:
             thread.start()
 
@@ -197,7 +202,8 @@ class Load:
             thread.join(timeout=self.config.timeout_s + 5)
 
     def _order(self, request: Request) -> None:
-        headers = {"Idempotency-Key": request.key}
+        user = int(request.body["user_id"])
+        headers = {"Idempotency-Key": request.key, **self._tokens.headers(user)}
         mode = str(request.body["mode"])
         self._call(request.kind, request.key, mode, "POST", "/api/orders", request.body, headers)
 

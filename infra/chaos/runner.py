@@ -49,6 +49,9 @@ STACK_ENV = {
     "PAXMART_RECOVERY_HORIZON_S": "8",
     "PAXMART_MSG_RESEND_S": "15",
     "PAXMART_LOCK_TIMEOUT_MS": "1500",
+    # The load logs its users in before the first fault and never again: tokens outlive
+    # the longest run.
+    "PAXMART_AUTH_TOKEN_TTL_S": "86400",
 }
 PORT_OFFSETS = {
     "gateway": 0,
@@ -76,6 +79,7 @@ def stack_env(clusters: PgClusters, redis_url: str, amqp_url: str) -> dict[str, 
         "PAXMART_AMQP_URL": amqp_url,
         "PAXMART_ADMIN_TOKEN": secrets.token_urlsafe(24),
         "PAXMART_SERVICE_TOKEN": secrets.token_urlsafe(24),
+        "PAXMART_AUTH_SIGNING_KEY": secrets.token_urlsafe(32),
     }
     for name in stack_config().names:
         env[f"PAXMART_{name.upper()}_PORT"] = str(PORT_BASE + PORT_OFFSETS[name])

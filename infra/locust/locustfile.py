@@ -7,7 +7,10 @@ orders in every transaction mode with coupons and red packets, follow pending or
 A mode the API refuses with 400 `unsupported_mode` is dropped for every user of the run.
 A 409 is a business rejection (out of stock, coupon already used, ...), a valid outcome,
 and counts as a success; a 202 is followed with `GET /api/orders/<id>` until it settles.
-Only loopback hosts are accepted.
+Each shopper logs in first (`POST /api/auth/token` with the seeded password) and sends its
+token on every user-scoped request, logging in again shortly before it expires; a login
+answered 429 (the login's brute-force limit) waits its Retry-After. Only loopback hosts
+are accepted.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import gevent
 from locust import HttpUser, between, events, task
 from locust.env import Environment
 
+from infra.users import LOGIN_PATH, RENEW_MARGIN_S, dev_password
+
 USERS = 1000
 SKUS = 100
 ALL_MODES = ("2pc", "tcc", "saga", "msg")
@@ -29,6 +34,7 @@ ALL_MODES = ("2pc", "tcc", "saga", "msg")
 COUPON_TERMS = {1: (500, 1000), 2: (1000, 5000), 3: (3000, 20000)}
 FOLLOW_DEADLINE_S = 30.0
 FOLLOW_EVERY_S = 0.5
+LOGIN_DEADLINE_S = 60.0
 ORDER_NAME = "/api/orders [{mode}]"
 
 
@@ -97,6 +103,30 @@ class ShopUser(HttpUser):
     def on_start(self) -> None:
         self.user_id = random.randint(1, USERS)
         self.coupons: list[int] = []
+        self.token_expires_at = 0.0
+        self.log_in()
+
+    def log_in(self) -> None:
+        """Log this shopper in; the token goes on every later request of its client."""
+        body = {"user_id": self.user_id, "password": dev_password(self.user_id)}
+        deadline = time.monotonic() + LOGIN_DEADLINE_S
+        while time.monotonic() < deadline:
+            started = time.monotonic()
+            with self.client.post(LOGIN_PATH, json=body, catch_response=True) as response:
+                if response.status_code == 200:
+                    answer = response.json()
+                    self.client.headers["Authorization"] = f"Bearer {answer['access_token']}"
+                    self.token_expires_at = started + float(answer["expires_in"])
+                    return
+                if response.status_code != 429:
+                    response.failure(f"login: status {response.status_code}")
+                    return
+                response.success()  # the brute-force limit: wait as told, then again
+            gevent.sleep(float(response.headers.get("Retry-After", "1")))
+
+    def signed_in(self) -> None:
+        if time.monotonic() > self.token_expires_at - RENEW_MARGIN_S:
+            self.log_in()
 
     @task(5)
     def browse(self) -> None:
@@ -108,10 +138,12 @@ class ShopUser(HttpUser):
 
     @task(2)
     def check_wallet(self) -> None:
+        self.signed_in()
         self.client.get(f"/api/users/{self.user_id}/wallet", name="/api/users/[id]/wallet")
 
     @task(2)
     def check_coupons(self) -> None:
+        self.signed_in()
         with self.client.get(
             f"/api/users/{self.user_id}/coupons",
             name="/api/users/[id]/coupons",
@@ -135,6 +167,7 @@ class ShopUser(HttpUser):
         mode = Modes.pick()
         if mode is None:
             return
+        self.signed_in()
         coupon = random.choice(self.coupons) if self.coupons and random.random() < 0.3 else None
         body = {**order_for(self.user_id, coupon), "mode": mode}
         with self.client.post(

@@ -34,8 +34,13 @@ USER = 9
 WINDOW_ON_S = 5.0
 READ_SPAN_S = 13.0
 READ_EVERY_S = 0.5
-CLIENT = {"X-Api-Key": "client-a"}
-OTHER = {"X-Api-Key": "reader-b"}
+# The client who orders is user USER, signed in: its reads carry its token, so the gateway
+# knows them for its own. The other reader is anonymous (told apart by its address).
+OTHER: dict[str, str] = {}
+
+
+def client(stage: Stage) -> dict[str, str]:
+    return stage.signed_in.book.headers(USER)
 
 
 @dataclass(frozen=True)
@@ -96,7 +101,7 @@ def place_while_settlement_paused(stage: Stage) -> Observed:
     placed = stage.post(
         "/api/orders",
         json={"user_id": USER, "items": [{"sku": SKU, "qty": 1}], "mode": "msg"},
-        headers=CLIENT,
+        headers=client(stage),
     )
     answered_at = time.time()
     assert placed.status_code == 202, placed.text
@@ -114,7 +119,7 @@ def place_while_settlement_paused(stage: Stage) -> Observed:
     recording.mark("client-a", "sees its order confirmed", "commit")
     reads = []
     while time.time() < confirmed_at + READ_SPAN_S:
-        reads.append(read_product(stage, "client-a", CLIENT))
+        reads.append(read_product(stage, "client-a", client(stage)))
         time.sleep(READ_EVERY_S)  # the client's reading pace, not a wait for a condition
     return Observed(before, answered_at, confirmed_at, tuple(reads))
 

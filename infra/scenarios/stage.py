@@ -21,6 +21,7 @@ from infra.chaos.proxy import Proxy
 from infra.deps import ensure_rabbitmq, ensure_redis
 from infra.launcher import Stack, stack_components
 from infra.pgcluster import ensure_cluster
+from infra.users import SignedIn, TokenBook
 from paxkit.config import Settings, load_settings
 from paxkit.db import Database, make_engine
 from paxkit.faults import arm, disarm_all
@@ -45,6 +46,7 @@ SCENARIO_ENV = {
     "PAXMART_MQ_NAMESPACE": "paxmart_scn",
     "PAXMART_ADMIN_TOKEN": ADMIN_TOKEN,
     "PAXMART_SERVICE_TOKEN": "scenario-service-token",
+    "PAXMART_AUTH_SIGNING_KEY": "scenario-auth-signing-key-0123456789abcdef",
     "PAXMART_FAULTS": "1",
     "PAXMART_TXN_TIMEOUT_S": "5",
     "PAXMART_BRANCH_TIMEOUT_S": "2",
@@ -95,6 +97,7 @@ class Stage:
         self.proxy: Proxy | None = None
         self.stack: Stack | None = None
         self.http = requests.Session()
+        self._signed_in: SignedIn | None = None
         self._dbs: dict[str, Database] = {}
         self._saved_env: dict[str, str] = {}
 
@@ -170,11 +173,23 @@ class Stage:
     def url(self, path: str) -> str:
         return self.running.url("gateway") + path
 
+    @property
+    def signed_in(self) -> SignedIn:
+        """The stage's users, each logged in on first use (infra/users.py)."""
+        if self._signed_in is None:
+            self._signed_in = SignedIn(TokenBook(self.url("")))
+        return self._signed_in
+
     def get(self, path: str, **kwargs: Any) -> requests.Response:
-        return self.http.get(self.url(path), timeout=HTTP_TIMEOUT_S, **kwargs)
+        signed = self.signed_in.sign(path, kwargs)
+        return self.http.get(self.url(path), timeout=HTTP_TIMEOUT_S, **signed)
 
     def post(self, path: str, **kwargs: Any) -> requests.Response:
-        return self.http.post(self.url(path), timeout=HTTP_TIMEOUT_S, **kwargs)
+        signed = self.signed_in.sign(path, kwargs)
+        response = self.http.post(self.url(path), timeout=HTTP_TIMEOUT_S, **signed)
+        if path == "/api/orders":
+            self.signed_in.note(response, kwargs.get("json"))
+        return response
 
     def admin(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         headers = {"Authorization": f"Bearer {ADMIN_TOKEN}", "X-Actor": "scenario"}

@@ -24,7 +24,7 @@ from paxkit.component import Background, Component, ComponentSpec
 from paxkit.config import Settings, load_settings
 from paxkit.db import Database, make_engine, run
 from paxkit.deadletters import serve_dead_letters
-from paxkit.errors import InvalidInput, NotFound
+from paxkit.errors import Forbidden, InvalidInput, NotFound
 from paxkit.http import component_client
 from paxkit.lease import Leases, new_owner
 from paxkit.messaging import SETTLEMENTS_QUEUE, PoisonMessage
@@ -39,6 +39,7 @@ from paxkit.validation import ID_PATTERN, validate_limit, validate_user_id
 from paxkit.web import component_of
 from paxkit.web import create_app as web_app
 from services.order.catalog import PriceBook
+from services.order.credentials import Credentials, parse_login
 from services.order.domain import validate_order_id
 from services.order.placement import OrderPlacement, order_parts
 from services.order.reconcile import PendingOrderReconciler
@@ -54,6 +55,9 @@ MAX_AUDIT_PAGE = 1000
 NOTIFY_POLL_S = 0.2
 # The order id the gateway assigned; a placement under an id already recorded answers it.
 ORDER_ID_HEADER = "X-Order-Id"
+# The user the gateway authenticated (trusted only on a call with the service credential,
+# which every route here requires): an order for anyone else is refused.
+USER_HEADER = "X-Authenticated-User"
 
 orders_bp = Blueprint("orders", __name__)
 
@@ -68,7 +72,11 @@ def _order() -> OrderComponent:
 def place_order() -> Any:
     respond_async = "respond-async" in request.headers.get("Prefer", "")
     order_id = validate_order_id(request.headers.get(ORDER_ID_HEADER), ORDER_ID_HEADER)
-    placed = _order().placement.place(json_body(), respond_async=respond_async, order_id=order_id)
+    body = json_body()
+    acting = request.headers.get(USER_HEADER)
+    if acting is not None and str(body.get("user_id")) != acting:
+        raise Forbidden("An order can only be placed for the authenticated user.")
+    placed = _order().placement.place(body, respond_async=respond_async, order_id=order_id)
     return jsonify(placed.body), placed.status, placed.headers
 
 
@@ -85,6 +93,12 @@ def list_orders(user_id: str) -> Any:
     limit = validate_limit(request.args.get("limit"), MAX_LIST, MAX_LIST)
     rows = _order().orders.for_user(validate_user_id(user_id), limit)
     return jsonify({"items": [order_body(r) for r in rows]})
+
+
+@orders_bp.post("/credentials/check")
+def check_credentials() -> Any:
+    """The gateway's login: 200 with the user's id when the password matches, else 401."""
+    return jsonify({"user_id": _order().credentials.check(parse_login(json_body()))})
 
 
 @orders_bp.get("/audit/orders")
@@ -139,6 +153,7 @@ class OrderComponent(Component):
         self.db = Database(make_engine(settings.db_urls["order"]))
         self.faults = make_faults("order", settings)
         self.orders = OrderRepository(self.db, settings.lock_timeout_ms)
+        self.credentials = Credentials(self.db)
         self.coordinator = component_client(settings, "coordinator", settings.http_timeout_s)
         self.naive_pool = (
             ThreadPoolExecutor(max_workers=64, thread_name_prefix="naive")

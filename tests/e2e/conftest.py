@@ -14,6 +14,7 @@ import redis
 import requests
 
 from infra.launcher import Stack
+from infra.users import SignedIn, TokenBook
 from paxkit.auth import SERVICE_HEADER
 from paxkit.config import Settings, load_settings
 from paxkit.db import Database
@@ -83,17 +84,28 @@ def own_stack_and_database(
 
 
 class Api:
-    """A client of the public API on the gateway."""
+    """A client of the public API on the gateway; it logs each user it acts as in (a
+    user-scoped request carries the token of the user it names, see infra/users.py)."""
 
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url
         self.http = requests.Session()
+        self.tokens = TokenBook(base_url)
+        self.signed_in = SignedIn(self.tokens)
+
+    def as_user(self, user_id: int) -> dict[str, str]:
+        """The Authorization header of `user_id` (logged in through POST /api/auth/token)."""
+        return self.tokens.headers(user_id)
 
     def get(self, path: str, **kwargs: Any) -> requests.Response:
-        return self.http.get(self.base_url + path, timeout=30, **kwargs)
+        return self.http.get(self.base_url + path, timeout=30, **self.signed_in.sign(path, kwargs))
 
     def post(self, path: str, **kwargs: Any) -> requests.Response:
-        return self.http.post(self.base_url + path, timeout=30, **kwargs)
+        signed = self.signed_in.sign(path, kwargs)
+        response = self.http.post(self.base_url + path, timeout=30, **signed)
+        if path == "/api/orders":
+            self.signed_in.note(response, kwargs.get("json"))
+        return response
 
     def order(self, body: dict[str, Any], **kwargs: Any) -> requests.Response:
         return self.post("/api/orders", json=body, **kwargs)

@@ -10,7 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
+from gateway.clients import issue_api_key
 from gateway.switches import SWITCHES
+from tests.conftest import TEST_ENV
 from tests.e2e.conftest import ADMIN
 from tests.helpers import wait_until
 
@@ -55,7 +57,9 @@ def normal_afterwards(api) -> Iterator[None]:
 
 
 def client() -> dict[str, str]:
-    return {"X-Api-Key": f"e2e-client-{next(_keys)}"}
+    """A client of its own: an API key issued to it (an invented one would be the address)."""
+    name = f"e2e-client-{next(_keys)}"
+    return {"X-Api-Key": issue_api_key(name, TEST_ENV["PAXMART_AUTH_SIGNING_KEY"])}
 
 
 def test_product_reads_are_cached_and_an_order_refreshes_them(api, user):
@@ -72,7 +76,7 @@ def test_product_reads_are_cached_and_an_order_refreshes_them(api, user):
 
 def test_concurrent_orders_with_one_idempotency_key_place_one_order(api, user, dbs):
     body = {"user_id": user, "items": [{"sku": "SKU-0078", "qty": 1}]}
-    key = {"Idempotency-Key": f"e2e-{user}"}
+    key = {"Idempotency-Key": f"e2e-{user}", **api.as_user(user)}
     start = threading.Barrier(6)
 
     def place(_: int) -> requests.Response:
@@ -108,13 +112,16 @@ def test_a_key_replays_its_first_answer_after_redis_restarts_empty(api, user, db
 def test_a_rate_limit_holds_across_gateway_workers(api):
     rule = {"route": "/api/users/<user_id>/wallet", "rate_per_s": 0.001, "burst": 3}
     change(api, "PUT", "/admin/ratelimits/wallets", rule)
-    key = client()
+    five = api.as_user(5)  # the authenticated user is the client, wherever it calls from
     statuses = [
-        requests.get(api.base_url + "/api/users/5/wallet", headers=key, timeout=10).status_code
+        requests.get(api.base_url + "/api/users/5/wallet", headers=five, timeout=10).status_code
         for _ in range(5)
     ]
     assert statuses == [200, 200, 200, 429, 429]
-    assert api.get("/api/users/5/wallet", headers=client()).status_code == 200
+    invented = {**five, "X-Api-Key": "a-key-nobody-issued"}
+    assert api.get("/api/users/5/wallet", headers=invented).status_code == 429
+    assert api.get("/api/users/5/wallet", headers={**five, **client()}).status_code == 429
+    assert api.get("/api/users/6/wallet").status_code == 200
 
 
 def test_read_only_and_crawler_block_in_the_stack(api, user):

@@ -253,8 +253,9 @@ def test_the_broker_stopped_mid_flow_loses_nothing(own):
 class Load:
     """msg orders from two threads at about ORDERS_PER_S in all, until stopped."""
 
-    def __init__(self, api_url: str) -> None:
-        self.api_url = api_url
+    def __init__(self, api: Api) -> None:
+        self.api = api
+        self.api_url = api.base_url
         self.stop = threading.Event()
         self.answers: list[tuple[float, int, str | None]] = []  # (when, status, order id)
         self.lock = threading.Lock()
@@ -277,7 +278,10 @@ class Load:
                 return
             user, sku = 100 + (n * 2 + worker) % 400, 1 + n % 50
             response = session.post(
-                f"{self.api_url}/api/orders", json=msg_order(user, sku), timeout=30
+                f"{self.api_url}/api/orders",
+                json=msg_order(user, sku),
+                headers=self.api.as_user(user),
+                timeout=30,
             )
             order_id = response.json().get("order_id") if response.status_code == 202 else None
             with self.lock:
@@ -306,7 +310,7 @@ def order_statuses(own: OwnStack, ids: list[str]) -> dict[str, int]:
 
 def test_a_participant_database_down_under_load_only_delays_the_orders(own):
     assert OUTAGE_S > OLD_DEAD_LETTER_AFTER_S, "the outage must outlast the old retry window"
-    with Load(own.api.base_url) as load:
+    with Load(own.api) as load:
         wait_until(lambda: load.accepted_since(0) >= 10, timeout_s=30, what="load flowing")
         stop_cluster(own.cluster, name=PARTICIPANT)
         down_at = time.monotonic()

@@ -293,6 +293,7 @@ def test_placements_racing_under_one_order_id_place_it_once(api, stack, dbs, use
         answers = list(pool.map(place, range(4)))
     assert {a.status_code for a in answers} <= {201, 202}, [a.text for a in answers]
     assert {a.json()["order_id"] for a in answers} == {order_id}
+    api.signed_in.own(order_id, user)  # placed behind the gateway: its reads are the user's
     orders = dbs["order"].fetch_all("SELECT order_id FROM orders WHERE user_id = :u", u=user)
     assert [o["order_id"] for o in orders] == [order_id]
     assert api.settled(order_id, timeout_s=60)["status"] == "confirmed"

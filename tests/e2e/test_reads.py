@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.e2e.conftest import ADMIN
+from tests.helpers import as_user
 
 
 def error_code(response) -> str:
@@ -49,12 +50,15 @@ def test_seeded_wallet_and_coupons(api):
     ]
 
 
-def test_unknown_user_and_order(api):
-    assert api.get("/api/users/5000/wallet").status_code == 404
-    missing = api.get("/api/orders/ord-nope")
+def test_unknown_user_and_order(api, user):
+    # No login knows user 5000: a token signed with the stack's key stands for one whose
+    # user is gone, so what is tested is the services' answer.
+    ghost = as_user(5000)
+    assert api.get("/api/users/5000/wallet", headers=ghost).status_code == 404
+    missing = api.get("/api/orders/ord-nope", headers=api.as_user(user))
     assert missing.status_code == 404
     assert error_code(missing) == "order_not_found"
-    assert api.get("/api/users/5000/orders").json() == {"items": []}
+    assert api.get("/api/users/5000/orders", headers=ghost).json() == {"items": []}
 
 
 @pytest.mark.parametrize(
@@ -66,8 +70,8 @@ def test_unknown_user_and_order(api):
         "/api/users/99999999999/wallet",
     ],
 )
-def test_bad_user_id_is_400_naming_the_field(api, path):
-    response = api.get(path)
+def test_bad_user_id_is_400_naming_the_field(api, user, path):
+    response = api.get(path, headers=api.as_user(user))
     assert response.status_code == 400
     assert response.json()["error"]["field"] == "user_id"
 
@@ -85,22 +89,25 @@ def test_unknown_route_and_method(api):
     assert error_code(response) == "method_not_allowed"
 
 
-def test_non_json_body_is_415(api):
-    response = api.post("/api/orders", data="user_id=7", headers={"Content-Type": "text/plain"})
+def test_non_json_body_is_415(api, user):
+    headers = {"Content-Type": "text/plain", **api.as_user(user)}
+    response = api.post("/api/orders", data="user_id=7", headers=headers)
     assert response.status_code == 415
     assert error_code(response) == "unsupported_media_type"
 
 
 @pytest.mark.parametrize("raw", ["{", "[1, 2]", "null", '"text"'])
-def test_malformed_or_non_object_json_is_400(api, raw):
-    response = api.post("/api/orders", data=raw, headers={"Content-Type": "application/json"})
+def test_malformed_or_non_object_json_is_400(api, user, raw):
+    headers = {"Content-Type": "application/json", **api.as_user(user)}
+    response = api.post("/api/orders", data=raw, headers=headers)
     assert response.status_code == 400
     assert response.json()["error"]["field"] == "body"
 
 
-def test_body_over_one_megabyte_is_413(api):
+def test_body_over_one_megabyte_is_413(api, user):
     blob = '{"pad": "' + "x" * (1024 * 1024 + 10) + '"}'
-    response = api.post("/api/orders", data=blob, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json", **api.as_user(user)}
+    response = api.post("/api/orders", data=blob, headers=headers)
     assert response.status_code == 413
     assert error_code(response) == "payload_too_large"
 

@@ -1,6 +1,7 @@
 """Schema-driven fuzzing of the contract (schemathesis) against a real stack.
 
-Every public operation goes through the gateway with the admin token; every internal
+Every public operation goes through the gateway with the admin token (a user's token on
+the user-scoped routes: the user of the path or body when it is one); every internal
 operation goes to each component that serves it, with the service credential. Each
 answer must be no 5xx, a status the spec declares for the operation, of a declared
 content type, and valid against its schema. Inputs are both valid and invalid ones
@@ -25,7 +26,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from infra.users import USER_SCOPED
 from tests.fuzz.conftest import ADMIN, SERVICE, FuzzStack
+from tests.helpers import as_user
 from tests.unit.test_openapi_routes import INTERNAL, load_spec
 
 MAX_EXAMPLES = 40
@@ -85,12 +88,24 @@ def changed_control_plane(case: Any, response: Any) -> bool:
 PUBLIC = schemathesis.openapi.from_dict(load_spec("public"), config=CONFIG)
 
 
+def credential(case: Any) -> dict[str, str]:
+    """The admin token, or on a user-scoped route the token of the user it names."""
+    if not case.path.startswith(USER_SCOPED):
+        return ADMIN
+    named = (case.path_parameters or {}).get("user_id")
+    if named is None and isinstance(case.body, dict):
+        named = case.body.get("user_id")
+    user = named if isinstance(named, int) and not isinstance(named, bool) else 7
+    return as_user(user) if 1 <= user <= 2**31 - 1 else as_user(7)
+
+
 @PUBLIC.parametrize()
 @FUZZ_SETTINGS
 def test_public_operation(case, fuzz):
-    response = send(fuzz, "public", case, fuzz.url("gateway"), ADMIN)
+    headers = credential(case)
+    response = send(fuzz, "public", case, fuzz.url("gateway"), headers)
     try:
-        case.validate_response(response, checks=CHECKS, headers=ADMIN)
+        case.validate_response(response, checks=CHECKS, headers=headers)
     finally:
         if changed_control_plane(case, response):
             fuzz.restore_control_plane()

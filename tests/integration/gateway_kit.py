@@ -8,6 +8,7 @@ that counts its hits and can be made slow or failing.
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import socketserver
 import threading
@@ -25,12 +26,14 @@ from sqlalchemy import text
 from werkzeug.serving import make_server
 
 from gateway.app import create_app
+from gateway.clients import issue_api_key
 from gateway.core import Gateway, GatewayOptions
 from infra.chaos.servers import OwnRedis as ChaosRedis
 from paxkit.config import Settings
 from paxkit.db import Database
 from paxkit.web import start_process_work, stop_process_work
 from tests.conftest import TEST_ENV
+from tests.helpers import as_user
 
 ADMIN = {"Authorization": f"Bearer {TEST_ENV['PAXMART_ADMIN_TOKEN']}"}
 
@@ -187,14 +190,35 @@ class RunningGateway:
         return gateway
 
     def get(self, path: str, **kwargs: Any) -> requests.Response:
-        return requests.get(self.url + path, timeout=10, **kwargs)
+        return requests.get(self.url + path, timeout=10, **signed_in(path, kwargs))
 
     def post(self, path: str, **kwargs: Any) -> requests.Response:
-        return requests.post(self.url + path, timeout=10, **kwargs)
+        return requests.post(self.url + path, timeout=10, **signed_in(path, kwargs))
 
     def admin(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         headers = {**ADMIN, **kwargs.pop("headers", {})}
         return requests.request(method, self.url + path, headers=headers, timeout=10, **kwargs)
+
+
+USER_IN_PATH = re.compile(r"^/api/users/([0-9]+)/")
+
+
+def signed_in(path: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A user-scoped request carries its user's token unless it says otherwise: the user
+    of its path, else of its order body, else user 1 (the fake's orders are anyone's)."""
+    headers = dict(kwargs.get("headers") or {})
+    if not path.startswith(("/api/users/", "/api/orders")) or "Authorization" in headers:
+        return kwargs
+    in_path = USER_IN_PATH.match(path)
+    body = kwargs.get("json")
+    in_body = body.get("user_id") if isinstance(body, dict) else None
+    user = int(in_path.group(1)) if in_path else in_body if isinstance(in_body, int) else 1
+    return {**kwargs, "headers": {**headers, **as_user(user)}}
+
+
+def issued_key(name: str) -> dict[str, str]:
+    """An `X-Api-Key` header with a key issued to `name` under the suite's signing key."""
+    return {"X-Api-Key": issue_api_key(name, TEST_ENV["PAXMART_AUTH_SIGNING_KEY"])}
 
 
 @contextlib.contextmanager

@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from paxkit.web import component_of
-from tests.helpers import wait_until
-from tests.integration.gateway_kit import isolated_options, running_gateway
+from tests.helpers import as_user, wait_until
+from tests.integration.gateway_kit import isolated_options, issued_key, running_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -84,7 +84,7 @@ def test_warm_up_loads_the_catalogue_at_start(gw_settings, fake):
 
 
 def test_an_order_invalidates_its_skus_and_its_client_reads_fresh(gw, fake):
-    me, other = {"X-Api-Key": "me"}, {"X-Api-Key": "other"}
+    me, other = as_user(7), issued_key("other")  # the user who orders reads with its token
     assert stock_of(gw.get("/api/products/SKU-0001", headers=me)) == 1000
     assert stock_of(gw.get("/api/products/SKU-0005", headers=me)) == 1000
     order = {"user_id": 7, "items": [{"sku": "SKU-0001", "qty": 2}]}

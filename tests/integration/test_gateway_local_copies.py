@@ -9,8 +9,13 @@ from functools import partial
 import pytest
 
 from gateway.cache import CachePolicy
-from tests.helpers import wait_until
-from tests.integration.gateway_kit import isolated_options, running_gateway, two_gateways
+from tests.helpers import as_user, wait_until
+from tests.integration.gateway_kit import (
+    isolated_options,
+    issued_key,
+    running_gateway,
+    two_gateways,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +54,7 @@ def test_a_hot_read_is_served_from_the_process_without_redis(gw, fake, redis_cli
 
 
 def test_an_order_through_one_instance_drops_the_copies_of_the_other(gw_settings, fake):
-    me, other = {"X-Api-Key": "me"}, {"X-Api-Key": "other"}
+    me, other = as_user(7), issued_key("other")  # the user who orders reads with its token
     with two_gateways(gw_settings, isolated_options(cache=LONG_LIVED)) as (a, b):
         listening(a, b)
         copied(a, headers=other)

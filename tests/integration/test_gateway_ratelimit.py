@@ -11,7 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from gateway.ratelimit import Rule
-from tests.helpers import wait_until
+from tests.helpers import as_user, wait_until
+from tests.integration.gateway_kit import issued_key
 
 pytestmark = pytest.mark.integration
 
@@ -28,9 +29,7 @@ def burst_of(gw, requests_by_client: dict[str, int]) -> dict[str, Counter[int]]:
     """Fire every client's requests at once; the status codes each client got."""
     jobs = [key for key, n in requests_by_client.items() for _ in range(n)]
     with ThreadPoolExecutor(max_workers=32) as pool:
-        answers = list(
-            pool.map(lambda key: (key, gw.get(PRODUCT, headers={"X-Api-Key": key})), jobs)
-        )
+        answers = list(pool.map(lambda key: (key, gw.get(PRODUCT, headers=issued_key(key))), jobs))
     statuses: dict[str, Counter[int]] = {key: Counter() for key in requests_by_client}
     for key, response in answers:
         statuses[key][response.status_code] += 1
@@ -60,18 +59,18 @@ def test_global_scope_is_shared_by_every_client(gw):
 
 def test_headers_count_down_and_tokens_come_back_at_the_rate(gw):
     put_rule(gw, "slow", rate_per_s=5, burst=3)
-    first = gw.get(PRODUCT, headers={"X-Api-Key": "k"})
+    first = gw.get(PRODUCT, headers=issued_key("k"))
     assert first.status_code == 200
     assert (first.headers["RateLimit-Limit"], first.headers["RateLimit-Remaining"]) == ("3", "2")
     assert int(first.headers["RateLimit-Reset"]) >= 1
     for _ in range(2):
-        assert gw.get(PRODUCT, headers={"X-Api-Key": "k"}).status_code == 200
-    limited = gw.get(PRODUCT, headers={"X-Api-Key": "k"})
+        assert gw.get(PRODUCT, headers=issued_key("k")).status_code == 200
+    limited = gw.get(PRODUCT, headers=issued_key("k"))
     assert limited.status_code == 429
     assert (limited.headers["RateLimit-Remaining"], limited.headers["Retry-After"]) == ("0", "1")
     # At 5 tokens/s the next one is due within 0.2 s.
     wait_until(
-        lambda: gw.get(PRODUCT, headers={"X-Api-Key": "k"}).status_code == 200,
+        lambda: gw.get(PRODUCT, headers=issued_key("k")).status_code == 200,
         timeout_s=2,
         interval_s=0.05,
         what="a token to come back",
@@ -82,29 +81,48 @@ def test_clients_without_a_key_are_told_apart_by_address(gw):
     put_rule(gw, "by-address", rate_per_s=0.001, burst=2)
     statuses = [gw.get(PRODUCT).status_code for _ in range(3)]
     assert statuses == [200, 200, 429]
-    assert gw.get(PRODUCT, headers={"X-Api-Key": "someone"}).status_code == 200
+    assert gw.get(PRODUCT, headers=issued_key("someone")).status_code == 200
+
+
+def test_an_invented_api_key_escapes_no_limit(gw):
+    """Only an issued key names a client: any other value is the address's bucket."""
+    put_rule(gw, "by-address", rate_per_s=0.001, burst=2)
+    assert [gw.get(PRODUCT).status_code for _ in range(2)] == [200, 200]
+    invented = [gw.get(PRODUCT, headers={"X-Api-Key": f"made-up-{n}"}) for n in range(3)]
+    assert [r.status_code for r in invented] == [429] * 3
+    forged = issued_key("someone")["X-Api-Key"][:-1] + "x"
+    assert gw.get(PRODUCT, headers={"X-Api-Key": forged}).status_code == 429
+
+
+def test_an_authenticated_user_is_one_client_wherever_it_calls_from(gw):
+    put_rule(gw, "by-user", route="/api/*", rate_per_s=0.001, burst=2)
+    me = as_user(5)
+    assert gw.get(PRODUCT, headers=me).status_code == 200
+    assert gw.get("/api/users/5/wallet", headers=me).status_code == 200
+    assert gw.get(PRODUCT, headers={**me, **issued_key("other")}).status_code == 429
+    assert gw.get("/api/users/6/wallet", headers=as_user(6)).status_code == 200
 
 
 def test_all_matching_rules_apply_and_the_tightest_one_answers(gw):
     put_rule(gw, "wide", route="/api/*", rate_per_s=0.001, burst=100)
     put_rule(gw, "narrow", rate_per_s=0.001, burst=2)
-    ok = gw.get(PRODUCT, headers={"X-Api-Key": "z"})
+    ok = gw.get(PRODUCT, headers=as_user(1))
     assert ok.headers["RateLimit-Limit"] == "2"
-    gw.get(PRODUCT, headers={"X-Api-Key": "z"})
-    refused = gw.get(PRODUCT, headers={"X-Api-Key": "z"})
+    gw.get(PRODUCT, headers=as_user(1))
+    refused = gw.get(PRODUCT, headers=as_user(1))
     assert (refused.status_code, refused.json()["error"]["rule"]) == (429, "narrow")
     # A refused request takes no token from the other rule's bucket.
-    other = gw.get("/api/users/1/wallet", headers={"X-Api-Key": "z"})
+    other = gw.get("/api/users/1/wallet", headers=as_user(1))
     assert (other.status_code, other.headers["RateLimit-Remaining"]) == (200, "97")
 
 
 def test_rules_are_changed_and_removed_at_runtime_and_persisted(gw, gateway_db):
     put_rule(gw, "tight", rate_per_s=0.001, burst=1)
-    assert gw.get(PRODUCT, headers={"X-Api-Key": "r"}).status_code == 200
-    assert gw.get(PRODUCT, headers={"X-Api-Key": "r"}).status_code == 429
+    assert gw.get(PRODUCT, headers=issued_key("r")).status_code == 200
+    assert gw.get(PRODUCT, headers=issued_key("r")).status_code == 429
 
     put_rule(gw, "tight", rate_per_s=1000, burst=50)
-    loosened = gw.get(PRODUCT, headers={"X-Api-Key": "r"})
+    loosened = gw.get(PRODUCT, headers=issued_key("r"))
     assert (loosened.status_code, loosened.headers["RateLimit-Limit"]) == (200, "50")
     row = gateway_db.fetch_one(
         "SELECT burst, rate_per_s FROM rate_limit_rules WHERE name = 'tight'"
@@ -115,7 +133,7 @@ def test_rules_are_changed_and_removed_at_runtime_and_persisted(gw, gateway_db):
     assert listed["failure_mode"] == "open"
 
     assert gw.admin("DELETE", "/admin/ratelimits/tight").status_code == 204
-    free = gw.get(PRODUCT, headers={"X-Api-Key": "r"})
+    free = gw.get(PRODUCT, headers=issued_key("r"))
     assert free.status_code == 200 and "RateLimit-Limit" not in free.headers
     assert gw.admin("DELETE", "/admin/ratelimits/tight").status_code == 404
     assert gateway_db.fetch_one("SELECT 1 AS x FROM rate_limit_rules") is None
@@ -147,7 +165,7 @@ def test_admin_needs_the_token(gw):
 
 def test_a_fast_rule_takes_tokens_in_leases_and_spends_them_locally(gw, redis_client):
     put_rule(gw, "fast", rate_per_s=1000, burst=1000)  # a lease: 50 ms of rate = 50 tokens
-    answers = [gw.get(PRODUCT, headers={"X-Api-Key": "k"}) for _ in range(10)]
+    answers = [gw.get(PRODUCT, headers=issued_key("k")) for _ in range(10)]
     assert [a.status_code for a in answers] == [200] * 10
     bucket = f"{gw.gateway.options.namespace}:rl:fast:key:k"
     assert float(redis_client.hget(bucket, "tokens")) == 950, "one lease, Redis not asked since"

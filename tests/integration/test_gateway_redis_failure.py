@@ -12,7 +12,7 @@ import pytest
 from gateway.core import GatewayOptions
 from gateway.metrics import RATELIMIT
 from tests.helpers import wait_until
-from tests.integration.gateway_kit import isolated_options, running_gateway, timed
+from tests.integration.gateway_kit import isolated_options, issued_key, running_gateway, timed
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +46,7 @@ def test_redis_down_bounds_latency_and_falls_back_to_local_buckets(
         own_redis.stop() if failure == "stopped" else own_redis.pause()
         local_before = limited_by("limited", "local")
 
-        answers = [quick(gw, headers={"X-Api-Key": "k"}) for _ in range(4)]
+        answers = [quick(gw, headers=issued_key("k")) for _ in range(4)]
         assert [a.status_code for a in answers] == [200, 200, 200, 429]
         assert limited_by("limited", "local") == local_before + 1
         assert {a.headers.get("X-Cache") for a in answers[:3]} == {"BYPASS"}

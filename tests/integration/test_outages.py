@@ -33,7 +33,7 @@ from services.inventory.app import create_app as inventory_app
 from services.order.app import create_app as order_app
 from services.redpacket.app import create_app as redpacket_app
 from tests.conftest import TEST_ENV
-from tests.helpers import wait_until
+from tests.helpers import as_user, wait_until
 from tests.integration.gateway_kit import ADMIN, free_port, isolated_options
 
 ORDER = {"user_id": 1, "items": [{"sku": "SKU-0001", "qty": 1}]}
@@ -150,8 +150,10 @@ def assert_unavailable(response: Any, code: str) -> None:
 
 
 def call(app: Flask, method: str, path: str, body: Any) -> Any:
-    """As the stack calls it: with the admin token and the service credential."""
-    headers = {**ADMIN, SERVICE_HEADER: TEST_ENV["PAXMART_SERVICE_TOKEN"]}
+    """As the stack calls it: with the admin token (a user's on the user routes, which
+    take a user's token only) and the service credential."""
+    bearer = as_user(1) if path.startswith("/api/") else ADMIN
+    headers = {**bearer, SERVICE_HEADER: TEST_ENV["PAXMART_SERVICE_TOKEN"]}
     return app.test_client().open(path, method=method, json=body, headers=headers)
 
 

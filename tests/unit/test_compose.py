@@ -43,7 +43,7 @@ PUBLISHED = {"gateway"}
 OBSERVABILITY = {"prometheus", "grafana"}
 CONDITIONS = {"service_healthy", "service_completed_successfully"}
 ENV_NAME = re.compile(r"PAXMART_[A-Z0-9_]+")
-CREDENTIALS = ("PAXMART_ADMIN_TOKEN", "PAXMART_SERVICE_TOKEN")
+CREDENTIALS = ("PAXMART_ADMIN_TOKEN", "PAXMART_SERVICE_TOKEN", "PAXMART_AUTH_SIGNING_KEY")
 # `${NAME:?message}`: taken from the environment, and compose refuses to start without it.
 REQUIRED_FROM_ENV = re.compile(r"^\$\{(PAXMART_[A-Z0-9_]+):\?[^}]+\}$")
 

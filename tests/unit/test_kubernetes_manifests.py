@@ -103,15 +103,6 @@ OPTIONAL: dict[str, str] = {
 # Per-name families of paxkit/config.py (f"PAXMART_{name.upper()}_<suffix>").
 FAMILIES = {"_PORT", "_URL", "_DB_URL"}
 OPTIONAL_FAMILIES = {"_PORT": "the bind address is in the command; the URLs are set"}
-# Set by the manifests ahead of the code that reads them (issue #16, being added in
-# parallel: queue type and delivery limit, the end-user JWTs' key and lifetime). Once the
-# code reads them, the checks above apply to them too and a name here is redundant.
-PENDING = {
-    "PAXMART_AUTH_SIGNING_KEY",
-    "PAXMART_AUTH_TOKEN_TTL_S",
-}
-# Required for these components whatever the code does by then.
-PENDING_FOR = {"PAXMART_AUTH_SIGNING_KEY": {PUBLIC}, "PAXMART_AUTH_TOKEN_TTL_S": {PUBLIC}}
 
 
 # ---------------------------------------------------------------- rendering
@@ -587,8 +578,6 @@ def variables_read() -> dict[str, set[tuple[str, str]]]:
                 (c, p) for c, p in everyone if suffix != "_DB_URL" or name in owned_databases(c)
             }
             reads.setdefault(key, set()).update(holders)
-    for name, components in PENDING_FOR.items():
-        reads.setdefault(name, set()).update((c, p) for c in components for p in ("web", "worker"))
     return reads
 
 
@@ -633,7 +622,7 @@ def test_every_variable_the_code_reads_is_set_where_it_is_read(overlay):
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_the_manifests_set_only_variables_the_code_reads(overlay):
-    known = set(variables_read()) | PENDING
+    known = set(variables_read())
     for c in containers(render(overlay)):
         unknown = {n for n in c.env if n.startswith("PAXMART_")} - known
         assert not unknown, f"{c.deployment} sets names no code reads: {sorted(unknown)}"
@@ -642,5 +631,5 @@ def test_the_manifests_set_only_variables_the_code_reads(overlay):
 def test_every_optional_variable_is_still_read():
     """An allow-list entry whose variable the code no longer reads is stale."""
     reads = variables_read()
-    stale = {n for n in OPTIONAL if n not in reads and n not in PENDING}
+    stale = {n for n in OPTIONAL if n not in reads}
     assert not stale, f"OPTIONAL names variables no code reads: {sorted(stale)}"

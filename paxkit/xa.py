@@ -64,6 +64,8 @@ class Rejected(Exception):
 # A column's own rule broken by a payload's value (a zero amount, a null): the caller's
 # error, as a value of the wrong type is.
 VALUE_RULES = (pg_errors.CheckViolation, pg_errors.NotNullViolation)
+# A bound value whose type meets no operator or column of the statement.
+MISTYPED_VALUE = pg_errors.UndefinedFunction | pg_errors.DatatypeMismatch
 
 
 def apply_action(action: Action, conn: Connection, payload: dict[str, Any]) -> None:
@@ -88,9 +90,10 @@ def apply_action(action: Action, conn: Connection, payload: dict[str, Any]) -> N
 
 def is_unfit_value(err: DBAPIError) -> bool:
     """A value the driver cannot send (no server error code: it never left), or one the
-    server refused as data (SQLSTATE class 22: wrong type, out of range)."""
+    server refused as data (SQLSTATE class 22: wrong type, out of range), or a value of
+    another type than its column's (a JSON `false` for an integer id: 42883, 42804)."""
     orig = err.orig
-    if isinstance(orig, psycopg2.DataError):
+    if isinstance(orig, psycopg2.DataError | MISTYPED_VALUE):
         return True
     return isinstance(orig, psycopg2.ProgrammingError) and getattr(orig, "pgcode", None) is None
 

@@ -31,11 +31,20 @@ def redpacket(fresh_databases):
     return redpacket_app(fresh_databases).test_client()
 
 
-@pytest.mark.parametrize("amount", [0, -5])
-def test_a_saga_action_whose_amount_breaks_the_ledgers_rule_is_a_400(redpacket, dbs, amount):
-    """The fuzzer's case: a zero red packet reached the table's CHECK and was a 500."""
-    gtid = f"gtx-rule-{amount}"
-    payload = {"order_id": "ord-rule-1", "user_id": 1, "amount_cents": amount}
+@pytest.mark.parametrize(
+    ("label", "case"),
+    [
+        ("zero", {"amount_cents": 0}),
+        ("negative", {"amount_cents": -5}),
+        ("false-user", {"user_id": False}),
+        ("text-user", {"user_id": "1x"}),
+    ],
+)
+def test_a_saga_action_whose_payload_does_not_fit_the_ledger_is_a_400(redpacket, dbs, label, case):
+    """The fuzzer's cases: a zero red packet reached the table's CHECK, and a JSON `false`
+    for the user id met no integer operator; both were 500s."""
+    gtid = f"gtx-rule-{label}"
+    payload = {"order_id": "ord-rule-1", "user_id": 1, "amount_cents": 100, **case}
     before = dbs["redpacket"].fetch_one("SELECT * FROM wallets WHERE user_id = 1")
     response = redpacket.post(
         "/saga/action", json={"gtid": gtid, "payload": payload}, headers=CREDENTIAL

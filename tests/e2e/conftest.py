@@ -120,11 +120,15 @@ class Api:
         items = self.get(f"/api/users/{user_id}/coupons").json()["items"]
         return str(next(c["status"] for c in items if c["coupon_id"] == coupon_id))
 
-    def settled(self, order_id: str, timeout_s: float = 30.0) -> dict[str, Any]:
-        """The order once it is no longer pending."""
+    def settled(
+        self, order_id: str, timeout_s: float = 30.0, user: int | None = None
+    ) -> dict[str, Any]:
+        """The order once it is no longer pending; `user` names its owner when another
+        client placed it (this one never saw whose it is)."""
+        headers = self.as_user(user) if user is not None else {}
 
         def probe() -> dict[str, Any] | None:
-            body = self.get(f"/api/orders/{order_id}").json()
+            body = self.get(f"/api/orders/{order_id}", headers=headers).json()
             return body if body.get("status") in ("confirmed", "failed") else None
 
         return wait_until(probe, timeout_s, what=f"order {order_id} to settle")

@@ -244,7 +244,7 @@ def outcomes(api: Api, tally: Tally) -> dict[str, Counter[str]]:
     for user, mode in tally.placed.items():
         items = api.get(f"/api/users/{user}/orders").json()["items"]
         assert len(items) <= 1, f"user {user} has {len(items)} orders for one placement"
-        status = api.settled(items[0]["order_id"], 90)["status"] if items else "not placed"
+        status = api.settled(items[0]["order_id"], 90, user)["status"] if items else "not placed"
         final[mode][status] += 1
     return final
 

@@ -58,13 +58,14 @@ def login(
         if response.status_code == 200:
             answer = response.json()
             return Token(answer["access_token"], started + float(answer["expires_in"]))
-        retry_s = _retry_after(response)
+        retry_s = retry_after_s(response)
         if retry_s is None or time.monotonic() + retry_s > give_up:
             raise LoginFailed(f"login of user {user_id}: {response.status_code} {response.text}")
         time.sleep(retry_s)  # the server said when a token is available again
 
 
-def _retry_after(response: requests.Response) -> float | None:
+def retry_after_s(response: requests.Response) -> float | None:
+    """How long a refused login (429 or 503) was told to wait, bounded; None for others."""
     if response.status_code not in (429, 503):
         return None
     try:

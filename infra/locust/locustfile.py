@@ -25,7 +25,7 @@ import gevent
 from locust import HttpUser, between, events, task
 from locust.env import Environment
 
-from infra.users import LOGIN_PATH, RENEW_MARGIN_S, dev_password
+from infra.users import LOGIN_PATH, RENEW_MARGIN_S, dev_password, retry_after_s
 
 USERS = 1000
 SKUS = 100
@@ -122,7 +122,7 @@ class ShopUser(HttpUser):
                     response.failure(f"login: status {response.status_code}")
                     return
                 response.success()  # the brute-force limit: wait as told, then again
-            gevent.sleep(float(response.headers.get("Retry-After", "1")))
+            gevent.sleep(retry_after_s(response) or 1.0)
 
     def signed_in(self) -> None:
         if time.monotonic() > self.token_expires_at - RENEW_MARGIN_S:

@@ -43,8 +43,10 @@ PORT_STEP = 25
 MODES = ("2pc", "tcc", "saga", "msg")
 KILLED_IN_TURN = ("gateway", "order", "coordinator", "inventory", "coupon", "redpacket")
 LOAD_THREADS = 2
-BEFORE_KILL_S = 1.5
-AFTER_KILL_S = 5.0
+# Orders answered before the kill (the load running on both instances), and after the
+# first one the other instance served (the load carried by it alone).
+BEFORE_KILL_ORDERS = 20
+AFTER_KILL_ORDERS = 60
 # SKU-0020..0039 (2000..3900 cents, 1000 in stock each), one per order in turn: above
 # coupon C-<user>-1's minimum spend, and stock for every order the module places.
 SKUS = tuple(f"SKU-{n:04d}" for n in range(20, 40))
@@ -249,6 +251,12 @@ def outcomes(api: Api, tally: Tally) -> dict[str, Counter[str]]:
     return final
 
 
+def wait_for_answers(tally: Tally, count: int, what: str) -> None:
+    wait_until(
+        lambda: sum(tally.answered.values()) >= count, timeout_s=60, interval_s=0.02, what=what
+    )
+
+
 def kill_one_instance_of(scaled: Scaled, component: str) -> tuple[Tally, float]:
     """Orders in every mode from LOAD_THREADS clients while instance 1 of the component is
     SIGKILLed; its processes come back afterwards. Returns the tally and how long after the
@@ -260,7 +268,7 @@ def kill_one_instance_of(scaled: Scaled, component: str) -> tuple[Tally, float]:
     for thread in threads:
         thread.start()
     try:
-        time.sleep(BEFORE_KILL_S)  # a load window, not a wait for a condition
+        wait_for_answers(tally, BEFORE_KILL_ORDERS, "orders answered before the kill")
         answered = sum(tally.answered.values())
         killed = kill_instance(scaled.stack, component, 1)
         killed_at = time.monotonic()
@@ -271,7 +279,9 @@ def kill_one_instance_of(scaled: Scaled, component: str) -> tuple[Tally, float]:
             what=f"orders answered with one {component} killed",
         )
         served_s = time.monotonic() - killed_at
-        time.sleep(AFTER_KILL_S)
+        wait_for_answers(
+            tally, sum(tally.answered.values()) + AFTER_KILL_ORDERS, f"orders with {component} down"
+        )
     finally:
         stop.set()
         for thread in threads:

@@ -24,6 +24,24 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _free_ports_from(count: int, tries: int = 50) -> int:
+    """A port such that it and the `count - 1` after it are free on loopback."""
+    for _ in range(tries):
+        first = _free_port()
+        if all(_bindable(first + i) for i in range(1, count)):
+            return first
+    raise AssertionError(f"no {count} consecutive free ports in {tries} tries")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def _health(stack: Stack, name: str) -> dict[str, object]:
     response = requests.get(f"{stack.url(name)}/healthz", timeout=2)
     assert response.status_code == 200
@@ -104,13 +122,9 @@ def test_start_reports_an_app_that_does_not_import(tmp_path: Path) -> None:
 
 
 def test_a_scaled_component_is_served_by_each_instance_behind_haproxy(tmp_path: Path) -> None:
-    public = _free_port()
+    public = _free_ports_from(3)  # the public port and the instances', public + step * i
     component = Component("fixture", "fixture_app:create_app()", public)
     env = {**FIXTURE_ENV, "PAXMART_SCALE_PORT_STEP": "1"}
-    for offset in (1, 2):  # the instances' ports, public + step * i
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", public + offset)) == 0:
-                pytest.skip(f"port {public + offset} is taken")
     with Stack(env, tmp_path / "logs", [component], workers=1, threads=2, scale=2) as s:
         assert s.instances("fixture") == ["fixture-1", "fixture-2"]
         assert [s.port(n) for n in ("fixture", "fixture-1", "fixture-2")] == [

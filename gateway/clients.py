@@ -15,6 +15,7 @@ from flask import g, request
 
 from gateway.core import current_gateway
 from gateway.identity import current_caller
+from paxkit.auth import matches
 
 API_KEY_PREFIX = "pk_"
 KEY_NAME_MAX = 64
@@ -57,7 +58,7 @@ def api_key_name(api_key: str | None, signing_key: str | None) -> str | None:
     name, sep, signature = api_key[len(API_KEY_PREFIX) :].rpartition(".")
     if not sep or not name or len(name) > KEY_NAME_MAX:
         return None
-    if not hmac.compare_digest(signature.encode(), _signature(name, signing_key).encode()):
+    if not matches(signature, _signature(name, signing_key)):
         return None
     return name
 
